@@ -1,0 +1,354 @@
+"""Model pipelines, cross-validation and Optuna tuning (pure: no Prefect, no MLflow).
+
+Preprocessing lives inside a scikit-learn Pipeline fitted per fold, so CV has no leakage.
+XGBoost early-stops on each fold's validation part; Optuna prunes a trial after any fold.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from ctloop.config import CategoricalParam, FloatParam, IntParam, Params, SearchParam
+from tasks.data import Schema
+
+if TYPE_CHECKING:
+    import optuna
+    from sklearn.pipeline import Pipeline
+
+ParamValue = str | int | float | bool | None
+
+
+@dataclass(frozen=True)
+class TrialRecord:
+    """One tuning trial: its parameters, per-fold scores and fate (complete or pruned)."""
+
+    number: int
+    params: dict[str, ParamValue]
+    fold_scores: tuple[float, ...]
+    state: str
+    seconds: float
+    best_iterations: tuple[int, ...] = ()
+    train_scores: tuple[float, ...] = ()
+
+    @property
+    def mean(self) -> float:
+        return float(np.mean(self.fold_scores)) if self.fold_scores else float("nan")
+
+
+@dataclass(frozen=True)
+class TuningResult:
+    best_params: dict[str, ParamValue]
+    cv_mean: float
+    cv_std: float
+    fold_scores: tuple[float, ...]
+    trials: tuple[TrialRecord, ...] = field(default_factory=tuple)
+
+    @property
+    def n_pruned(self) -> int:
+        return sum(t.state == "PRUNED" for t in self.trials)
+
+
+# --- building blocks -------------------------------------------------------------------
+
+
+def make_preprocessor(schema: Schema, family: str) -> Any:
+    """Trees get ordinal-encoded categories and raw numbers (NaN kept); linear models get
+    imputation, scaling and one-hot encoding."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.impute import SimpleImputer
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder, StandardScaler
+
+    cats, nums = list(schema.categorical), list(schema.numeric)
+    if family == "linear":
+        numeric = make_pipeline(SimpleImputer(strategy="median"), StandardScaler())
+        categorical = make_pipeline(
+            SimpleImputer(strategy="constant", fill_value="__missing__"),
+            OneHotEncoder(handle_unknown="infrequent_if_exist", min_frequency=20),
+        )
+    else:
+        numeric = SimpleImputer(strategy="median") if family == "random_forest" else "passthrough"
+        categorical = OrdinalEncoder(
+            handle_unknown="use_encoded_value", unknown_value=-1, encoded_missing_value=-2
+        )
+    return ColumnTransformer(
+        [("num", numeric, nums), ("cat", categorical, cats)],
+        verbose_feature_names_out=False,
+    )
+
+
+def make_estimator(
+    family: str, task: str, params: dict[str, ParamValue], seed: int, early_stopping: int | None
+) -> Any:
+    """The model at the end of the pipeline; `params` are fixed + tuned parameters."""
+    if family == "xgboost":
+        from xgboost import XGBClassifier, XGBRegressor
+
+        cls = XGBClassifier if task == "classification" else XGBRegressor
+        metric = "logloss" if task == "classification" else "rmse"
+        return cls(
+            **params, random_state=seed, eval_metric=metric, early_stopping_rounds=early_stopping
+        )
+    if family == "linear":
+        from sklearn.linear_model import LogisticRegression, Ridge
+
+        if task == "classification":
+            return LogisticRegression(**params, random_state=seed)
+        return Ridge(
+            **{("alpha" if k == "C" else k): v for k, v in params.items() if k != "max_iter"},
+            random_state=seed,
+        )
+    if family == "random_forest":
+        from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
+
+        cls = RandomForestClassifier if task == "classification" else RandomForestRegressor
+        return cls(**params, random_state=seed)
+    raise ValueError(f"model.family: unknown family '{family}'")
+
+
+def make_pipeline(
+    schema: Schema,
+    family: str,
+    params: dict[str, ParamValue],
+    seed: int,
+    early_stopping: int | None = None,
+) -> Pipeline:
+    from sklearn.pipeline import Pipeline
+
+    return Pipeline(
+        [
+            ("preprocess", make_preprocessor(schema, family)),
+            ("model", make_estimator(family, schema.task, params, seed, early_stopping)),
+        ]
+    )
+
+
+def fit_pipeline(
+    pipeline: Pipeline,
+    X: pd.DataFrame,
+    y: pd.Series,
+    eval_set: tuple[pd.DataFrame, pd.Series] | None = None,
+) -> Pipeline:
+    """Fit; with an eval set, XGBoost sees it preprocessed by the fold's own preprocessor."""
+    if eval_set is None or not _is_xgboost(pipeline):
+        return pipeline.fit(X, y)
+    pre = pipeline.named_steps["preprocess"].fit(X, y)
+    Xe, ye = eval_set
+    pipeline.named_steps["model"].fit(
+        pre.transform(X), y, eval_set=[(pre.transform(Xe), ye)], verbose=False
+    )
+    return pipeline
+
+
+def _is_xgboost(pipeline: Pipeline) -> bool:
+    return type(pipeline.named_steps["model"]).__module__.startswith("xgboost")
+
+
+def predict_scores(pipeline: Pipeline, X: pd.DataFrame, task: str) -> np.ndarray:
+    """Probability of the positive class (classification) or the prediction (regression)."""
+    if task == "classification":
+        return pipeline.predict_proba(X)[:, 1]
+    return pipeline.predict(X)
+
+
+def evaluate(task: str, y_true: pd.Series | np.ndarray, scores: np.ndarray) -> dict[str, float]:
+    """Metrics of one prediction set; the primary metric is roc_auc or rmse."""
+    from sklearn import metrics as m
+
+    y = np.asarray(y_true)
+    if task == "classification":
+        labels = (scores >= 0.5).astype(int)
+        return {
+            "roc_auc": float(m.roc_auc_score(y, scores)),
+            "pr_auc": float(m.average_precision_score(y, scores)),
+            "log_loss": float(m.log_loss(y, np.clip(scores, 1e-7, 1 - 1e-7), labels=[0, 1])),
+            "brier": float(m.brier_score_loss(y, scores)),
+            "accuracy": float(m.accuracy_score(y, labels)),
+            "f1": float(m.f1_score(y, labels, zero_division=0)),
+        }
+    return {
+        "rmse": float(m.root_mean_squared_error(y, scores)),
+        "mae": float(m.mean_absolute_error(y, scores)),
+        "r2": float(m.r2_score(y, scores)),
+    }
+
+
+def cv_splits(kind: str, folds: int, seed: int, X: pd.DataFrame, y: pd.Series) -> list[tuple]:
+    """Fold indices: stratified, shuffled k-fold, or time-ordered (rows must be time-sorted)."""
+    from sklearn.model_selection import KFold, StratifiedKFold, TimeSeriesSplit
+
+    if kind == "time":
+        return list(TimeSeriesSplit(n_splits=folds).split(X))
+    if kind == "stratified":
+        return list(StratifiedKFold(folds, shuffle=True, random_state=seed).split(X, y))
+    return list(KFold(folds, shuffle=True, random_state=seed).split(X))
+
+
+# --- tuning ----------------------------------------------------------------------------
+
+
+def suggest(trial: optuna.Trial, space: dict[str, SearchParam]) -> dict[str, ParamValue]:
+    """Sample one point of the params.yaml search space."""
+    out: dict[str, ParamValue] = {}
+    for name, spec in space.items():
+        if isinstance(spec, IntParam):
+            out[name] = trial.suggest_int(name, spec.low, spec.high, log=spec.log)
+        elif isinstance(spec, FloatParam):
+            out[name] = trial.suggest_float(name, spec.low, spec.high, log=spec.log)
+        elif isinstance(spec, CategoricalParam):
+            out[name] = trial.suggest_categorical(name, spec.choices)
+    return out
+
+
+@dataclass
+class _FoldRun:
+    scores: list[float] = field(default_factory=list)
+    train_scores: list[float] = field(default_factory=list)
+    best_iterations: list[int] = field(default_factory=list)
+
+
+def run_folds(
+    schema: Schema,
+    family: str,
+    params: dict[str, ParamValue],
+    seed: int,
+    X: pd.DataFrame,
+    y: pd.Series,
+    splits: list[tuple],
+    metric: str,
+    early_stopping: int | None,
+    report: Callable[[int, float], None] | None = None,
+    run: _FoldRun | None = None,
+) -> _FoldRun:
+    """Fit and score each fold into `run` (kept when `report(step, mean)` raises to prune)."""
+    run = run if run is not None else _FoldRun()
+    for i, (tr, va) in enumerate(splits):
+        pipe = make_pipeline(schema, family, params, seed, early_stopping)
+        fit_pipeline(pipe, X.iloc[tr], y.iloc[tr], eval_set=(X.iloc[va], y.iloc[va]))
+        run.scores.append(
+            evaluate(schema.task, y.iloc[va], predict_scores(pipe, X.iloc[va], schema.task))[metric]
+        )
+        run.train_scores.append(
+            evaluate(schema.task, y.iloc[tr], predict_scores(pipe, X.iloc[tr], schema.task))[metric]
+        )
+        best = getattr(pipe.named_steps["model"], "best_iteration", None)
+        if best is not None:
+            run.best_iterations.append(int(best) + 1)
+        if report is not None:
+            report(i, float(np.mean(run.scores)))
+    return run
+
+
+def tune(
+    params: Params,
+    schema: Schema,
+    X: pd.DataFrame,
+    y: pd.Series,
+    on_trial: Callable[[TrialRecord], None] | None = None,
+) -> TuningResult:
+    """Seeded TPE search over params.yaml's space with per-fold median pruning."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    family, metric, seed = params.model.family, params.metric, params.seed
+    fixed = dict(params.model.fixed.get(family, {}))
+    space = params.model.search_space[family]
+    splits = cv_splits(params.cv_kind, params.split.folds, seed, X, y)
+    es = params.tune.early_stopping_rounds if family == "xgboost" else None
+    direction = "maximize" if params.greater_is_better else "minimize"
+    pruner = (
+        optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=0)
+        if params.tune.pruning
+        else optuna.pruners.NopPruner()
+    )
+    study = optuna.create_study(
+        direction=direction, pruner=pruner, sampler=optuna.samplers.TPESampler(seed=seed)
+    )
+    records: list[TrialRecord] = []
+
+    def objective(trial: optuna.Trial) -> float:
+        started, tuned = time.perf_counter(), suggest(trial, space)
+        folds = _FoldRun()
+
+        def report(step: int, value: float) -> None:
+            trial.report(value, step)
+            if trial.should_prune():
+                raise optuna.TrialPruned()
+
+        state = "COMPLETE"
+        try:
+            run_folds(
+                schema,
+                family,
+                {**fixed, **tuned},
+                seed,
+                X,
+                y,
+                splits,
+                metric,
+                es,
+                report,
+                run=folds,
+            )
+        except optuna.TrialPruned:
+            state = "PRUNED"
+            raise
+        except Exception:
+            state = "FAIL"
+            raise
+        finally:
+            rec = TrialRecord(
+                trial.number,
+                tuned,
+                tuple(folds.scores),
+                state,
+                time.perf_counter() - started,
+                tuple(folds.best_iterations),
+                tuple(folds.train_scores),
+            )
+            records.append(rec)
+            if on_trial is not None:
+                on_trial(rec)
+        return float(np.mean(folds.scores))
+
+    study.optimize(
+        objective,
+        n_trials=params.tune.n_trials,
+        timeout=params.tune.timeout_s,
+        show_progress_bar=params.tune.show_progress_bar,
+        gc_after_trial=False,
+    )
+    return _result(study, records, fixed)
+
+
+def _result(study: optuna.Study, records: list[TrialRecord], fixed: dict) -> TuningResult:
+    best = study.best_trial
+    rec = next(r for r in records if r.number == best.number)
+    params: dict[str, ParamValue] = {**fixed, **best.params}
+    if rec.best_iterations:  # refit without early stopping, with the trees the folds needed
+        params["n_estimators"] = int(np.ceil(np.mean(rec.best_iterations)))
+    return TuningResult(
+        params,
+        rec.mean,
+        float(np.std(rec.fold_scores)),
+        rec.fold_scores,
+        tuple(sorted(records, key=lambda r: r.number)),
+    )
+
+
+def fit_final(
+    params: Params,
+    schema: Schema,
+    best_params: dict[str, ParamValue],
+    X: pd.DataFrame,
+    y: pd.Series,
+) -> Pipeline:
+    """Refit on the whole training part of the window with the best parameters."""
+    pipe = make_pipeline(schema, params.model.family, best_params, params.seed)
+    return fit_pipeline(pipe, X, y)
