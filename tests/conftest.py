@@ -54,14 +54,16 @@ def make_project(tmp_path: Path) -> Callable[..., Project]:
         (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
         shutil.copy(ROOT / "dvc.yaml", root / "dvc.yaml")
         Repo.init(str(root), no_scm=True).close()
-        (root / ".dvc" / "config").write_text("[core]\n    analytics = false\n")
+        (root / ".dvc" / "config").write_text("[core]\n    no_scm = True\n    analytics = false\n")
         return load_project(root / "params.yaml")
 
     return build
 
 
-def sample_months(batches: dict[str, pd.DataFrame], months: list[str], rows: int,
-                  seed: int = 0) -> pd.DataFrame:
+def sample_months(
+    batches: dict[str, pd.DataFrame], months: list[str], rows: int, seed: int = 0
+) -> pd.DataFrame:
     """A seeded sample of `rows` rows per month of the default data, with its raw columns back."""
-    return pd.concat([batches[m].sample(rows, random_state=seed) for m in months],
-                     ignore_index=True)
+    return pd.concat(
+        [batches[m].sample(rows, random_state=seed) for m in months], ignore_index=True
+    )

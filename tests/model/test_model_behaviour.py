@@ -1,4 +1,5 @@
-"""Behavioural tests of the default model on real data: skill, determinism, invariance, direction."""
+"""Behavioural tests of the default model on real data: skill, determinism, invariance and
+direction."""
 
 from __future__ import annotations
 
@@ -13,16 +14,25 @@ from tests.conftest import sample_months
 
 @pytest.fixture(scope="module")
 def small(repo_project: Project) -> Project:
-    return override(repo_project, {"tune.n_trials": 3, "tune.timeout_s": None, "split.folds": 3,
-                                   "tune.show_progress_bar": False,
-                                   "model.fixed": {"xgboost": {"n_estimators": 80, "n_jobs": 1}}})
+    return override(
+        repo_project,
+        {
+            "tune.n_trials": 3,
+            "tune.timeout_s": None,
+            "split.folds": 3,
+            "tune.show_progress_bar": False,
+            "model.fixed": {"xgboost": {"n_estimators": 80, "n_jobs": 1}},
+        },
+    )
 
 
 @pytest.fixture(scope="module")
-def frames(default_batches: dict[str, pd.DataFrame], repo_project: Project
-           ) -> tuple[pd.DataFrame, pd.DataFrame, data.Schema]:
-    train, _ = data.labelled(sample_months(default_batches, ["2013-01", "2013-02"], 4000),
-                             "is_late")
+def frames(
+    default_batches: dict[str, pd.DataFrame], repo_project: Project
+) -> tuple[pd.DataFrame, pd.DataFrame, data.Schema]:
+    train, _ = data.labelled(
+        sample_months(default_batches, ["2013-01", "2013-02"], 4000), "is_late"
+    )
     holdout, _ = data.labelled(sample_months(default_batches, ["2013-03"], 4000), "is_late")
     return train, holdout, data.infer_schema(train, repo_project.params.data)
 
@@ -49,8 +59,9 @@ def test_beats_the_trivial_baseline_by_a_margin(frames: tuple, fitted: tuple) ->
 
 def test_same_seed_gives_the_same_metrics(small: Project, frames: tuple, fitted: tuple) -> None:
     train, _, schema = frames
-    again = training.tune(small.params, schema, train[schema.features],
-                          train[schema.target].astype(int))
+    again = training.tune(
+        small.params, schema, train[schema.features], train[schema.target].astype(int)
+    )
     assert again.best_params == fitted[0].best_params
     assert again.fold_scores == fitted[0].fold_scores
 
@@ -65,8 +76,9 @@ def test_predictions_do_not_depend_on_column_order(frames: tuple, fitted: tuple)
     )
 
 
-def test_evening_departures_are_predicted_later_than_morning_ones(frames: tuple,
-                                                                  fitted: tuple) -> None:
+def test_evening_departures_are_predicted_later_than_morning_ones(
+    frames: tuple, fitted: tuple
+) -> None:
     """Directional: delays build up during the day (a well-known effect in this data)."""
     _, holdout, schema = frames
     X = holdout[schema.features]

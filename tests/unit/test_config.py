@@ -62,5 +62,5 @@ def test_override_revalidates_and_rejects_unknown_keys() -> None:
     assert load_project(ROOT / "params.yaml").params == project.params
     with pytest.raises(ConfigError, match="unknown params key"):
         override(project, {"tune.n_trails": 3})
-    with pytest.raises(ConfigError, match="split.folds"):
+    with pytest.raises(ConfigError, match=r"split\.folds"):
         override(project, {"split.folds": 1})

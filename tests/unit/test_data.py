@@ -11,18 +11,25 @@ from tasks import data
 
 
 def _cfg(**kw: object) -> DataConfig:
-    base = dict(target="late", task="classification", time_column="when",
-                derive_target={"column": "delay", "greater_than": 15}, drop_columns=["delay"])
+    base = dict(
+        target="late",
+        task="classification",
+        time_column="when",
+        derive_target={"column": "delay", "greater_than": 15},
+        drop_columns=["delay"],
+    )
     return DataConfig.model_validate({**base, **kw})
 
 
 def _raw() -> pd.DataFrame:
-    return pd.DataFrame({
-        "when": ["2013-02-03", "2013-01-10", "2013-01-02", "2013-03-01"],
-        "delay": [30.0, np.nan, 5.0, 16.0],
-        "carrier": ["AA", "UA", "AA", "DL"],
-        "distance": [100, 200, 300, 400],
-    })
+    return pd.DataFrame(
+        {
+            "when": ["2013-02-03", "2013-01-10", "2013-01-02", "2013-03-01"],
+            "delay": [30.0, np.nan, 5.0, 16.0],
+            "carrier": ["AA", "UA", "AA", "DL"],
+            "distance": [100, 200, 300, 400],
+        }
+    )
 
 
 def test_prepare_derives_target_keeps_missing_and_drops_columns() -> None:
@@ -60,7 +67,7 @@ def test_batches_are_time_ordered_periods() -> None:
     assert list(batches) == ["2013-01", "2013-02", "2013-03"]
     assert list(batches["2013-01"]["when"].dt.day) == [2, 10]
     weekly = data.split_batches(df, _cfg(batch_frequency="week"))
-    assert list(weekly)[0] == "2012-12-31"  # Monday starting the week of 2013-01-02
+    assert next(iter(weekly)) == "2012-12-31"  # Monday starting the week of 2013-01-02
 
 
 def test_batches_without_time_column_are_row_blocks() -> None:
@@ -72,7 +79,9 @@ def test_batches_without_time_column_are_row_blocks() -> None:
 
 def test_select_periods_and_labelled() -> None:
     assert data.select_periods(["2013-03", "2013-01", "2013-02"], "2013-02", None) == [
-        "2013-02", "2013-03"]
+        "2013-02",
+        "2013-03",
+    ]
     rows, dropped = data.labelled(data.prepare(_raw(), _cfg()), "late")
     assert (len(rows), dropped) == (3, 1)
 

@@ -9,22 +9,27 @@ from ctloop.config import CategoricalParam, FloatParam, IntParam
 from tasks import training
 from tasks.data import Schema
 
-SCHEMA = Schema(target="y", task="classification", numeric=("a", "b"), categorical=("c",),
-                time_column=None)
+SCHEMA = Schema(
+    target="y", task="classification", numeric=("a", "b"), categorical=("c",), time_column=None
+)
 
 
 def _frame(n: int = 400, seed: int = 0) -> tuple[pd.DataFrame, pd.Series]:
     rng = np.random.default_rng(seed)
-    X = pd.DataFrame({"a": rng.normal(size=n), "b": rng.normal(size=n),
-                      "c": rng.choice(["x", "y", "z"], size=n)})
+    X = pd.DataFrame(
+        {"a": rng.normal(size=n), "b": rng.normal(size=n), "c": rng.choice(["x", "y", "z"], size=n)}
+    )
     X.loc[::17, "b"] = np.nan
     y = pd.Series(((X.a + (X.c == "x")) > 0.5).astype(int), name="y")
     return X, y
 
 
 def test_suggest_follows_the_declared_space() -> None:
-    space = {"d": IntParam(type="int", low=2, high=4), "lr": FloatParam(type="float", low=0.1,
-             high=0.2, log=True), "k": CategoricalParam(type="categorical", choices=["a", "b"])}
+    space = {
+        "d": IntParam(type="int", low=2, high=4),
+        "lr": FloatParam(type="float", low=0.1, high=0.2, log=True),
+        "k": CategoricalParam(type="categorical", choices=["a", "b"]),
+    }
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     for _ in range(5):
         params = training.suggest(study.ask(), space)
@@ -44,8 +49,9 @@ def test_cv_splits_kinds() -> None:
 @pytest.mark.parametrize("family", ["xgboost", "linear", "random_forest"])
 def test_every_family_fits_with_missing_values_and_unseen_categories(family: str) -> None:
     X, y = _frame()
-    pipe = training.make_pipeline(SCHEMA, family, {"n_estimators": 20} if family != "linear"
-                                  else {}, seed=0)
+    pipe = training.make_pipeline(
+        SCHEMA, family, {"n_estimators": 20} if family != "linear" else {}, seed=0
+    )
     training.fit_pipeline(pipe, X, y)
     new = X.head(10).assign(c="never-seen")
     scores = training.predict_scores(pipe, new, "classification")
@@ -54,8 +60,9 @@ def test_every_family_fits_with_missing_values_and_unseen_categories(family: str
 
 def test_xgboost_early_stops_on_the_eval_set() -> None:
     X, y = _frame(600)
-    pipe = training.make_pipeline(SCHEMA, "xgboost", {"n_estimators": 500,
-                                  "learning_rate": 0.5}, seed=0, early_stopping=5)
+    pipe = training.make_pipeline(
+        SCHEMA, "xgboost", {"n_estimators": 500, "learning_rate": 0.5}, seed=0, early_stopping=5
+    )
     training.fit_pipeline(pipe, X.iloc[:400], y.iloc[:400], eval_set=(X.iloc[400:], y.iloc[400:]))
     assert pipe.named_steps["model"].best_iteration < 499
 

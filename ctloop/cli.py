@@ -1,0 +1,129 @@
+"""`ctloop`: the user's entry point. Heavy libraries are imported inside commands so that
+`ctloop --help` answers fast."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from ctloop.env import telemetry_off
+
+if TYPE_CHECKING:
+    from ctloop.config import Project
+
+app = typer.Typer(
+    help="ctloop: continuous training for tabular ML (Prefect, DVC, Great Expectations, "
+    "MLflow, Evidently).",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+expectations_app = typer.Typer(help="Great Expectations suite built from reference data.")
+app.add_typer(expectations_app, name="expectations")
+
+ParamsOpt = Annotated[Path, typer.Option("--params", "-p", help="Path to params.yaml.")]
+
+
+def _fail(err: BaseException) -> typer.Exit:
+    typer.secho(f"ctloop: error: {err}", err=True, fg=typer.colors.RED)
+    return typer.Exit(code=1)
+
+
+def _known_errors() -> tuple[type[BaseException], ...]:
+    from ctloop.config import ConfigError
+    from tasks.data import DataError
+    from tasks.pipeline import WindowError
+    from tasks.validation import ValidationFailed
+    from tasks.versioning import VersioningError
+
+    return (ConfigError, DataError, WindowError, ValidationFailed, VersioningError)
+
+
+def _project(params: Path) -> Project:
+    from ctloop.config import ConfigError, load_project
+
+    try:
+        return load_project(params)
+    except ConfigError as err:
+        raise _fail(err) from None
+
+
+@app.command()
+def setup(params: ParamsOpt = Path("params.yaml")) -> None:
+    """Create the project folders and the local default DVC remote."""
+    telemetry_off()
+    from tasks import versioning
+
+    project = _project(params)
+    for name in ("batches", "landing", "quarantine", "reports", "models", "mlflow_artifacts"):
+        project.path(name).mkdir(parents=True, exist_ok=True)
+    versioning.ensure_remote(project.root, project.path("dvc_remote"))
+    typer.echo(f"ready: {project.root} (DVC remote {project.path('dvc_remote')})")
+
+
+@app.command()
+def run(
+    params: ParamsOpt = Path("params.yaml"),
+    n_trials: Annotated[int | None, typer.Option(help="Override tune.n_trials.")] = None,
+    family: Annotated[str | None, typer.Option(help="Override model.family.")] = None,
+) -> None:
+    """Run the training flow (against PREFECT_API_URL, else a temporary Prefect server)."""
+    telemetry_off()
+    from flows.train_model import train_model
+
+    _project(params)
+    try:
+        train_model(params_path=str(params), n_trials=n_trials, model_family=family)
+    except _known_errors() as err:
+        raise _fail(err) from None
+
+
+@app.command()
+def stage(
+    name: Annotated[str, typer.Argument(help="ingest | validate | train | evaluate | drift")],
+    params: ParamsOpt = Path("params.yaml"),
+) -> None:
+    """Run one DVC stage (called by dvc.yaml; same steps as the flow)."""
+    telemetry_off()
+    from ctloop.stages import STAGES, run_stage
+
+    if name not in STAGES:
+        raise _fail(ValueError(f"unknown stage '{name}' (choose from {', '.join(STAGES)})"))
+    try:
+        run_stage(_project(params), name)
+    except _known_errors() as err:
+        raise _fail(err) from None
+
+
+@expectations_app.command("build")
+def expectations_build(
+    params: ParamsOpt = Path("params.yaml"),
+    start: Annotated[str | None, typer.Option(help="First reference batch.")] = None,
+    end: Annotated[str | None, typer.Option(help="Last reference batch.")] = None,
+) -> None:
+    """Build the baseline suite from reference batches (default: the training window)."""
+    telemetry_off()
+    from tasks import data, pipeline
+
+    project = _project(params)
+    try:
+        available = data.list_batches(project.path("batches"))
+        if not available:
+            pipeline.run_ingest(project)
+            available = data.list_batches(project.path("batches"))
+        if start or end:
+            reference = tuple(data.select_periods(available, start, end))
+        else:
+            reference = pipeline.plan_window(project.params.split, available).train
+        if not reference:
+            raise _fail(ValueError(f"no batch between {start} and {end}"))
+        path = pipeline.build_expectations(project, reference)
+    except _known_errors() as err:
+        raise _fail(err) from None
+    typer.echo(f"suite written: {path} (from {reference[0]}..{reference[-1]})")
+
+
+def main() -> None:
+    sys.exit(app())

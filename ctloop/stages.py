@@ -1,0 +1,124 @@
+"""`ctloop stage NAME`: the DVC stages (dvc.yaml). Each reads the previous stage's files, calls the
+same tasks/pipeline.py steps as the Prefect flow, and writes the files dvc.yaml declares."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ctloop.config import Project
+from tasks import data, pipeline, tracking, training, versioning
+
+STAGES = ("ingest", "validate", "train", "evaluate", "drift")
+
+
+def _window(project: Project) -> pipeline.Window:
+    return pipeline.plan_window(project.params.split, data.list_batches(project.path("batches")))
+
+
+def _train_record(project: Project) -> Path:
+    return project.path("models") / "train.json"
+
+
+def _model_file(project: Project) -> Path:
+    return project.path("models") / "model.joblib"
+
+
+def ingest(project: Project) -> None:
+    result = pipeline.run_ingest(project)
+    print(f"ingest: {len(result.written)} written, {len(result.unchanged)} unchanged")
+
+
+def validate(project: Project) -> None:
+    from tasks.validation import ValidationFailed, summary_markdown
+
+    window = _window(project)
+    if not pipeline.suite_ready(project):
+        pipeline.build_expectations(project, window.train)
+    reports = pipeline.run_validation(project, window.used)
+    print(summary_markdown(reports))
+    failed = [r for r in reports if not r.success]
+    if failed:
+        raise ValidationFailed(failed)
+
+
+def train(project: Project) -> None:
+    import joblib
+
+    window = _window(project)
+    train_data = pipeline.training_data(project, pipeline.load_batches(project, window.train))
+    holdout = pipeline.training_data(project, pipeline.load_batches(project, window.holdout))
+    version = versioning.data_version(project.root, project.params.paths.batches) or "unversioned"
+    results = json.loads((project.path("reports") / "validation.json").read_text())
+    validation = "passed" if all(r["success"] for r in results["reports"]) else "failed"
+    run_id = pipeline.start_training_run(project, window, version, validation, train_data, holdout)
+    try:
+        tuning = training.tune(project.params, train_data.schema, train_data.X, train_data.y)
+        pipeline.record_tuning(project, run_id, tuning)
+        model = training.fit_final(
+            project.params, train_data.schema, tuning.best_params, train_data.X, train_data.y
+        )
+    except BaseException:
+        tracking.finish_run(run_id, failed=True)
+        raise
+    tracking.finish_run(run_id)
+    _model_file(project).parent.mkdir(parents=True, exist_ok=True)
+    joblib.dump(model, _model_file(project))
+    metric = project.params.metric
+    pipeline.write_json(
+        _train_record(project),
+        {
+            "run_id": run_id,
+            "best_params": tuning.best_params,
+            "cv_mean": tuning.cv_mean,
+            "cv_std": tuning.cv_std,
+            "fold_scores": list(tuning.fold_scores),
+        },
+    )
+    pipeline.write_json(
+        project.path("reports") / "cv.json",
+        {
+            f"cv_{metric}_mean": tuning.cv_mean,
+            f"cv_{metric}_std": tuning.cv_std,
+            "n_trials": len(tuning.trials),
+            "n_pruned": tuning.n_pruned,
+        },
+    )
+
+
+def evaluate(project: Project) -> None:
+    import joblib
+
+    window = _window(project)
+    record = json.loads(_train_record(project).read_text())
+    tuning = training.TuningResult(
+        record["best_params"], record["cv_mean"], record["cv_std"], tuple(record["fold_scores"])
+    )
+    model = joblib.load(_model_file(project))
+    holdout = pipeline.training_data(project, pipeline.load_batches(project, window.holdout))
+    evaluation = pipeline.evaluate_holdout(project, record["run_id"], model, holdout, tuning)
+    decision = pipeline.register_and_promote(
+        project, record["run_id"], model, holdout, evaluation, window
+    )
+    print(
+        f"evaluate: {project.params.metric} {evaluation.metrics[project.params.metric]:.4f}; "
+        f"{decision.reason}"
+    )
+
+
+def drift(project: Project) -> None:
+    window = _window(project)
+    record = json.loads(_train_record(project).read_text())
+    reference = pipeline.drift_reference(project, window)
+    summary, paths = pipeline.run_drift(project, reference, window.current, record["run_id"])
+    verdict = "drift" if summary.dataset_drift else "no drift"
+    print(
+        f"drift: {window.current}: {verdict} ({summary.n_drifted}/{summary.n_columns}) -> "
+        f"{paths['html']}"
+    )
+
+
+def run_stage(project: Project, name: str) -> None:
+    {"ingest": ingest, "validate": validate, "train": train, "evaluate": evaluate, "drift": drift}[
+        name
+    ](project)

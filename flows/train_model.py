@@ -1,0 +1,78 @@
+"""Training flow: ingest -> validate -> version -> tune (CV) -> fit -> evaluate -> register and
+promote -> drift. Only wiring here; the work is in tasks/."""
+
+from __future__ import annotations
+
+from prefect import flow
+from prefect.artifacts import create_markdown_artifact
+
+from ctloop.config import load_project, override
+from tasks import pipeline
+from tasks import prefect_tasks as t
+from tasks.summary import TrainingSummary
+
+
+@flow(name="train-model", log_prints=True)
+def train_model(
+    params_path: str = "params.yaml",
+    n_trials: int | None = None,
+    model_family: str | None = None,
+) -> TrainingSummary:
+    """Train, gate and register a model on the configured window; report drift of the newest
+    batch against the champion's training data."""
+    project = load_project(params_path)
+    changes = {"tune.n_trials": n_trials, "model.family": model_family}
+    project = override(project, {k: v for k, v in changes.items() if v is not None})
+
+    ingested = t.ingest_batches(project)
+    window = t.plan_window(project)
+    if not pipeline.suite_ready(project):
+        t.build_expectations(project, window.train)
+    reports = t.validate_batches(project, window.used)
+    data_version = t.version_data(project)
+    validation = t.gate_validation(reports)
+
+    train, holdout = t.load_training_data(project, window)
+    run_id = t.start_training_run(project, window, data_version, validation, train, holdout)
+    try:
+        tuning = t.tune_model(project.params, train.X, train.y)
+        t.record_tuning(project, run_id, tuning)
+        model = t.fit_model(project.params, tuning.best_params, train.X, train.y)
+        evaluation = t.evaluate_holdout(project, run_id, model, holdout, tuning)
+        decision = t.register_and_promote(project, run_id, model, holdout, evaluation, window)
+        reference = t.drift_reference(project, window)
+        drift, paths = t.report_drift(project, reference, window.current, run_id)
+    except BaseException:
+        t.finish_run(run_id, failed=True)
+        raise
+    t.finish_run(run_id)
+
+    summary = TrainingSummary(
+        data_version=data_version,
+        batches=f"{ingested.batches[0]}..{ingested.batches[-1]}",
+        validation=validation,
+        metric=project.params.metric,
+        best_params=tuning.best_params,
+        cv_mean=tuning.cv_mean,
+        cv_std=tuning.cv_std,
+        n_trials=len(tuning.trials),
+        n_pruned=tuning.n_pruned,
+        holdout_score=evaluation.metrics[project.params.metric],
+        holdout_batches=",".join(window.holdout),
+        model_version=decision.challenger_version,
+        promoted=decision.promote,
+        promotion_reason=decision.reason,
+        drift_batch=window.current,
+        dataset_drift=drift.dataset_drift,
+        drifted_columns=tuple(drift.drifted_columns),
+        drift_report=paths["html"],
+        validation_report=project.path("reports") / "validation.json",
+        tracking_uri=project.tracking_uri,
+        mlflow_run_id=run_id,
+    )
+    text = summary.render()
+    create_markdown_artifact(
+        f"```\n{text}\n```", key="training-summary", description="ctloop training summary"
+    )
+    print(text)
+    return summary

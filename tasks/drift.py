@@ -1,0 +1,319 @@
+"""Evidently drift report of a new batch against the reference (training) data.
+
+Pure layer: no Prefect. Evidently is imported inside the functions (it is heavy to import).
+Evidently 0.7 has no dataset-drift boolean: the per-column verdicts come from the snapshot
+(the ValueDrift test of each column) and the dataset verdict is ours: n_drifted / n >= drift_share.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from evidently import DataDefinition
+    from evidently.presets import DataDriftPreset
+
+    from ctloop.config import DriftConfig
+    from tasks.data import Schema
+
+log = logging.getLogger(__name__)
+
+_VALUE_DRIFT = "evidently:metric_v2:ValueDrift"
+_DRIFTED_COUNT = "evidently:metric_v2:DriftedColumnsCount"
+_DRIFT_TEST_ID = "drift"
+# Evidently stattests whose score is a distance (drift when score >= threshold); every other
+# registered tabular stattest returns a p-value (drift when score < threshold). Only a fallback:
+# the verdict normally comes from Evidently's own per-column test (boundaries differ, e.g. ks <=).
+_DISTANCE_METHODS = frozenset({"wasserstein", "jensenshannon", "psi", "kl_div", "hellinger", "ed"})
+
+
+@dataclass(frozen=True)
+class ColumnDrift:
+    """Drift of one column: Evidently stattest, raw score, threshold and verdict."""
+
+    column: str
+    method: str
+    score: float
+    threshold: float
+    drifted: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "column": self.column,
+            "method": self.method,
+            "score": float(self.score),
+            "threshold": float(self.threshold),
+            "drifted": bool(self.drifted),
+        }
+
+
+@dataclass(frozen=True)
+class DriftSummary:
+    """Dataset-level drift verdict plus one ColumnDrift per compared feature."""
+
+    dataset_drift: bool
+    drift_share: float
+    drifted_share: float
+    n_drifted: int
+    n_columns: int
+    columns: tuple[ColumnDrift, ...]
+    reference_rows: int
+    current_rows: int
+
+    @property
+    def drifted_columns(self) -> list[str]:
+        return [c.column for c in self.columns if c.drifted]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-safe types only (bool, int, float, str, list, dict)."""
+        return {
+            "dataset_drift": bool(self.dataset_drift),
+            "drift_share": float(self.drift_share),
+            "drifted_share": float(self.drifted_share),
+            "n_drifted": int(self.n_drifted),
+            "n_columns": int(self.n_columns),
+            "drifted_columns": self.drifted_columns,
+            "reference_rows": int(self.reference_rows),
+            "current_rows": int(self.current_rows),
+            "columns": [c.to_dict() for c in self.columns],
+        }
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> DriftSummary:
+        """Inverse of to_dict (e.g. to read back a saved <name>.json)."""
+        return cls(
+            dataset_drift=bool(raw["dataset_drift"]),
+            drift_share=float(raw["drift_share"]),
+            drifted_share=float(raw["drifted_share"]),
+            n_drifted=int(raw["n_drifted"]),
+            n_columns=int(raw["n_columns"]),
+            columns=tuple(ColumnDrift(**c) for c in raw["columns"]),
+            reference_rows=int(raw["reference_rows"]),
+            current_rows=int(raw["current_rows"]),
+        )
+
+
+# --- computing -------------------------------------------------------------------------
+
+
+def compute_drift(
+    reference: pd.DataFrame,
+    current: pd.DataFrame,
+    schema: Schema,
+    cfg: DriftConfig,
+    seed: int,
+) -> tuple[Any, DriftSummary]:
+    """Run Evidently's DataDriftPreset on the schema's features; returns (snapshot, summary)."""
+    from evidently import Dataset, Report
+
+    features = schema.features
+    if not features:
+        raise ValueError("drift: the schema has no feature columns to compare")
+    ref = _features_frame(reference, features, "reference", cfg.sample_rows, seed)
+    cur = _features_frame(current, features, "current", cfg.sample_rows, seed)
+    definition = _data_definition(schema)
+    report = Report([_preset(features, cfg)], include_tests=True)
+    snapshot = report.run(
+        current_data=Dataset.from_pandas(cur, data_definition=definition),
+        reference_data=Dataset.from_pandas(ref, data_definition=definition),
+    )
+    summary = summarize_snapshot(
+        json.loads(snapshot.json()), features, cfg.drift_share, len(ref), len(cur)
+    )
+    return snapshot, summary
+
+
+def _features_frame(
+    df: pd.DataFrame, features: list[str], side: str, sample_rows: int | None, seed: int
+) -> pd.DataFrame:
+    """A copy holding only the features, sampled (seeded) down to sample_rows when larger."""
+    missing = [c for c in features if c not in df.columns]
+    if missing:
+        raise ValueError(f"drift: {side} data lacks feature column(s) {missing}")
+    if df.empty:
+        raise ValueError(f"drift: {side} data has no rows")
+    out = df.loc[:, features].copy()
+    if sample_rows is not None and len(out) > sample_rows:
+        out = out.sample(n=sample_rows, random_state=seed)
+    return out.reset_index(drop=True)
+
+
+def _data_definition(schema: Schema) -> DataDefinition:
+    """Declare the column types so Evidently does not guess them."""
+    from evidently import DataDefinition
+
+    return DataDefinition(
+        numerical_columns=list(schema.numeric),
+        categorical_columns=list(schema.categorical),
+    )
+
+
+def _preset(features: list[str], cfg: DriftConfig) -> DataDriftPreset:
+    """DataDriftPreset limited to the features; method/threshold only when configured."""
+    from evidently.presets import DataDriftPreset
+
+    return DataDriftPreset(
+        columns=list(features),
+        drift_share=cfg.drift_share,
+        method=cfg.method,
+        threshold=cfg.threshold,
+    )
+
+
+# --- reading the snapshot --------------------------------------------------------------
+
+
+def summarize_snapshot(
+    snapshot_dict: dict[str, Any],
+    features: list[str],
+    drift_share: float,
+    reference_rows: int,
+    current_rows: int,
+) -> DriftSummary:
+    """Build the summary from `json.loads(snapshot.json())` (metrics and tests, plain types)."""
+    statuses = _drift_test_statuses(snapshot_dict.get("tests", []))
+    by_column: dict[str, ColumnDrift] = {}
+    evidently_count: float | None = None
+    for metric in snapshot_dict.get("metrics", []):
+        kind = metric.get("config", {}).get("type")
+        if kind == _VALUE_DRIFT:
+            col = _column_drift(metric, statuses.get(metric["id"]))
+            by_column[col.column] = col
+        elif kind == _DRIFTED_COUNT:
+            evidently_count = float(metric["value"]["count"])
+    missing = [f for f in features if f not in by_column]
+    if missing:
+        raise RuntimeError(f"drift: Evidently returned no ValueDrift result for {missing}")
+    columns = tuple(by_column[f] for f in features)
+    n_drifted = sum(c.drifted for c in columns)
+    if evidently_count is not None and int(evidently_count) != n_drifted:
+        log.warning(
+            "drift: DriftedColumnsCount says %s drifted column(s), per-column results say %s",
+            int(evidently_count),
+            n_drifted,
+        )
+    share = n_drifted / len(columns)
+    return DriftSummary(
+        dataset_drift=share >= drift_share,
+        drift_share=float(drift_share),
+        drifted_share=share,
+        n_drifted=n_drifted,
+        n_columns=len(columns),
+        columns=columns,
+        reference_rows=int(reference_rows),
+        current_rows=int(current_rows),
+    )
+
+
+def _drift_test_statuses(tests: list[dict[str, Any]]) -> dict[str, bool]:
+    """metric id -> drift detected, from each ValueDrift's own test (FAIL means drift)."""
+    out: dict[str, bool] = {}
+    for test in tests:
+        metric_id = test.get("metric_config", {}).get("metric_id")
+        if test.get("id") == _DRIFT_TEST_ID and metric_id is not None:
+            out[metric_id] = test.get("status") == "FAIL"
+    return out
+
+
+def _column_drift(metric: dict[str, Any], detected: bool | None) -> ColumnDrift:
+    """One ValueDrift result: method and threshold as Evidently resolved them, raw score."""
+    config = metric["config"]
+    method = stattest_name(str(config["method"]))
+    score = float(metric["value"])
+    threshold = float(config["threshold"])
+    drifted = detected if detected is not None else is_drift(method, score, threshold)
+    return ColumnDrift(config["column"], method, score, threshold, bool(drifted))
+
+
+def is_drift(method: str, score: float, threshold: float) -> bool:
+    """Fallback rule: distance methods drift when score >= threshold, p-values when below."""
+    if math.isnan(score):
+        return False
+    if method in _DISTANCE_METHODS:
+        return score >= threshold
+    return score < threshold
+
+
+def stattest_name(method: str) -> str:
+    """Evidently's stattest id ('wasserstein') for a resolved display name, else unchanged.
+
+    When the method is auto-selected, ValueDrift's config holds the display name
+    ('Wasserstein distance (normed)'); when configured it holds the id ('ks').
+    """
+    return _stattest_ids().get(method, method)
+
+
+def _stattest_ids() -> dict[str, str]:
+    """Display name -> id of the stattests Evidently registers (the ones the preset resolves)."""
+    from evidently.legacy.calculations import stattests
+
+    out: dict[str, str] = {}
+    for attr in stattests.__all__:
+        obj = getattr(stattests, attr)
+        if isinstance(obj, stattests.StatTest):
+            out[obj.display_name] = obj.name
+    return out
+
+
+# --- outputs ---------------------------------------------------------------------------
+
+
+def save_drift(snapshot: Any, summary: DriftSummary, out_dir: Path, name: str) -> dict[str, Path]:
+    """Write <name>.html (self-contained Evidently), <name>.json (ours), <name>.evidently.json."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {
+        "html": out_dir / f"{name}.html",
+        "summary": out_dir / f"{name}.json",
+        "snapshot": out_dir / f"{name}.evidently.json",
+    }
+    _atomic(paths["html"], lambda tmp: snapshot.save_html(str(tmp)))
+    _atomic(paths["summary"], lambda tmp: _write_text(tmp, json.dumps(summary.to_dict(), indent=2)))
+    _atomic(paths["snapshot"], lambda tmp: _write_text(tmp, snapshot.json()))
+    return paths
+
+
+def _write_text(path: Path, text: str) -> None:
+    path.write_text(text + "\n", encoding="utf-8")
+
+
+def _atomic(path: Path, write: Callable[[Path], None]) -> None:
+    """Call write(tmp) on a temporary sibling, then move it over `path`."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        write(tmp)
+        if not tmp.is_file():
+            raise RuntimeError(f"drift: writing {path} produced no file")
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def drift_markdown(summary: DriftSummary, title: str) -> str:
+    """Markdown: a verdict line and a column|method|score|threshold|drifted table, drifted first."""
+    verdict = "yes" if summary.dataset_drift else "no"
+    lines = [
+        f"## {title}",
+        "",
+        f"Dataset drift: {verdict} — {summary.n_drifted} of {summary.n_columns} columns "
+        f"drifted (share {summary.drifted_share:.2f}, threshold {summary.drift_share:.2f})",
+        "",
+        f"Reference rows: {summary.reference_rows:,}; current rows: {summary.current_rows:,}.",
+        "",
+        "| column | method | score | threshold | drifted |",
+        "| --- | --- | ---: | ---: | --- |",
+    ]
+    ordered = sorted(summary.columns, key=lambda c: not c.drifted)
+    for c in ordered:
+        flag = "**yes**" if c.drifted else "no"
+        lines.append(f"| {c.column} | {c.method} | {c.score:.4g} | {c.threshold:.4g} | {flag} |")
+    return "\n".join(lines) + "\n"

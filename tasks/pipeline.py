@@ -1,0 +1,383 @@
+"""The loop's steps, shared by the Prefect tasks (tasks/prefect_tasks.py) and the DVC stages
+(`ctloop stage NAME`): each step reads its inputs, calls the pure functions and writes its outputs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from ctloop.config import Project, SplitConfig
+from tasks import data, registry, tracking, training, versioning
+
+if TYPE_CHECKING:
+    from sklearn.pipeline import Pipeline
+
+    from tasks.drift import DriftSummary
+    from tasks.validation import ValidationReport
+
+SUITE_REFERENCE_TAG = "ctloop.train_batches"
+
+
+# --- window ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Window:
+    """Batches that train, the holdout (latest labelled ones) and the batch monitored for drift."""
+
+    train: tuple[str, ...]
+    holdout: tuple[str, ...]
+    current: str | None
+
+    @property
+    def used(self) -> list[str]:
+        names = [*self.train, *self.holdout]
+        return names + ([self.current] if self.current and self.current not in names else [])
+
+
+class WindowError(ValueError):
+    """The configured training window does not contain enough batches."""
+
+
+def plan_window(split: SplitConfig, available: list[str]) -> Window:
+    """Training window from params; its latest periods are the holdout; the newest batch is
+    the one monitored for drift."""
+    inside = data.select_periods(available, split.window_start, split.window_end)
+    if len(inside) <= split.holdout_periods:
+        raise WindowError(
+            f"split: window {split.window_start}..{split.window_end} holds {len(inside)} batch(es) "
+            f"(available: {', '.join(available) or 'none'}); need more than "
+            f"holdout_periods={split.holdout_periods}"
+        )
+    cut = len(inside) - split.holdout_periods
+    newest = sorted(available)[-1]
+    return Window(tuple(inside[:cut]), tuple(inside[cut:]), newest)
+
+
+# --- ingestion -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    written: tuple[str, ...]
+    unchanged: tuple[str, ...]
+    source_rows: int
+    unlabelled_rows: int
+
+    @property
+    def batches(self) -> list[str]:
+        return sorted([*self.written, *self.unchanged])
+
+
+def run_ingest(project: Project) -> IngestResult:
+    """Cut the configured source into period batches (up to data.ingest_until) and write them."""
+    cfg = project.params.data
+    prepared = data.prepare(data.load_source(cfg.source, project.root), cfg, origin=cfg.source)
+    batches = data.split_batches(prepared, cfg)
+    names = data.select_periods(list(batches), None, cfg.ingest_until)
+    writes = [data.write_batch(project.path("batches"), n, batches[n]) for n in names]
+    unlabelled = sum(int(batches[n][cfg.target].isna().sum()) for n in names)
+    return IngestResult(
+        written=tuple(w.name for w in writes if w.written),
+        unchanged=tuple(w.name for w in writes if not w.written),
+        source_rows=sum(w.rows for w in writes),
+        unlabelled_rows=unlabelled,
+    )
+
+
+def version_data(project: Project) -> str:
+    """Commit the batch folder to DVC (dvc.lock + cache), push it, return its data version."""
+    versioning.ensure_remote(project.root, project.path("dvc_remote"))
+    versioning.commit_and_push(project.root)
+    return versioning.data_version(project.root, project.params.paths.batches) or "unversioned"
+
+
+# --- validation ------------------------------------------------------------------------
+
+
+def load_batches(project: Project, names: list[str] | tuple[str, ...]) -> pd.DataFrame:
+    return data.read_batches(project.path("batches"), list(names))
+
+
+def build_expectations(project: Project, reference: list[str] | tuple[str, ...]) -> Path:
+    """Build the baseline suite from reference batches and save it in the file-backed context."""
+    from tasks import validation
+
+    frame = load_batches(project, reference)
+    schema = data.infer_schema(frame, project.params.data)
+    suite = validation.build_suite(
+        frame, schema, project.params.validation, rows_per_batch=len(frame) / len(reference)
+    )
+    return validation.save_suite(project.path("expectations"), suite)
+
+
+def run_validation(project: Project, names: list[str]) -> list[ValidationReport]:
+    """Validate each batch; move critical failures to quarantine; save all results as JSON."""
+    from tasks import validation
+
+    ctx, suite = project.path("expectations"), project.params.validation.suite_name
+    reports = []
+    for name in names:
+        path = data.batch_path(project.path("batches"), name)
+        report = validation.validate_batch(pd.read_parquet(path), name, path, ctx, suite)
+        if not report.success:
+            validation.quarantine_batch(path, report, project.path("quarantine"))
+        reports.append(report)
+    validation.save_results(reports, project.path("reports") / "validation.json")
+    return reports
+
+
+def suite_ready(project: Project) -> bool:
+    from tasks import validation
+
+    return validation.suite_exists(
+        project.path("expectations"), project.params.validation.suite_name
+    )
+
+
+# --- training --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    X: pd.DataFrame
+    y: pd.Series
+    schema: data.Schema
+    unlabelled_rows: int
+
+
+def training_data(project: Project, frame: pd.DataFrame) -> TrainingData:
+    """Features and target of the labelled rows (unlabelled ones are counted, not used)."""
+    cfg = project.params
+    rows, unlabelled = data.labelled(frame, cfg.data.target)
+    cap = cfg.split.max_train_rows
+    if cap is not None and len(rows) > cap:
+        rows = rows.sample(cap, random_state=cfg.seed).sort_index().reset_index(drop=True)
+    schema = data.infer_schema(frame, cfg.data)
+    y = rows[schema.target]
+    if schema.task == "classification":
+        y = y.astype(int)
+    return TrainingData(rows[schema.features], y, schema, unlabelled)
+
+
+def start_training_run(
+    project: Project,
+    window: Window,
+    data_version: str,
+    validation: str,
+    train: TrainingData,
+    holdout: TrainingData,
+) -> str:
+    """Open the parent MLflow run with lineage and tags; returns its id."""
+    cfg = project.params
+    exp = tracking.configure(
+        project.tracking_uri, cfg.tracking.experiment, project.path("mlflow_artifacts")
+    )
+    tags = {
+        "ctloop.kind": "training",
+        "ctloop.git_commit": tracking.git_commit(project.root),
+        "ctloop.data_version": data_version,
+        "ctloop.validation": validation,
+        SUITE_REFERENCE_TAG: ",".join(window.train),
+        "ctloop.holdout_batches": ",".join(window.holdout),
+        "ctloop.model_family": cfg.model.family,
+        "ctloop.unlabelled_rows_excluded": str(train.unlabelled_rows + holdout.unlabelled_rows),
+    }
+    run_id = tracking.start_parent_run(exp, f"train-{window.train[0]}..{window.holdout[-1]}", tags)
+    source = str(project.path("batches"))
+    for name, part in (("training", train), ("holdout", holdout)):
+        frame = part.X.assign(**{part.schema.target: part.y.to_numpy()})
+        tracking.log_dataset(
+            run_id, frame, source, f"{name}-{data_version[:12]}", part.schema.target, name
+        )
+    tracking.set_tags(run_id, {"ctloop.seed": str(cfg.seed), "ctloop.cv": cfg.cv_kind})
+    return run_id
+
+
+def record_tuning(project: Project, run_id: str, tuning: training.TuningResult) -> None:
+    """Nested run per trial, then best params and CV mean/std on the parent."""
+    exp = tracking.configure(
+        project.tracking_uri, project.params.tracking.experiment, project.path("mlflow_artifacts")
+    )
+    for rec in tuning.trials:
+        tracking.log_trial(run_id, exp, rec, project.params.metric)
+    tracking.log_tuning(run_id, tuning, project.params.metric)
+
+
+# --- evaluation ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    metrics: dict[str, float]
+    tables: dict[str, pd.DataFrame] = field(repr=False)
+
+
+def evaluate_holdout(
+    project: Project,
+    run_id: str,
+    model: Pipeline,
+    holdout: TrainingData,
+    tuning: training.TuningResult,
+) -> Evaluation:
+    """Holdout metrics and plot tables; written under reports/ and logged to the run."""
+    from tasks import plots
+
+    task, metric = holdout.schema.task, project.params.metric
+    scores = training.predict_scores(model, holdout.X, task)
+    metrics = training.evaluate(task, holdout.y, scores)
+    tables = {
+        **plots.curve_tables(task, holdout.y.to_numpy(), scores),
+        "importance": plots.feature_importance(model),
+        "folds": plots.fold_table(tuning.fold_scores, metric),
+    }
+    reports = project.path("reports")
+    write_json(
+        reports / "metrics.json",
+        {
+            "holdout": metrics,
+            "cv": {f"{metric}_mean": tuning.cv_mean, f"{metric}_std": tuning.cv_std},
+        },
+    )
+    (reports / "plots").mkdir(parents=True, exist_ok=True)
+    for name, table in tables.items():
+        table.to_csv(reports / "plots" / f"{name}.csv", index=False)
+    tracking.log_metrics(run_id, metrics, prefix="holdout_")
+    tracking.log_figures(run_id, plots.figures(tables, metric))
+    return Evaluation(metrics, tables)
+
+
+# --- registry --------------------------------------------------------------------------
+
+
+def register_and_promote(
+    project: Project,
+    run_id: str,
+    model: Pipeline,
+    holdout: TrainingData,
+    evaluation: Evaluation,
+    window: Window,
+) -> registry.PromotionDecision:
+    """Register the challenger, score the champion on the same holdout, apply the gate."""
+    cfg, metric = project.params, project.params.metric
+    name = cfg.promotion.model_name
+    tracking.configure(
+        project.tracking_uri, cfg.tracking.experiment, project.path("mlflow_artifacts")
+    )
+    example = holdout.X.head(5)
+    version = tracking.log_model(
+        run_id, model, example, training.predict_scores(model, example, holdout.schema.task), name
+    )
+    registry.mark_challenger(
+        name,
+        version,
+        {
+            "ctloop.run_id": run_id,
+            SUITE_REFERENCE_TAG: ",".join(window.train),
+            "ctloop.holdout_batches": ",".join(window.holdout),
+            f"ctloop.holdout_{metric}": str(evaluation.metrics[metric]),
+        },
+    )
+    champion = registry.get_alias(name, registry.CHAMPION)
+    champion_score = _champion_score(name, champion, holdout, metric) if champion else None
+    decision = registry.decide(
+        metric,
+        version,
+        evaluation.metrics[metric],
+        str(champion.version) if champion else None,
+        champion_score,
+        cfg.greater_is_better,
+        cfg.promotion.margin,
+        cfg.promotion.min_score,
+    )
+    registry.apply_decision(name, decision)
+    tracking.set_tags(
+        run_id,
+        {
+            "ctloop.promotion": "promoted" if decision.promote else "rejected",
+            "ctloop.promotion_reason": decision.reason,
+            "ctloop.model_version": version,
+        },
+    )
+    write_json(project.path("reports") / "promotion.json", decision.to_dict())
+    return decision
+
+
+def _champion_score(name: str, champion: Any, holdout: TrainingData, metric: str) -> float | None:
+    """The champion's metric on the challenger's holdout; None when it cannot score this data."""
+    model = registry.load_version(name, champion.version)
+    try:
+        scores = training.predict_scores(model, holdout.X, holdout.schema.task)
+    except (KeyError, ValueError) as err:
+        print(f"champion v{champion.version} cannot score the holdout ({err}); comparing to floor")
+        return None
+    return training.evaluate(holdout.schema.task, holdout.y, scores)[metric]
+
+
+# --- drift -----------------------------------------------------------------------------
+
+
+def drift_reference(project: Project, window: Window) -> tuple[str, ...]:
+    """Training batches of the current champion (this window's when there is none yet)."""
+    tracking.configure(
+        project.tracking_uri, project.params.tracking.experiment, project.path("mlflow_artifacts")
+    )
+    champion = registry.get_alias(project.params.promotion.model_name, registry.CHAMPION)
+    tagged = champion.tags.get(SUITE_REFERENCE_TAG, "") if champion else ""
+    available = set(data.list_batches(project.path("batches")))
+    names = tuple(n for n in tagged.split(",") if n in available)
+    return names or window.train
+
+
+def run_drift(
+    project: Project, reference: tuple[str, ...], current: str, run_id: str | None = None
+) -> tuple[DriftSummary, dict[str, Path]]:
+    """Drift of one batch against reference batches: HTML + JSON reports, logged to MLflow."""
+    from tasks import drift
+
+    ref, cur = load_batches(project, reference), load_batches(project, [current])
+    schema = data.infer_schema(ref, project.params.data)
+    snapshot, summary = drift.compute_drift(
+        ref, cur, schema, project.params.drift, project.params.seed
+    )
+    paths = drift.save_drift(
+        snapshot, summary, project.path("reports") / "drift", f"drift-{current}"
+    )
+    if run_id is not None:
+        tracking.log_artifact(run_id, paths["html"], "drift")
+        tracking.log_artifact(run_id, paths["summary"], "drift")
+        tracking.log_metrics(
+            run_id,
+            {"drifted_share": summary.drifted_share, "dataset_drift": float(summary.dataset_drift)},
+            "drift_",
+        )
+    return summary, paths
+
+
+# --- files -----------------------------------------------------------------------------
+
+
+def write_json(path: Path, payload: Any) -> Path:
+    """Atomic JSON write (numpy scalars and dataclasses converted)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(payload, indent=2, default=_jsonable) + "\n", encoding="utf-8")
+    tmp.replace(path)
+    return path
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if hasattr(value, "__dataclass_fields__"):
+        return asdict(value)
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")

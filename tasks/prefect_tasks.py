@@ -1,0 +1,203 @@
+"""Thin Prefect wrappers around tasks/pipeline.py: operational settings only (names, retries on
+transient I/O, caching of deterministic compute, artifacts for the Prefect UI)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from prefect import Task, task
+from prefect.artifacts import create_link_artifact, create_markdown_artifact
+from prefect.cache_policies import INPUTS, NO_CACHE, TASK_SOURCE
+from prefect.client.schemas.objects import State, TaskRun
+
+from ctloop.config import Params, Project
+from tasks import data, pipeline, training
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from sklearn.pipeline import Pipeline
+
+    from tasks.drift import DriftSummary
+    from tasks.registry import PromotionDecision
+    from tasks.validation import ValidationReport
+
+TRANSIENT = (OSError, ConnectionError, TimeoutError)
+
+
+def retry_transient(task: Task[..., Any], task_run: TaskRun, state: State[Any]) -> bool:
+    """Retry I/O hiccups only; a deterministic failure (bad data, bad params) fails at once."""
+    try:
+        state.result()
+    except TRANSIENT:
+        return True
+    except Exception:
+        return False
+    return False
+
+
+IO = dict(
+    retries=2,
+    retry_delay_seconds=[2, 10],
+    retry_condition_fn=retry_transient,
+    cache_policy=NO_CACHE,
+)
+
+
+@task(name="ingest-batches", **IO)
+def ingest_batches(project: Project) -> pipeline.IngestResult:
+    result = pipeline.run_ingest(project)
+    print(
+        f"ingested {len(result.written)} new batch(es), {len(result.unchanged)} unchanged; "
+        f"{result.unlabelled_rows} unlabelled rows kept in the batches, excluded from training"
+    )
+    return result
+
+
+@task(name="version-data", **IO)
+def version_data(project: Project) -> str:
+    return pipeline.version_data(project)
+
+
+@task(name="build-expectations", cache_policy=NO_CACHE)
+def build_expectations(project: Project, reference: tuple[str, ...]) -> Path:
+    return pipeline.build_expectations(project, reference)
+
+
+@task(name="validate-batches", cache_policy=NO_CACHE)
+def validate_batches(project: Project, names: list[str]) -> list[ValidationReport]:
+    from tasks.validation import summary_markdown
+
+    reports = pipeline.run_validation(project, names)
+    markdown = summary_markdown(reports)
+    create_markdown_artifact(markdown, key="validation", description="Great Expectations gate")
+    print(markdown)
+    return reports
+
+
+@task(name="gate-validation", cache_policy=NO_CACHE)
+def gate_validation(reports: list[ValidationReport]) -> str:
+    """Raise on any critical failure (the batches are already in quarantine)."""
+    from tasks.validation import ValidationFailed
+
+    failed = [r for r in reports if not r.success]
+    if failed:
+        raise ValidationFailed(failed)
+    warned = sum(len(r.warnings) for r in reports)
+    return f"passed ({len(reports)} batches, {warned} warning(s))"
+
+
+@task(name="plan-window", cache_policy=NO_CACHE)
+def plan_window(project: Project) -> pipeline.Window:
+    return pipeline.plan_window(project.params.split, data.list_batches(project.path("batches")))
+
+
+@task(name="load-training-data", **IO)
+def load_training_data(
+    project: Project, window: pipeline.Window
+) -> tuple[pipeline.TrainingData, pipeline.TrainingData]:
+    train = pipeline.training_data(project, pipeline.load_batches(project, window.train))
+    holdout = pipeline.training_data(project, pipeline.load_batches(project, window.holdout))
+    print(
+        f"training rows {len(train.y)} from {window.train[0]}..{window.train[-1]}, holdout rows "
+        f"{len(holdout.y)} ({', '.join(window.holdout)}); unlabelled rows excluded: "
+        f"{train.unlabelled_rows + holdout.unlabelled_rows}"
+    )
+    return train, holdout
+
+
+@task(name="drift-reference", **IO)
+def drift_reference(project: Project, window: pipeline.Window) -> tuple[str, ...]:
+    return pipeline.drift_reference(project, window)
+
+
+@task(name="start-training-run", **IO)
+def start_training_run(
+    project: Project,
+    window: pipeline.Window,
+    data_version: str,
+    validation: str,
+    train: pipeline.TrainingData,
+    holdout: pipeline.TrainingData,
+) -> str:
+    return pipeline.start_training_run(project, window, data_version, validation, train, holdout)
+
+
+@task(name="tune-model", cache_policy=INPUTS + TASK_SOURCE)
+def tune_model(params: Params, X: pd.DataFrame, y: pd.Series) -> training.TuningResult:
+    """Deterministic for the same params and data, so cached across runs."""
+    from tasks.data import infer_schema
+
+    schema = infer_schema(X.assign(**{params.data.target: y}), params.data)
+    return training.tune(params, schema, X, y)
+
+
+@task(name="fit-model", cache_policy=INPUTS + TASK_SOURCE)
+def fit_model(params: Params, best: dict[str, Any], X: pd.DataFrame, y: pd.Series) -> Pipeline:
+    from tasks.data import infer_schema
+
+    schema = infer_schema(X.assign(**{params.data.target: y}), params.data)
+    return training.fit_final(params, schema, best, X, y)
+
+
+@task(name="record-tuning", **IO)
+def record_tuning(project: Project, run_id: str, tuning: training.TuningResult) -> None:
+    pipeline.record_tuning(project, run_id, tuning)
+
+
+@task(name="evaluate-holdout", cache_policy=NO_CACHE)
+def evaluate_holdout(
+    project: Project,
+    run_id: str,
+    model: Pipeline,
+    holdout: pipeline.TrainingData,
+    tuning: training.TuningResult,
+) -> pipeline.Evaluation:
+    return pipeline.evaluate_holdout(project, run_id, model, holdout, tuning)
+
+
+@task(name="register-and-promote", cache_policy=NO_CACHE)
+def register_and_promote(
+    project: Project,
+    run_id: str,
+    model: Pipeline,
+    holdout: pipeline.TrainingData,
+    evaluation: pipeline.Evaluation,
+    window: pipeline.Window,
+) -> PromotionDecision:
+    decision = pipeline.register_and_promote(project, run_id, model, holdout, evaluation, window)
+    verdict = "PROMOTED to champion" if decision.promote else "kept as challenger"
+    create_markdown_artifact(
+        f"### Model v{decision.challenger_version}: {verdict}\n\n{decision.reason}\n",
+        key="promotion",
+        description="Champion/challenger gate",
+    )
+    return decision
+
+
+@task(name="report-drift", cache_policy=NO_CACHE)
+def report_drift(
+    project: Project, reference: tuple[str, ...], current: str, run_id: str | None
+) -> tuple[DriftSummary, dict[str, Path]]:
+    from tasks.drift import drift_markdown
+
+    summary, paths = pipeline.run_drift(project, reference, current, run_id)
+    create_markdown_artifact(
+        drift_markdown(summary, f"Drift of {current}"),
+        key="drift",
+        description="Evidently data drift",
+    )
+    create_link_artifact(
+        paths["html"].resolve().as_uri(),
+        link_text=f"drift report {current}",
+        key="drift-report",
+        description="Evidently HTML (open locally)",
+    )
+    return summary, paths
+
+
+@task(name="finish-run", **IO)
+def finish_run(run_id: str, failed: bool = False) -> None:
+    from tasks import tracking
+
+    tracking.finish_run(run_id, failed)

@@ -1,0 +1,61 @@
+"""The end-of-run summary printed in the terminal and kept as a Prefect artifact."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class TrainingSummary:
+    data_version: str
+    batches: str
+    validation: str
+    metric: str
+    best_params: dict[str, object]
+    cv_mean: float
+    cv_std: float
+    n_trials: int
+    n_pruned: int
+    holdout_score: float
+    holdout_batches: str
+    model_version: str
+    promoted: bool
+    promotion_reason: str
+    drift_batch: str
+    dataset_drift: bool
+    drifted_columns: tuple[str, ...]
+    drift_report: Path
+    validation_report: Path
+    tracking_uri: str
+    mlflow_run_id: str
+
+    def render(self) -> str:
+        params = ", ".join(f"{k}={_short(v)}" for k, v in self.best_params.items())
+        drifted = ", ".join(self.drifted_columns) or "none"
+        return "\n".join(
+            [
+                "ctloop training summary",
+                f"  data version     : {self.data_version} (batches {self.batches})",
+                f"  validation       : {self.validation} -> {self.validation_report}",
+                f"  best params      : {params}",
+                f"  CV {self.metric:<13}: {self.cv_mean:.4f} ± {self.cv_std:.4f} "
+                f"({self.n_trials} trials, {self.n_pruned} pruned)",
+                f"  holdout {self.metric:<8}: {self.holdout_score:.4f} "
+                f"(batch {self.holdout_batches})",
+                f"  promotion        : v{self.model_version} "
+                f"{'PROMOTED to @champion' if self.promoted else 'not promoted'} - "
+                f"{self.promotion_reason}",
+                f"  drift            : {self.drift_batch}: dataset drift "
+                f"{'YES' if self.dataset_drift else 'no'}; drifted columns: {drifted}",
+                f"  drift report     : {self.drift_report}",
+                "where to look:",
+                f"  MLflow UI  : mlflow ui --backend-store-uri {self.tracking_uri} --port 5000 "
+                f"(run {self.mlflow_run_id})",
+                "  Prefect UI : prefect server start   (then http://127.0.0.1:4200)",
+            ]
+        )
+
+
+def _short(value: object) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)

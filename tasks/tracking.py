@@ -1,0 +1,210 @@
+"""MLflow tracking: experiment set-up, parent/trial runs, lineage, plots and model logging.
+
+No Prefect here. MLflow is imported inside functions (it is heavy and must not load at import).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from ctloop.env import telemetry_off
+from tasks.training import TrialRecord, TuningResult
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+    from sklearn.pipeline import Pipeline
+
+
+def configure(tracking_uri: str, experiment: str, artifact_root: Path) -> str:
+    """Point MLflow at the store and get-or-create the experiment; returns its id.
+
+    With a database URI (the embedded SQLite default) artifacts go to the project's artifact
+    folder, not to ./mlruns of whatever the working directory is; a tracking server keeps its own.
+    """
+    import mlflow
+
+    telemetry_off()
+    use_store(tracking_uri)
+    found = mlflow.get_experiment_by_name(experiment)
+    if found is not None:
+        return found.experiment_id
+    location = None if tracking_uri.startswith("http") else (artifact_root / experiment).as_uri()
+    return mlflow.create_experiment(experiment, artifact_location=location)
+
+
+def use_store(tracking_uri: str) -> None:
+    """Make `tracking_uri` this process's tracking and registry store.
+
+    mlflow.set_tracking_uri also exports MLFLOW_TRACKING_URI; that is undone here, so the
+    variable keeps meaning "the user's override" for the next project loaded in this process.
+    """
+    import mlflow
+
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_registry_uri(tracking_uri)
+    if before is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = before
+
+
+def git_commit(root: Path) -> str:
+    """Commit of the code (with a -dirty suffix for uncommitted changes), or 'unknown'."""
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return f"{sha}-dirty" if dirty else sha
+
+
+def start_parent_run(experiment_id: str, run_name: str, tags: dict[str, str]) -> str:
+    """Create the training's parent run (left open; closed by finish_run) and return its id."""
+    from mlflow import MlflowClient
+
+    run = MlflowClient().create_run(experiment_id, run_name=run_name, tags=tags)
+    return run.info.run_id
+
+
+def finish_run(run_id: str, failed: bool = False) -> None:
+    from mlflow import MlflowClient
+
+    MlflowClient().set_terminated(run_id, "FAILED" if failed else "FINISHED")
+
+
+def log_trial(parent_run_id: str, experiment_id: str, rec: TrialRecord, metric: str) -> None:
+    """One nested run per tuning trial: parameters, fold scores, train scores, state."""
+    from mlflow import MlflowClient
+    from mlflow.entities import Metric, Param, RunTag
+
+    client = MlflowClient()
+    run = client.create_run(
+        experiment_id,
+        run_name=f"trial-{rec.number:03d}",
+        tags={
+            "mlflow.parentRunId": parent_run_id,
+            "ctloop.kind": "trial",
+            "ctloop.trial_state": rec.state,
+        },
+    )
+    ts = int(pd.Timestamp.now().timestamp() * 1000)
+    metrics = [Metric(f"fold_{metric}", s, ts, i) for i, s in enumerate(rec.fold_scores)]
+    metrics += [Metric(f"fold_train_{metric}", s, ts, i) for i, s in enumerate(rec.train_scores)]
+    if rec.fold_scores:
+        metrics.append(Metric(f"cv_{metric}_mean", rec.mean, ts, 0))
+    metrics.append(Metric("trial_seconds", rec.seconds, ts, 0))
+    params = [Param(k, str(v)) for k, v in rec.params.items()]
+    client.log_batch(
+        run.info.run_id,
+        metrics=metrics,
+        params=params,
+        tags=[RunTag("ctloop.folds_done", str(len(rec.fold_scores)))],
+    )
+    client.set_terminated(run.info.run_id, "FINISHED" if rec.state == "COMPLETE" else "KILLED")
+
+
+def log_dataset(
+    run_id: str, df: pd.DataFrame, source: str, name: str, target: str, context: str
+) -> str:
+    """Dataset lineage (with MLflow's content digest) on the run; returns the digest."""
+    import mlflow
+
+    dataset = mlflow.data.from_pandas(df, source=source, targets=target, name=name)
+    with mlflow.start_run(run_id=run_id):
+        mlflow.log_input(dataset, context=context)
+    return dataset.digest
+
+
+def log_tuning(run_id: str, tuning: TuningResult, metric: str) -> None:
+    """Best parameters, CV mean and std, per-fold scores of the best trial."""
+    from mlflow import MlflowClient
+    from mlflow.entities import Metric, Param
+
+    ts = int(pd.Timestamp.now().timestamp() * 1000)
+    metrics = [
+        Metric(f"cv_{metric}_mean", tuning.cv_mean, ts, 0),
+        Metric(f"cv_{metric}_std", tuning.cv_std, ts, 0),
+        Metric("n_trials", float(len(tuning.trials)), ts, 0),
+        Metric("n_pruned", float(tuning.n_pruned), ts, 0),
+    ]
+    metrics += [Metric(f"cv_fold_{metric}", s, ts, i) for i, s in enumerate(tuning.fold_scores)]
+    params = [Param(k, str(v)) for k, v in tuning.best_params.items()]
+    MlflowClient().log_batch(run_id, metrics=metrics, params=params)
+
+
+def log_metrics(run_id: str, metrics: dict[str, float], prefix: str) -> None:
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    for key, value in metrics.items():
+        client.log_metric(run_id, f"{prefix}{key}", value)
+
+
+def set_tags(run_id: str, tags: dict[str, str]) -> None:
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    for key, value in tags.items():
+        client.set_tag(run_id, key, value)
+
+
+def log_figures(run_id: str, figures: dict[str, Figure]) -> None:
+    """Each figure as plots/<name>.png on the run."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    for name, fig in figures.items():
+        client.log_figure(run_id, fig, f"plots/{name}.png")
+
+
+def log_artifact(run_id: str, path: Path, folder: str) -> None:
+    from mlflow import MlflowClient
+
+    MlflowClient().log_artifact(run_id, str(path), folder)
+
+
+def log_model(
+    run_id: str, pipeline: Pipeline, example: pd.DataFrame, scores: Any, registered_name: str
+) -> str:
+    """Log the fitted pipeline with signature and input example; register it as a new version
+    and return the version number."""
+    import mlflow
+    import sklearn
+    import xgboost
+    from mlflow.models import infer_signature
+
+    # integers as doubles: a later batch with a missing value must still match the signature
+    ints = example.select_dtypes("integer").columns
+    example = example.astype(dict.fromkeys(ints, "float64"))
+    signature = infer_signature(example, scores)
+    requirements = [
+        f"scikit-learn=={sklearn.__version__}",
+        f"xgboost=={xgboost.__version__}",
+        f"pandas=={pd.__version__}",
+        f"mlflow=={mlflow.__version__}",
+    ]
+    with mlflow.start_run(run_id=run_id):
+        info = mlflow.sklearn.log_model(
+            pipeline,
+            name="model",
+            signature=signature,
+            input_example=example,
+            registered_model_name=registered_name,
+            pip_requirements=requirements,
+            serialization_format=mlflow.sklearn.SERIALIZATION_FORMAT_CLOUDPICKLE,
+        )
+    return str(info.registered_model_version)

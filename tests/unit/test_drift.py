@@ -1,0 +1,232 @@
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ctloop.config import DriftConfig, Project
+from tasks import data
+from tasks.data import Schema
+from tasks.drift import (
+    ColumnDrift,
+    DriftSummary,
+    compute_drift,
+    drift_markdown,
+    is_drift,
+    save_drift,
+)
+
+SCHEMA = Schema(
+    target="y",
+    task="classification",
+    numeric=("a", "b", "c"),
+    categorical=("k", "m"),
+    time_column=None,
+)
+NUMERIC_ONLY = Schema(
+    target="y", task="classification", numeric=("a", "b", "c"), categorical=(), time_column=None
+)
+
+
+def _frame(n: int, seed: int, shift: float = 0.0, skew_k: bool = False) -> pd.DataFrame:
+    """Synthetic batch; `shift` moves a, b, c by that many SDs, `skew_k` reweights k."""
+    rng = np.random.default_rng(seed)
+    k_probs = [0.8, 0.1, 0.1] if skew_k else [1 / 3, 1 / 3, 1 / 3]
+    return pd.DataFrame(
+        {
+            "a": rng.normal(0 + shift, 1, n),
+            "b": rng.normal(10 + 2 * shift, 2, n),
+            "c": rng.exponential(1, n) + shift,
+            "k": rng.choice(["x", "y", "z"], n, p=k_probs),
+            "m": rng.choice(["p", "q"], n),
+            "y": rng.integers(0, 2, n),  # not a feature: ignored
+        }
+    )
+
+
+@pytest.fixture(scope="module")
+def stable() -> tuple[object, DriftSummary]:
+    return compute_drift(_frame(2000, 1), _frame(2000, 2), SCHEMA, DriftConfig(), seed=0)
+
+
+@pytest.fixture(scope="module")
+def shifted() -> tuple[object, DriftSummary]:
+    cur = _frame(2000, 2, shift=3.0, skew_k=True)
+    return compute_drift(_frame(2000, 1), cur, SCHEMA, DriftConfig(), seed=0)
+
+
+def test_identical_distributions_give_no_dataset_drift(
+    stable: tuple[object, DriftSummary],
+) -> None:
+    _, summary = stable
+    assert not summary.dataset_drift
+    assert summary.n_drifted == 0 and summary.drifted_columns == []
+    assert summary.n_columns == 5
+    assert [c.column for c in summary.columns] == SCHEMA.features
+    assert (summary.reference_rows, summary.current_rows) == (2000, 2000)
+    methods = {c.column: c.method for c in summary.columns}
+    assert methods == {  # Evidently's defaults above 1000 reference rows, as stattest ids
+        "a": "wasserstein",
+        "b": "wasserstein",
+        "c": "wasserstein",
+        "k": "jensenshannon",
+        "m": "jensenshannon",
+    }
+
+
+def test_shifting_most_columns_gives_dataset_drift(
+    shifted: tuple[object, DriftSummary],
+) -> None:
+    _, summary = shifted
+    assert summary.dataset_drift
+    assert summary.drifted_columns == ["a", "b", "c", "k"]
+    assert summary.n_drifted == 4
+    assert summary.drifted_share == pytest.approx(0.8)
+    assert summary.drift_share == 0.5
+    m = next(c for c in summary.columns if c.column == "m")
+    assert not m.drifted
+
+
+def test_drift_share_threshold_is_inclusive_and_configurable(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    ref, cur = _frame(2000, 1), _frame(2000, 2, shift=3.0)  # a, b, c drift: 3 of 5
+    with caplog.at_level(logging.WARNING, logger="tasks.drift"):
+        _, loose = compute_drift(ref, cur, SCHEMA, DriftConfig(drift_share=0.6), seed=0)
+        _, strict = compute_drift(ref, cur, SCHEMA, DriftConfig(drift_share=0.7), seed=0)
+    assert not caplog.records  # per-column verdicts agree with DriftedColumnsCount
+    assert loose.n_drifted == strict.n_drifted == 3
+    assert loose.dataset_drift and not strict.dataset_drift
+
+
+@pytest.mark.parametrize(
+    ("method", "is_p_value"), [("ks", True), ("wasserstein", False), ("psi", False)]
+)
+def test_drifted_flag_direction_per_method(method: str, is_p_value: bool) -> None:
+    ref = _frame(1500, 1)
+    cur = _frame(1500, 2).assign(a=lambda d: d["a"] + 2.0)  # only `a` moves
+    cfg = DriftConfig(method=method)
+    _, summary = compute_drift(ref, cur, NUMERIC_ONLY, cfg, seed=0)
+    assert {c.method for c in summary.columns} == {method}
+    assert summary.drifted_columns == ["a"]
+    for col in summary.columns:
+        expected = col.score < col.threshold if is_p_value else col.score >= col.threshold
+        assert col.drifted == expected, col
+    a = summary.columns[0]
+    assert (a.score < a.threshold) if is_p_value else (a.score > a.threshold)
+
+
+def test_configured_threshold_reaches_every_column() -> None:
+    ref, cur = _frame(1500, 1), _frame(1500, 2)
+    cfg = DriftConfig(method="ks", threshold=0.999)  # nearly any p-value now means drift
+    _, summary = compute_drift(ref, cur, NUMERIC_ONLY, cfg, seed=0)
+    assert {c.threshold for c in summary.columns} == {0.999}
+    assert all(c.drifted == (c.score < 0.999) for c in summary.columns)
+
+
+def test_fallback_rule_direction() -> None:
+    assert is_drift("ks", 0.01, 0.05) and not is_drift("ks", 0.5, 0.05)
+    assert is_drift("wasserstein", 0.2, 0.1) and not is_drift("wasserstein", 0.05, 0.1)
+    assert is_drift("TVD", 0.01, 0.1)  # TVD reports a p-value despite its name
+
+
+def test_sampling_is_deterministic_for_a_seed() -> None:
+    ref, cur = _frame(3000, 1), _frame(2500, 2, shift=0.3)
+    cfg = DriftConfig(sample_rows=400)
+    _, first = compute_drift(ref, cur, SCHEMA, cfg, seed=7)
+    _, again = compute_drift(ref, cur, SCHEMA, cfg, seed=7)
+    assert first == again
+    assert (first.reference_rows, first.current_rows) == (400, 400)
+    _, small = compute_drift(ref.head(300), cur, SCHEMA, cfg, seed=7)
+    assert small.reference_rows == 300  # smaller sides are kept whole
+
+
+def test_inputs_are_not_mutated() -> None:
+    ref = _frame(1200, 1).set_index(pd.RangeIndex(100, 1300))
+    cur = _frame(1200, 2, shift=1.0)
+    ref_before, cur_before = ref.copy(deep=True), cur.copy(deep=True)
+    compute_drift(ref, cur, SCHEMA, DriftConfig(sample_rows=500), seed=3)
+    pd.testing.assert_frame_equal(ref, ref_before)
+    pd.testing.assert_frame_equal(cur, cur_before)
+
+
+def test_missing_feature_column_is_named() -> None:
+    with pytest.raises(ValueError, match=r"current data lacks feature column\(s\) \['m'\]"):
+        compute_drift(_frame(50, 1), _frame(50, 2).drop(columns="m"), SCHEMA, DriftConfig(), 0)
+
+
+def test_save_drift_writes_html_and_json_that_round_trip(
+    shifted: tuple[object, DriftSummary], tmp_path: Path
+) -> None:
+    snapshot, summary = shifted
+    paths = save_drift(snapshot, summary, tmp_path / "reports" / "drift", "2013-07")
+    assert paths == {
+        "html": tmp_path / "reports/drift/2013-07.html",
+        "summary": tmp_path / "reports/drift/2013-07.json",
+        "snapshot": tmp_path / "reports/drift/2013-07.evidently.json",
+    }
+    html = paths["html"].read_text(encoding="utf-8")
+    assert "<html" in html.lower() and len(html) > 10_000
+    raw = json.loads(paths["summary"].read_text(encoding="utf-8"))
+    assert raw == summary.to_dict()
+    assert raw["drifted_columns"] == ["a", "b", "c", "k"]
+    assert DriftSummary.from_dict(raw) == summary
+    evid = json.loads(paths["snapshot"].read_text(encoding="utf-8"))
+    assert {"metrics", "tests"} <= evid.keys()
+    assert sorted(p.name for p in paths["html"].parent.iterdir()) == [
+        "2013-07.evidently.json",
+        "2013-07.html",
+        "2013-07.json",
+    ]  # no temporary files left behind
+    save_drift(snapshot, summary, tmp_path / "reports" / "drift", "2013-07")  # overwrite ok
+
+
+def test_to_dict_is_plain_json_types(shifted: tuple[object, DriftSummary]) -> None:
+    _, summary = shifted
+    out = summary.to_dict()
+    assert json.loads(json.dumps(out, allow_nan=False)) == out
+    assert all(type(c["score"]) is float and type(c["drifted"]) is bool for c in out["columns"])
+
+
+def test_markdown_has_verdict_and_drifted_rows_first() -> None:
+    cols = (
+        ColumnDrift("x", "wasserstein", 0.01, 0.1, False),
+        ColumnDrift("y", "ks", 0.001, 0.05, True),
+    )
+    summary = DriftSummary(True, 0.5, 0.5, 1, 2, cols, 100, 50)
+    text = drift_markdown(summary, "Batch 2013-07")
+    assert text.startswith("## Batch 2013-07")
+    assert "Dataset drift: yes — 1 of 2 columns drifted (share 0.50, threshold 0.50)" in text
+    rows = [line for line in text.splitlines() if line.startswith("| ") and "---" not in line]
+    assert rows[0].startswith("| column | method | score | threshold | drifted |")
+    assert rows[1].startswith("| y | ks |") and rows[2].startswith("| x | wasserstein |")
+
+
+def test_real_data_july_against_first_half(
+    default_batches: dict[str, pd.DataFrame], repo_project: Project
+) -> None:
+    params = repo_project.params
+    train = data.select_periods(list(default_batches), "2013-01", "2013-06")
+    reference = pd.concat([default_batches[m] for m in train], ignore_index=True)
+    schema = data.infer_schema(reference, params.data)
+    start = time.perf_counter()
+    snapshot, summary = compute_drift(
+        reference, default_batches["2013-07"], schema, params.drift, params.seed
+    )
+    elapsed = time.perf_counter() - start
+    print(
+        f"\ndrift 2013-07 vs 2013-01..06: {elapsed:.1f} s, {summary.reference_rows} vs "
+        f"{summary.current_rows} rows, {summary.n_drifted}/{summary.n_columns} drifted "
+        f"({', '.join(summary.drifted_columns)})"
+    )
+    assert snapshot is not None
+    assert [c.column for c in summary.columns] == schema.features
+    assert summary.n_columns == len(schema.features) > 0
+    assert summary.reference_rows == len(reference)
+    assert summary.current_rows == len(default_batches["2013-07"])
+    assert all(np.isfinite(c.score) and c.method for c in summary.columns)
