@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from ctloop.env import telemetry_off
+from ctloop.env import apply_env_defaults
 
 if TYPE_CHECKING:
     from ctloop.config import Project
@@ -22,6 +22,13 @@ app = typer.Typer(
 )
 expectations_app = typer.Typer(help="Great Expectations suite built from reference data.")
 app.add_typer(expectations_app, name="expectations")
+
+
+@app.callback()
+def _defaults() -> None:
+    """Telemetry off and Prefect start-up defaults, before any heavy import."""
+    apply_env_defaults()
+
 
 ParamsOpt = Annotated[Path, typer.Option("--params", "-p", help="Path to params.yaml.")]
 
@@ -53,7 +60,7 @@ def _project(params: Path) -> Project:
 @app.command()
 def setup(params: ParamsOpt = Path("params.yaml")) -> None:
     """Create the project folders and the local default DVC remote."""
-    telemetry_off()
+    apply_env_defaults()
     from tasks import versioning
 
     project = _project(params)
@@ -70,7 +77,7 @@ def run(
     family: Annotated[str | None, typer.Option(help="Override model.family.")] = None,
 ) -> None:
     """Run the training flow (against PREFECT_API_URL, else a temporary Prefect server)."""
-    telemetry_off()
+    apply_env_defaults()
     from flows.train_model import train_model
 
     _project(params)
@@ -86,7 +93,7 @@ def stage(
     params: ParamsOpt = Path("params.yaml"),
 ) -> None:
     """Run one DVC stage (called by dvc.yaml; same steps as the flow)."""
-    telemetry_off()
+    apply_env_defaults()
     from ctloop.stages import STAGES, run_stage
 
     if name not in STAGES:
@@ -104,7 +111,7 @@ def expectations_build(
     end: Annotated[str | None, typer.Option(help="Last reference batch.")] = None,
 ) -> None:
     """Build the baseline suite from reference batches (default: the training window)."""
-    telemetry_off()
+    apply_env_defaults()
     from tasks import data, pipeline
 
     project = _project(params)

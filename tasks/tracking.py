@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from ctloop.env import telemetry_off
+from ctloop.env import apply_env_defaults
 from tasks.training import TrialRecord, TuningResult
 
 if TYPE_CHECKING:
@@ -28,7 +28,7 @@ def configure(tracking_uri: str, experiment: str, artifact_root: Path) -> str:
     """
     import mlflow
 
-    telemetry_off()
+    apply_env_defaults()
     use_store(tracking_uri)
     found = mlflow.get_experiment_by_name(experiment)
     if found is not None:

@@ -13,12 +13,12 @@ import pytest
 import yaml
 
 from ctloop.config import Project, load_project
-from ctloop.env import telemetry_off
+from ctloop.env import apply_env_defaults
 from tasks import data
 
 ROOT = Path(__file__).resolve().parents[1]
 
-telemetry_off()
+apply_env_defaults()
 os.environ.pop("MLFLOW_TRACKING_URI", None)  # tests always use their own temporary store
 
 
