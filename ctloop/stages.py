@@ -64,7 +64,6 @@ def train(project: Project) -> None:
     tracking.finish_run(run_id)
     _model_file(project).parent.mkdir(parents=True, exist_ok=True)
     joblib.dump(model, _model_file(project))
-    metric = project.params.metric
     pipeline.write_json(
         _train_record(project),
         {
@@ -73,15 +72,6 @@ def train(project: Project) -> None:
             "cv_mean": tuning.cv_mean,
             "cv_std": tuning.cv_std,
             "fold_scores": list(tuning.fold_scores),
-        },
-    )
-    pipeline.write_json(
-        project.path("reports") / "cv.json",
-        {
-            f"cv_{metric}_mean": tuning.cv_mean,
-            f"cv_{metric}_std": tuning.cv_std,
-            "n_trials": len(tuning.trials),
-            "n_pruned": tuning.n_pruned,
         },
     )
 

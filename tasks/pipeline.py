@@ -243,7 +243,12 @@ def evaluate_holdout(
         reports / "metrics.json",
         {
             "holdout": metrics,
-            "cv": {f"{metric}_mean": tuning.cv_mean, f"{metric}_std": tuning.cv_std},
+            "cv": {
+                f"{metric}_mean": tuning.cv_mean,
+                f"{metric}_std": tuning.cv_std,
+                "n_trials": len(tuning.trials),
+                "n_pruned": tuning.n_pruned,
+            },
         },
     )
     (reports / "plots").mkdir(parents=True, exist_ok=True)

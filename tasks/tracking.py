@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -123,7 +124,9 @@ def log_dataset(
     """Dataset lineage (with MLflow's content digest) on the run; returns the digest."""
     import mlflow
 
-    dataset = mlflow.data.from_pandas(df, source=source, targets=target, name=name)
+    with warnings.catch_warnings():  # the integer-column hint concerns model signatures only
+        warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer")
+        dataset = mlflow.data.from_pandas(df, source=source, targets=target, name=name)
     with mlflow.start_run(run_id=run_id):
         mlflow.log_input(dataset, context=context)
     return dataset.digest
