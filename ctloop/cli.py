@@ -60,7 +60,6 @@ def _project(params: Path) -> Project:
 @app.command()
 def setup(params: ParamsOpt = Path("params.yaml")) -> None:
     """Create the project folders and the local default DVC remote."""
-    apply_env_defaults()
     from tasks import versioning
 
     project = _project(params)
@@ -77,7 +76,6 @@ def run(
     family: Annotated[str | None, typer.Option(help="Override model.family.")] = None,
 ) -> None:
     """Run the training flow (against PREFECT_API_URL, else a temporary Prefect server)."""
-    apply_env_defaults()
     from flows.train_model import train_model
 
     _project(params)
@@ -93,7 +91,6 @@ def stage(
     params: ParamsOpt = Path("params.yaml"),
 ) -> None:
     """Run one DVC stage (called by dvc.yaml; same steps as the flow)."""
-    apply_env_defaults()
     from ctloop.stages import STAGES, run_stage
 
     if name not in STAGES:
@@ -109,12 +106,15 @@ def expectations_build(
     params: ParamsOpt = Path("params.yaml"),
     start: Annotated[str | None, typer.Option(help="First reference batch.")] = None,
     end: Annotated[str | None, typer.Option(help="Last reference batch.")] = None,
+    if_missing: Annotated[bool, typer.Option(help="Keep an existing suite untouched.")] = False,
 ) -> None:
     """Build the baseline suite from reference batches (default: the training window)."""
-    apply_env_defaults()
     from tasks import data, pipeline
 
     project = _project(params)
+    if if_missing and pipeline.suite_ready(project):
+        typer.echo("suite exists: kept (rebuild without --if-missing)")
+        return
     try:
         available = data.list_batches(project.path("batches"))
         if not available:

@@ -1,0 +1,70 @@
+"""`dvc repro` runs the same stages end to end in a temporary project; a second run is a no-op."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from ctloop.config import Project
+from tasks import registry, tracking, versioning
+
+
+def _dvc(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    return subprocess.run(
+        [sys.executable, "-m", "dvc", *args],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def test_dvc_repro_runs_every_stage_then_is_a_no_op(small_project: Project) -> None:
+    p = small_project
+    first = _dvc(p.root, "repro")
+    assert first.returncode == 0, first.stdout + first.stderr
+    for stage in ("ingest", "validate", "train", "evaluate", "drift"):
+        assert f"Running stage '{stage}'" in first.stdout
+
+    metrics = json.loads((p.path("reports") / "metrics.json").read_text())
+    assert 0.5 < metrics["holdout"]["roc_auc"] <= 1.0
+    assert (p.path("reports") / "plots" / "roc.csv").is_file()
+    assert (p.path("reports") / "drift" / "drift-2013-04.html").is_file()
+    assert versioning.data_version(p.root, p.params.paths.batches)
+    tracking.use_store(p.tracking_uri)
+    assert registry.get_alias("ctloop-test", registry.CHAMPION) is not None
+
+    second = _dvc(p.root, "repro")
+    assert second.returncode == 0, second.stderr
+    assert "Running stage" not in second.stdout
+    assert "Data and pipelines are up to date" in second.stdout
+
+    shown = _dvc(p.root, "metrics", "show", "--json")
+    assert "holdout" in shown.stdout
+
+
+def test_failed_validation_stops_dvc_repro_with_a_named_reason(small_project: Project) -> None:
+    p = small_project
+    source = pd.read_parquet(p.params.data.source)
+    april = source["date"].dt.month == 4
+    source.loc[april, "distance"] = source.loc[april, "distance"] * 1000  # wrong unit
+    corrupt = p.root / "flights-corrupt.parquet"
+    source.to_parquet(corrupt, index=False)
+    params = yaml.safe_load((p.root / "params.yaml").read_text())
+    params["data"]["source"] = str(corrupt)
+    (p.root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+    result = _dvc(p.root, "repro")
+    out = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "2013-04" in out and "distance" in out and "ranges" in out
+    assert "Running stage 'train'" not in out
+    assert (p.path("quarantine") / "2013-04" / "reason.txt").is_file()
