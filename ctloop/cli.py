@@ -63,7 +63,7 @@ def setup(params: ParamsOpt = Path("params.yaml")) -> None:
     from tasks import versioning
 
     project = _project(params)
-    for name in ("batches", "landing", "quarantine", "reports", "models", "mlflow_artifacts"):
+    for name in ("batches", "quarantine", "reports", "models", "mlflow_artifacts"):
         project.path(name).mkdir(parents=True, exist_ok=True)
     versioning.ensure_remote(project.root, project.path("dvc_remote"))
     typer.echo(f"ready: {project.root} (DVC remote {project.path('dvc_remote')})")
@@ -123,7 +123,7 @@ def expectations_build(
         if start or end:
             reference = tuple(data.select_periods(available, start, end))
         else:
-            reference = pipeline.plan_window(project.params.split, available).train
+            reference = pipeline.current_window(project).train
         if not reference:
             raise _fail(ValueError(f"no batch between {start} and {end}"))
         path = pipeline.build_expectations(project, reference)

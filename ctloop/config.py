@@ -27,7 +27,6 @@ class PathsConfig(_Strict):
     """Project folders, relative to the folder holding params.yaml (defined only here)."""
 
     batches: str = "data/batches"
-    landing: str = "data/landing"
     quarantine: str = "data/quarantine"
     reports: str = "reports"
     models: str = "models"

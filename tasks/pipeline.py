@@ -46,10 +46,14 @@ class WindowError(ValueError):
     """The configured training window does not contain enough batches."""
 
 
-def plan_window(split: SplitConfig, available: list[str]) -> Window:
-    """Training window from params; its latest periods are the holdout; the newest batch is
-    the one monitored for drift."""
+def plan_window(
+    split: SplitConfig, available: list[str], labelled: list[str] | None = None
+) -> Window:
+    """Training window from params; its latest labelled periods are the holdout (periods without
+    any label yet are left out); the newest batch is the one monitored for drift."""
     inside = data.select_periods(available, split.window_start, split.window_end)
+    if labelled is not None:
+        inside = [n for n in inside if n in set(labelled)]
     if len(inside) <= split.holdout_periods:
         raise WindowError(
             f"split: window {split.window_start}..{split.window_end} holds {len(inside)} batch(es) "
@@ -59,6 +63,14 @@ def plan_window(split: SplitConfig, available: list[str]) -> Window:
     cut = len(inside) - split.holdout_periods
     newest = sorted(available)[-1]
     return Window(tuple(inside[:cut]), tuple(inside[cut:]), newest)
+
+
+def current_window(project: Project) -> Window:
+    """The window over the batches written so far."""
+    folder = project.path("batches")
+    available = data.list_batches(folder)
+    labelled = data.labelled_batches(folder, available, project.params.data.target)
+    return plan_window(project.params.split, available, labelled)
 
 
 # --- ingestion -------------------------------------------------------------------------
@@ -79,7 +91,9 @@ class IngestResult:
 def run_ingest(project: Project) -> IngestResult:
     """Cut the configured source into period batches (up to data.ingest_until) and write them."""
     cfg = project.params.data
-    prepared = data.prepare(data.load_source(cfg.source, project.root), cfg, origin=cfg.source)
+    prepared = data.prepare(
+        data.load_source(cfg.source, project.root, cfg.max_file_mb), cfg, origin=cfg.source
+    )
     batches = data.split_batches(prepared, cfg)
     names = data.select_periods(list(batches), None, cfg.ingest_until)
     writes = [data.write_batch(project.path("batches"), n, batches[n]) for n in names]

@@ -12,7 +12,7 @@ from prefect.cache_policies import INPUTS, NO_CACHE, TASK_SOURCE
 from prefect.client.schemas.objects import State, TaskRun
 
 from ctloop.config import Params, Project
-from tasks import data, pipeline, training
+from tasks import pipeline, training
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -89,7 +89,7 @@ def gate_validation(reports: list[ValidationReport]) -> str:
 
 @task(name="plan-window", cache_policy=NO_CACHE)
 def plan_window(project: Project) -> pipeline.Window:
-    return pipeline.plan_window(project.params.split, data.list_batches(project.path("batches")))
+    return pipeline.current_window(project)
 
 
 @task(name="load-training-data", **IO)

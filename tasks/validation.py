@@ -669,8 +669,8 @@ def quarantine_batch(src: Path, report: ValidationReport, quarantine_dir: Path) 
     header = (
         f"Batch '{report.batch}' was quarantined on {_now()}: it broke critical data-quality "
         f"rules and was not used.\nOriginal file: {src}\n"
-        "What to do: fix the data (see the failed rules below and validation.json) and re-deliver "
-        "the corrected file to the landing folder; the next run validates it again.\n\n"
+        "What to do: fix the data (see the failed rules below and validation.json) and deliver it "
+        "again; the next run ingests and validates it again.\n\n"
         "Failed rules:\n"
     )
     _write_atomic(folder / "reason.txt", header + report.reason_text() + "\n")

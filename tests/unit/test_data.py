@@ -127,3 +127,16 @@ def test_content_hash_depends_on_values_and_columns() -> None:
     assert data.content_hash(df) == data.content_hash(df.copy())
     assert data.content_hash(df) != data.content_hash(df.rename(columns={"a": "b"}))
     assert data.content_hash(df) != data.content_hash(df.assign(a=[2, 1]))
+
+
+def test_files_above_the_size_limit_are_refused(tmp_path: Path) -> None:
+    pd.DataFrame({"a": range(50_000)}).to_csv(tmp_path / "big.csv", index=False)
+    with pytest.raises(data.DataError, match=r"big.csv: rule 'max_file_mb'"):
+        data.load_source("big.csv", tmp_path, max_file_mb=0.1)
+    assert len(data.load_source("big.csv", tmp_path, max_file_mb=10)) == 50_000
+
+
+def test_labelled_batches_skip_batches_without_any_label(tmp_path: Path) -> None:
+    data.write_batch(tmp_path, "2013-01", pd.DataFrame({"y": [1.0, np.nan]}))
+    data.write_batch(tmp_path, "2013-02", pd.DataFrame({"y": [np.nan, np.nan]}))
+    assert data.labelled_batches(tmp_path, ["2013-01", "2013-02"], "y") == ["2013-01"]

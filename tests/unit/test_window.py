@@ -23,3 +23,10 @@ def test_open_window_runs_to_the_newest_batch() -> None:
 def test_too_small_window_is_a_clear_error() -> None:
     with pytest.raises(WindowError, match="holds 1 batch"):
         plan_window(SplitConfig(window_start="2013-07"), MONTHS)
+
+
+def test_periods_without_labels_yet_are_left_out_of_the_window() -> None:
+    labelled = MONTHS[:5]  # June's and July's labels have not arrived
+    w = plan_window(SplitConfig(window_start="2013-01", window_end="2013-06"), MONTHS, labelled)
+    assert w.holdout == ("2013-05",) and w.train == tuple(MONTHS[:4])
+    assert w.current == "2013-07"  # still monitored for drift
