@@ -126,9 +126,10 @@ def log_dataset(
 
     with warnings.catch_warnings():  # the integer-column hint concerns model signatures only
         warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer")
+        warnings.filterwarnings("ignore", message="The specified dataset source can be")
         dataset = mlflow.data.from_pandas(df, source=source, targets=target, name=name)
-    with mlflow.start_run(run_id=run_id):
-        mlflow.log_input(dataset, context=context)
+        with mlflow.start_run(run_id=run_id):
+            mlflow.log_input(dataset, context=context)
     return dataset.digest
 
 
