@@ -93,32 +93,31 @@ class SplitConfig(_Strict):
     max_train_rows: Annotated[int, Field(gt=0)] | None = None
 
 
-class IntParam(_Strict):
+class _Range(_Strict):
+    """A numeric search range; checked once for both int and float ranges."""
+
+    @model_validator(mode="after")
+    def _bounds(self) -> _Range:
+        low, high = self.low, self.high  # type: ignore[attr-defined]
+        if low > high:
+            raise ValueError(f"low ({low}) must not exceed high ({high})")
+        if self.log and low <= 0:  # type: ignore[attr-defined]
+            raise ValueError("log scale needs low > 0")
+        return self
+
+
+class IntParam(_Range):
     type: Literal["int"]
     low: int
     high: int
     log: bool = False
 
-    @model_validator(mode="after")
-    def _bounds(self) -> IntParam:
-        if self.low > self.high:
-            raise ValueError(f"low ({self.low}) must not exceed high ({self.high})")
-        return self
 
-
-class FloatParam(_Strict):
+class FloatParam(_Range):
     type: Literal["float"]
     low: float
     high: float
     log: bool = False
-
-    @model_validator(mode="after")
-    def _bounds(self) -> FloatParam:
-        if self.low > self.high:
-            raise ValueError(f"low ({self.low}) must not exceed high ({self.high})")
-        if self.log and self.low <= 0:
-            raise ValueError("log scale needs low > 0")
-        return self
 
 
 class CategoricalParam(_Strict):

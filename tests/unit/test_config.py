@@ -64,3 +64,15 @@ def test_override_revalidates_and_rejects_unknown_keys() -> None:
         override(project, {"tune.n_trails": 3})
     with pytest.raises(ConfigError, match=r"split\.folds"):
         override(project, {"split.folds": 1})
+
+
+def test_log_scale_needs_a_positive_low_bound() -> None:
+    raw = _params()
+    raw["model"]["search_space"]["xgboost"]["learning_rate"] = {
+        "type": "float",
+        "low": 0,
+        "high": 1,
+        "log": True,
+    }
+    with pytest.raises(ConfigError, match="log scale needs low > 0"):
+        parse_params(raw)
