@@ -7,7 +7,7 @@ Unknown keys, wrong types and impossible values are reported together in one err
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -21,6 +21,17 @@ class ConfigError(ValueError):
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # Pickled state must not depend on set order (string hashing is salted per process): Prefect
+    # hashes task inputs by pickling them, and the same params must give the same cache key.
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()
+        return {**state, "__pydantic_fields_set__": sorted(state["__pydantic_fields_set__"])}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(
+            {**state, "__pydantic_fields_set__": set(state["__pydantic_fields_set__"])}
+        )
 
 
 class PathsConfig(_Strict):

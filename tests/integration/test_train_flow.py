@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+from uuid import UUID
 
 import pandas as pd
 import pytest
 from mlflow import MlflowClient
+from prefect import get_client
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
 from ctloop.config import Project
 from flows.train_model import train_model
@@ -65,12 +68,25 @@ def test_flow_trains_tracks_registers_promotes_and_reports_drift(small_project: 
     assert model.predict_proba(holdout[model.feature_names_in_]).shape[1] == 2
 
 
-def test_rerun_is_idempotent_and_gates_an_equal_challenger(small_project: Project) -> None:
+def _task_states(flow_run_id: UUID) -> dict[str, str]:
+    """Task name -> state name of one flow run, from the Prefect API."""
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
+        )
+    return {run.name.rsplit("-", 1)[0]: run.state.name for run in runs if run.state}
+
+
+def test_rerun_is_idempotent_cached_and_gates_an_equal_challenger(small_project: Project) -> None:
     p = small_project
     first = train_model(params_path=str(p.root / "params.yaml"))
-    second = train_model(params_path=str(p.root / "params.yaml"))
+    state = train_model(params_path=str(p.root / "params.yaml"), return_state=True)
+    second = state.result()
     assert second.data_version == first.data_version  # identical batches: re-ingest is a no-op
     assert (second.cv_mean, second.holdout_score) == (first.cv_mean, first.holdout_score)
+    tasks = _task_states(state.state_details.flow_run_id)
+    assert tasks["tune-model"] == "Cached" and tasks["fit-model"] == "Cached"
+    assert tasks["register-and-promote"] == "Completed"
     assert second.model_version == "2" and not second.promoted
     assert "margin" in second.promotion_reason
     _client(p)

@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -76,3 +79,23 @@ def test_log_scale_needs_a_positive_low_bound() -> None:
     }
     with pytest.raises(ConfigError, match="log scale needs low > 0"):
         parse_params(raw)
+
+
+def test_params_hash_the_same_in_every_process() -> None:
+    """Prefect's cache keys hash pickled inputs; set order must not leak into them."""
+    code = (
+        "from ctloop.config import load_project; from prefect.utilities.hashing import "
+        f"hash_objects; print(hash_objects({{'p': load_project('{ROOT}/params.yaml').params, "
+        "'x': [1]}))"
+    )
+    keys = {
+        subprocess.run(
+            [sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            check=True,
+            env={**os.environ, "PYTHONHASHSEED": seed},
+        ).stdout
+        for seed in ("1", "2", "3")
+    }
+    assert len(keys) == 1
