@@ -35,9 +35,8 @@ def train_model(
     train, holdout = t.load_training_data(project, window)
     run_id = t.start_training_run(project, window, data_version, validation, train, holdout)
     try:
-        tuning = t.tune_model(project.params, train.X, train.y)
+        tuning, model = t.tune_and_fit(project.params, train.X, train.y)
         t.record_tuning(project, run_id, tuning)
-        model = t.fit_model(project.params, tuning.best_params, train.X, train.y)
         evaluation = t.evaluate_holdout(project, run_id, model, holdout, tuning)
         decision = t.register_and_promote(project, run_id, model, holdout, evaluation, window)
         reference = t.drift_reference(project, window)

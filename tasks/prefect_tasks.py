@@ -123,21 +123,17 @@ def start_training_run(
     return pipeline.start_training_run(project, window, data_version, validation, train, holdout)
 
 
-@task(name="tune-model", cache_policy=INPUTS + TASK_SOURCE)
-def tune_model(params: Params, X: pd.DataFrame, y: pd.Series) -> training.TuningResult:
-    """Deterministic for the same params and data, so cached across runs."""
+@task(name="tune-and-fit", cache_policy=INPUTS + TASK_SOURCE)
+def tune_and_fit(
+    params: Params, X: pd.DataFrame, y: pd.Series
+) -> tuple[training.TuningResult, Pipeline]:
+    """Search, then refit with the best parameters. Deterministic for the same params, data and
+    code, so cached across runs (one task: its inputs hash the same in every process)."""
     from tasks.data import infer_schema
 
     schema = infer_schema(X.assign(**{params.data.target: y}), params.data)
-    return training.tune(params, schema, X, y)
-
-
-@task(name="fit-model", cache_policy=INPUTS + TASK_SOURCE)
-def fit_model(params: Params, best: dict[str, Any], X: pd.DataFrame, y: pd.Series) -> Pipeline:
-    from tasks.data import infer_schema
-
-    schema = infer_schema(X.assign(**{params.data.target: y}), params.data)
-    return training.fit_final(params, schema, best, X, y)
+    tuning = training.tune(params, schema, X, y)
+    return tuning, training.fit_final(params, schema, tuning.best_params, X, y)
 
 
 @task(name="record-tuning", **IO)

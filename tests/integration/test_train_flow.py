@@ -85,7 +85,7 @@ def test_rerun_is_idempotent_cached_and_gates_an_equal_challenger(small_project:
     assert second.data_version == first.data_version  # identical batches: re-ingest is a no-op
     assert (second.cv_mean, second.holdout_score) == (first.cv_mean, first.holdout_score)
     tasks = _task_states(state.state_details.flow_run_id)
-    assert tasks["tune-model"] == "Cached" and tasks["fit-model"] == "Cached"
+    assert tasks["tune-and-fit"] == "Cached"
     assert tasks["register-and-promote"] == "Completed"
     assert second.model_version == "2" and not second.promoted
     assert "margin" in second.promotion_reason
