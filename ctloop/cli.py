@@ -77,9 +77,15 @@ def run(
     family: Annotated[str | None, typer.Option(help="Override model.family.")] = None,
 ) -> None:
     """Run the training flow (against PREFECT_API_URL, else a temporary Prefect server)."""
+    from ctloop.preflight import UnreachableError, check_servers
+
+    project = _project(params)
+    try:
+        check_servers(project.tracking_uri)
+    except UnreachableError as err:
+        raise _fail(err) from None
     from flows.train_model import train_model
 
-    _project(params)
     try:
         train_model(params_path=str(params), n_trials=n_trials, model_family=family)
     except _known_errors() as err:
