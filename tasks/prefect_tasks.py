@@ -23,12 +23,15 @@ if TYPE_CHECKING:
     from tasks.validation import ValidationReport
 
 TRANSIENT = (OSError, ConnectionError, TimeoutError)
+PERMANENT = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
 
 
 def retry_transient(task: Task[..., Any], task_run: TaskRun, state: State[Any]) -> bool:
     """Retry I/O hiccups only; a deterministic failure (bad data, bad params) fails at once."""
     try:
         state.result()
+    except PERMANENT:
+        return False
     except TRANSIENT:
         return True
     except Exception:
