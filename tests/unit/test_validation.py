@@ -261,7 +261,7 @@ def test_quarantine_moves_the_file_and_explains_why(
     assert folder == tmp_path / "quarantine" / "2024-02"
     assert not src.exists() and (folder / "2024-02.parquet").read_bytes() == b"bad data"
     reason = (folder / "reason.txt").read_text()
-    assert "re-deliver" in reason and report.reason_text() in reason
+    assert "deliver it again" in reason and report.reason_text() in reason
     assert json.loads((folder / "validation.json").read_text())["success"] is False
 
     src.write_bytes(b"bad again")  # the same batch fails twice: nothing is overwritten
