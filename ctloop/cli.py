@@ -139,5 +139,49 @@ def expectations_build(
     typer.echo(f"suite written: {path} (from {reference[0]}..{reference[-1]})")
 
 
+def _registry_model(project: Project) -> str:
+    """Point MLflow at the project's store and return the registered model's name."""
+    from ctloop.config import ConfigError
+    from tasks.tracking import use_store
+
+    uri = project.tracking_uri
+    db = project.path("mlflow_db")
+    if uri == f"sqlite:///{db}" and not db.exists():
+        raise _fail(ConfigError(f"no MLflow store at {db}: run `ctloop run` first"))
+    use_store(uri)
+    return project.params.promotion.model_name
+
+
+@app.command()
+def history(params: ParamsOpt = Path("params.yaml")) -> None:
+    """List every promotion and rollback of `champion` (recorded in the MLflow registry)."""
+    from tasks import audit
+
+    name = _registry_model(_project(params))
+    try:
+        events = audit.history(name)
+    except audit.AuditError as err:
+        raise _fail(err) from None
+    typer.echo(f"model {name}: champion events, oldest first")
+    typer.echo(audit.format_history(events))
+
+
+@app.command()
+def rollback(
+    reason: Annotated[str, typer.Option(help="Why (recorded with the event).")],
+    params: ParamsOpt = Path("params.yaml"),
+) -> None:
+    """Move `champion` back to the previous champion and record why."""
+    from tasks import audit
+
+    name = _registry_model(_project(params))
+    try:
+        event = audit.rollback(name, reason)
+    except audit.AuditError as err:
+        raise _fail(err) from None
+    typer.echo(f"model {name}: champion v{event.from_version} -> v{event.to_version}")
+    typer.echo(audit.format_history([event]))
+
+
 def main() -> None:
     sys.exit(app())

@@ -1,7 +1,8 @@
 """Champion/challenger promotion in the MLflow model registry.
 
 The decision is pure (`decide`); the registry writes happen in order: tags on the version first,
-then one alias move. `champion` therefore never points at a version whose record is incomplete.
+then the audit event on the model (tasks/audit.py), then one alias move. `champion` therefore
+never points at a version whose record is incomplete.
 """
 
 from __future__ import annotations
@@ -120,11 +121,26 @@ def mark_challenger(name: str, version: str, tags: dict[str, str]) -> None:
 
 
 def apply_decision(name: str, decision: PromotionDecision) -> None:
-    """Record the decision on the version, then (if promoted) move `champion` in one call."""
+    """Record the decision on the version and (if promoted) the audit event on the model, then
+    move `champion` in one call: the alias never moves without its record."""
     from mlflow import MlflowClient
+
+    from tasks import audit  # audit imports this module: imported here, no cycle
 
     client = MlflowClient()
     for key, value in decision.tags().items():
         client.set_model_version_tag(name, decision.challenger_version, key, value)
-    if decision.promote:
-        client.set_registered_model_alias(name, CHAMPION, decision.challenger_version)
+    if not decision.promote:
+        return
+    previous = get_alias(name, CHAMPION)
+    event = audit.new_event(
+        "promote",
+        None if previous is None else str(previous.version),
+        decision.challenger_version,
+        decision.reason,
+        metric=decision.metric,
+        challenger_score=decision.challenger_score,
+        champion_score=decision.champion_score,
+    )
+    audit.record_event(name, event)
+    client.set_registered_model_alias(name, CHAMPION, decision.challenger_version)

@@ -13,7 +13,7 @@ from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
 from ctloop.config import Project
 from flows.train_model import train_model
-from tasks import data, registry, tracking, versioning
+from tasks import audit, data, registry, tracking, versioning
 from tasks.validation import ValidationFailed
 
 
@@ -63,6 +63,8 @@ def test_flow_trains_tracks_registers_promotes_and_reports_drift(small_project: 
     champion = registry.get_alias("ctloop-test", registry.CHAMPION)
     assert champion is not None and str(champion.version) == "1"
     assert champion.tags["promotion.promote"] == "True"
+    [event] = audit.history("ctloop-test")  # the alias move is on the audit trail
+    assert (event.action, event.to_version, event.applied) == ("promote", "1", True)
     model = registry.load_version("ctloop-test", "1")
     holdout = data.read_batches(p.path("batches"), ["2013-03"])
     assert model.predict_proba(holdout[model.feature_names_in_]).shape[1] == 2
