@@ -39,9 +39,9 @@ class TrainingSummary:
                 f"  data version     : {self.data_version} (batches {self.batches})",
                 f"  validation       : {self.validation} -> {self.validation_report}",
                 f"  best params      : {params}",
-                f"  CV {self.metric:<13}: {self.cv_mean:.4f} ± {self.cv_std:.4f} "
+                f"  {'CV ' + self.metric:<17}: {self.cv_mean:.4f} ± {self.cv_std:.4f} "
                 f"({self.n_trials} trials, {self.n_pruned} pruned)",
-                f"  holdout {self.metric:<8}: {self.holdout_score:.4f} "
+                f"  {'holdout ' + self.metric:<17}: {self.holdout_score:.4f} "
                 f"(batch {self.holdout_batches})",
                 f"  promotion        : v{self.model_version} "
                 f"{'PROMOTED to @champion' if self.promoted else 'not promoted'} - "

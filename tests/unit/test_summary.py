@@ -1,0 +1,46 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+from tasks.summary import TrainingSummary
+
+
+def test_summary_names_every_figure_in_aligned_lines() -> None:
+    text = TrainingSummary(
+        data_version="abc.dir",
+        batches="2013-01..2013-07",
+        validation="passed (7 batches)",
+        metric="roc_auc",
+        best_params={"max_depth": 7, "learning_rate": 0.073151},
+        cv_mean=0.781,
+        cv_std=0.0032,
+        n_trials=10,
+        n_pruned=7,
+        holdout_score=0.751,
+        holdout_batches="2013-06",
+        model_version="1",
+        promoted=True,
+        promotion_reason="meets the floor",
+        drift_batch="2013-07",
+        dataset_drift=True,
+        drifted_columns=("temp", "dewp"),
+        drift_report=Path("reports/drift/drift-2013-07.html"),
+        validation_report=Path("reports/validation.json"),
+        tracking_uri="sqlite:///mlflow.db",
+        mlflow_run_id="r1",
+    ).render()
+    for expected in (
+        "abc.dir",
+        "0.7810 ± 0.0032",
+        "10 trials, 7 pruned",
+        "0.7510",
+        "v1 PROMOTED to @champion",
+        "dataset drift YES",
+        "temp, dewp",
+        "learning_rate=0.07315",
+        "mlflow ui --backend-store-uri sqlite:///mlflow.db",
+        "prefect server start",
+    ):
+        assert expected in text
+    labelled = [line for line in text.splitlines()[1:7]]
+    assert len({line.index(":") for line in labelled}) == 1  # the colons line up
