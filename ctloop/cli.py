@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -181,7 +180,3 @@ def rollback(
         raise _fail(err) from None
     typer.echo(f"model {name}: champion v{event.from_version} -> v{event.to_version}")
     typer.echo(audit.format_history([event]))
-
-
-def main() -> None:
-    sys.exit(app())

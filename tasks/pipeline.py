@@ -181,6 +181,14 @@ def training_data(project: Project, frame: pd.DataFrame) -> TrainingData:
     return TrainingData(rows[schema.features], y, schema, unlabelled)
 
 
+def use_experiment(project: Project) -> str:
+    """Point MLflow at the project's store and experiment (every step that writes to MLflow
+    calls this first: a DVC stage is a process of its own); returns the experiment id."""
+    return tracking.configure(
+        project.tracking_uri, project.params.tracking.experiment, project.path("mlflow_artifacts")
+    )
+
+
 def start_training_run(
     project: Project,
     window: Window,
@@ -191,9 +199,7 @@ def start_training_run(
 ) -> str:
     """Open the parent MLflow run with lineage and tags; returns its id."""
     cfg = project.params
-    exp = tracking.configure(
-        project.tracking_uri, cfg.tracking.experiment, project.path("mlflow_artifacts")
-    )
+    exp = use_experiment(project)
     tags = {
         "ctloop.kind": "training",
         "ctloop.git_commit": tracking.git_commit(project.root),
@@ -217,9 +223,7 @@ def start_training_run(
 
 def record_tuning(project: Project, run_id: str, tuning: training.TuningResult) -> None:
     """Nested run per trial, then best params and CV mean/std on the parent."""
-    exp = tracking.configure(
-        project.tracking_uri, project.params.tracking.experiment, project.path("mlflow_artifacts")
-    )
+    exp = use_experiment(project)
     for rec in tuning.trials:
         tracking.log_trial(run_id, exp, rec, project.params.metric)
     tracking.log_tuning(run_id, tuning, project.params.metric)
@@ -244,6 +248,7 @@ def evaluate_holdout(
     """Holdout metrics and plot tables; written under reports/ and logged to the run."""
     from tasks import plots
 
+    use_experiment(project)
     task, metric = holdout.schema.task, project.params.metric
     scores = training.predict_scores(model, holdout.X, task)
     metrics = training.evaluate(task, holdout.y, scores)
@@ -287,9 +292,7 @@ def register_and_promote(
     """Register the challenger, score the champion on the same holdout, apply the gate."""
     cfg, metric = project.params, project.params.metric
     name = cfg.promotion.model_name
-    tracking.configure(
-        project.tracking_uri, cfg.tracking.experiment, project.path("mlflow_artifacts")
-    )
+    use_experiment(project)
     example = holdout.X.head(5)
     version = tracking.log_model(
         run_id, model, example, training.predict_scores(model, example, holdout.schema.task), name
@@ -345,9 +348,7 @@ def _champion_score(name: str, champion: Any, holdout: TrainingData, metric: str
 
 def drift_reference(project: Project, window: Window) -> tuple[str, ...]:
     """Training batches of the current champion (this window's when there is none yet)."""
-    tracking.configure(
-        project.tracking_uri, project.params.tracking.experiment, project.path("mlflow_artifacts")
-    )
+    use_experiment(project)
     champion = registry.get_alias(project.params.promotion.model_name, registry.CHAMPION)
     tagged = champion.tags.get(SUITE_REFERENCE_TAG, "") if champion else ""
     available = set(data.list_batches(project.path("batches")))
@@ -370,6 +371,7 @@ def run_drift(
         snapshot, summary, project.path("reports") / "drift", f"drift-{current}"
     )
     if run_id is not None:
+        use_experiment(project)
         tracking.log_artifact(run_id, paths["html"], "drift")
         tracking.log_artifact(run_id, paths["summary"], "drift")
         tracking.log_metrics(
