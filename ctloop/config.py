@@ -45,6 +45,9 @@ class PathsConfig(_Strict):
     mlflow_db: str = "mlflow.db"
     mlflow_artifacts: str = "mlartifacts"
     dvc_remote: str = ".dvc-remote"
+    landing: str = "data/landing"
+    predictions: str = "data/predictions"
+    stack: str = ".ctloop"
 
 
 class DeriveTarget(_Strict):
@@ -177,6 +180,44 @@ class DriftConfig(_Strict):
     sample_rows: Annotated[int, Field(gt=0)] | None = None
 
 
+class ContinuousConfig(_Strict):
+    """When the loop retrains itself, and on which window (the continuous-training policy)."""
+
+    retrain_on_drift: bool = True
+    drift_key_columns: list[str] = Field(default_factory=list)
+    retrain_on_decay: bool = True
+    decay_threshold: Annotated[float, Field(ge=0)] = 0.02
+    retrain_every_n_batches: Annotated[int, Field(ge=1)] | None = None
+    schedule: str | None = None
+    cooldown_minutes: Annotated[float, Field(ge=0)] = 5.0
+    window: Literal["sliding", "expanding"] = "sliding"
+    window_periods: Annotated[int, Field(ge=2)] = 6
+
+    @model_validator(mode="after")
+    def _cron(self) -> ContinuousConfig:
+        if self.schedule is not None and len(self.schedule.split()) != 5:
+            raise ValueError(f"schedule '{self.schedule}' is not a 5-field cron expression")
+        return self
+
+
+class ReplayConfig(_Strict):
+    """`ctloop replay`: production simulated on the default data, one period at a time."""
+
+    start: str = "2013-07"
+    end: str = "2013-12"
+    pace_s: Annotated[float, Field(ge=0)] = 60.0
+    label_delay: Annotated[int, Field(ge=0)] = 0
+
+
+class StackConfig(_Strict):
+    """Local servers started by `ctloop up` (loopback unless configured otherwise)."""
+
+    host: str = "127.0.0.1"
+    prefect_port: Annotated[int, Field(gt=0, lt=65536)] = 4200
+    mlflow_port: Annotated[int, Field(gt=0, lt=65536)] = 5000
+    startup_timeout_s: Annotated[float, Field(gt=0)] = 120.0
+
+
 class Params(_Strict):
     """Everything ctloop reads from params.yaml."""
 
@@ -190,6 +231,9 @@ class Params(_Strict):
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     promotion: PromotionConfig = Field(default_factory=PromotionConfig)
     drift: DriftConfig = Field(default_factory=DriftConfig)
+    continuous: ContinuousConfig = Field(default_factory=ContinuousConfig)
+    replay: ReplayConfig = Field(default_factory=ReplayConfig)
+    stack: StackConfig = Field(default_factory=StackConfig)
 
     @property
     def metric(self) -> str:

@@ -17,11 +17,19 @@ def train_model(
     params_path: str = "params.yaml",
     n_trials: int | None = None,
     model_family: str | None = None,
+    window_start: str | None = None,
+    window_end: str | None = None,
+    trigger: str = "manual",
 ) -> TrainingSummary:
-    """Train, gate and register a model on the configured window; report drift of the newest
-    batch against the champion's training data."""
+    """Train, gate and register a model on the configured window (or the one given: retrains
+    pass theirs); report drift of the newest batch against the champion's training data."""
     project = load_project(params_path)
-    changes = {"tune.n_trials": n_trials, "model.family": model_family}
+    changes = {
+        "tune.n_trials": n_trials,
+        "model.family": model_family,
+        "split.window_start": window_start,
+        "split.window_end": window_end,
+    }
     project = override(project, {k: v for k, v in changes.items() if v is not None})
 
     ingested = t.ingest_batches(project)
@@ -33,7 +41,9 @@ def train_model(
     validation = t.gate_validation(reports)
 
     train, holdout = t.load_training_data(project, window)
-    run_id = t.start_training_run(project, window, data_version, validation, train, holdout)
+    run_id = t.start_training_run(
+        project, window, data_version, validation, train, holdout, trigger
+    )
     try:
         tuning, model = t.tune_and_fit(project.params, train.X, train.y)
         t.record_tuning(project, run_id, tuning)

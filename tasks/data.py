@@ -234,23 +234,44 @@ def list_batches(folder: Path) -> list[str]:
     return sorted(p.name.removesuffix(BATCH_SUFFIX) for p in folder.glob(f"*{BATCH_SUFFIX}"))
 
 
-def write_batch(folder: Path, name: str, df: pd.DataFrame) -> BatchWrite:
-    """Write a batch atomically; identical content is a no-op, different content is refused."""
+def write_batch(
+    folder: Path, name: str, df: pd.DataFrame, label_column: str | None = None
+) -> BatchWrite:
+    """Write a batch atomically; identical content is a no-op, different content is refused.
+
+    With `label_column`, a re-delivery may fill in labels that were missing (labels arrive after
+    the features): every other value must be identical and no known label may change.
+    """
     path = batch_path(folder, name)
     digest = content_hash(df)
     if path.exists():
-        existing = content_hash(pd.read_parquet(path))
-        if existing != digest:
+        stored = pd.read_parquet(path)
+        existing = content_hash(stored)
+        if existing == digest:
+            return BatchWrite(name, path, len(df), digest, written=False)
+        if label_column is None or not fills_labels(stored, df, label_column):
             raise BatchConflictError(
                 f"{path}: rule 'immutable_batch': batch '{name}' already exists with different "
                 f"content (stored {existing}, new {digest}); batches are never overwritten"
+                + ("" if label_column is None else f" (only missing '{label_column}' may fill)")
             )
-        return BatchWrite(name, path, len(df), digest, written=False)
     folder.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".tmp-{os.getpid()}")
     df.to_parquet(tmp, index=False)
     tmp.replace(path)
     return BatchWrite(name, path, len(df), digest, written=True)
+
+
+def fills_labels(stored: pd.DataFrame, new: pd.DataFrame, label: str) -> bool:
+    """True when `new` equals `stored` except for labels that were missing and are now known."""
+    if list(stored.columns) != list(new.columns) or len(stored) != len(new) or label not in new:
+        return False
+    rest = [c for c in stored.columns if c != label]
+    if content_hash(stored[rest]) != content_hash(new[rest]):
+        return False
+    known = stored[label].notna()
+    same = stored.loc[known, label].to_numpy() == new.loc[known, label].to_numpy()
+    return bool(same.all()) and int(new[label].notna().sum()) > int(known.sum())
 
 
 def labelled_batches(folder: Path, names: list[str], target: str) -> list[str]:

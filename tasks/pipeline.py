@@ -132,8 +132,11 @@ def build_expectations(project: Project, reference: list[str] | tuple[str, ...])
     return validation.save_suite(project.path("expectations"), suite)
 
 
-def run_validation(project: Project, names: list[str]) -> list[ValidationReport]:
-    """Validate each batch; move critical failures to quarantine; save all results as JSON."""
+def run_validation(
+    project: Project, names: list[str], results: str = "validation.json"
+) -> list[ValidationReport]:
+    """Validate each batch; move critical failures to quarantine; save all results as JSON
+    (`results`, under the reports folder)."""
     from tasks import validation
 
     ctx, suite = project.path("expectations"), project.params.validation.suite_name
@@ -144,7 +147,7 @@ def run_validation(project: Project, names: list[str]) -> list[ValidationReport]
         if not report.success:
             validation.quarantine_batch(path, report, project.path("quarantine"))
         reports.append(report)
-    validation.save_results(reports, project.path("reports") / "validation.json")
+    validation.save_results(reports, project.path("reports") / results)
     return reports
 
 
@@ -196,12 +199,14 @@ def start_training_run(
     validation: str,
     train: TrainingData,
     holdout: TrainingData,
+    trigger: str = "manual",
 ) -> str:
     """Open the parent MLflow run with lineage and tags; returns its id."""
     cfg = project.params
     exp = use_experiment(project)
     tags = {
         "ctloop.kind": "training",
+        "ctloop.trigger": trigger,
         "ctloop.git_commit": tracking.git_commit(project.root),
         "ctloop.data_version": data_version,
         "ctloop.validation": validation,

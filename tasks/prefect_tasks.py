@@ -68,10 +68,12 @@ def build_expectations(project: Project, reference: tuple[str, ...]) -> Path:
 
 
 @task(name="validate-batches", cache_policy=NO_CACHE)
-def validate_batches(project: Project, names: list[str]) -> list[ValidationReport]:
+def validate_batches(
+    project: Project, names: list[str], results: str = "validation.json"
+) -> list[ValidationReport]:
     from tasks.validation import summary_markdown
 
-    reports = pipeline.run_validation(project, names)
+    reports = pipeline.run_validation(project, names, results)
     markdown = summary_markdown(reports)
     create_markdown_artifact(markdown, key="validation", description="Great Expectations gate")
     print(markdown)
@@ -122,8 +124,11 @@ def start_training_run(
     validation: str,
     train: pipeline.TrainingData,
     holdout: pipeline.TrainingData,
+    trigger: str = "manual",
 ) -> str:
-    return pipeline.start_training_run(project, window, data_version, validation, train, holdout)
+    return pipeline.start_training_run(
+        project, window, data_version, validation, train, holdout, trigger
+    )
 
 
 @task(name="tune-and-fit", cache_policy=INPUTS + TASK_SOURCE)

@@ -254,7 +254,9 @@ def _expectations(
     if schema.time_column:
         out.append(("types", _type_rule(schema.time_column, DATETIME_TYPES)))
     out.extend(_target_rules(ref[schema.target], schema))
-    for col in columns:
+    # no null rule on the target: labels may arrive after the features (an unlabelled batch is
+    # scored and monitored; its rows join training once the labels are delivered)
+    for col in (c for c in columns if c != schema.target):
         mostly = _floor6(max(0.0, 1.0 - profile.upper[col] - cfg.null_tolerance))
         out.append(("nulls", gxe.ExpectColumnValuesToNotBeNull(column=col, mostly=mostly)))
     return out

@@ -1,0 +1,103 @@
+"""The loop's deployments: schedules and event triggers, declared apart from the flows.
+
+- `retrain-model/train`: on the cron schedule `continuous.schedule` (retrains on the policy's
+  window; skipped when no new labelled batch arrived).
+- `monitor-batch/monitor`: on every `ctloop.data.arrived` event (the landed file's path comes
+  from the event payload); one run at a time.
+- `retrain-model/retrain`: on `ctloop.drift.detected`, `ctloop.performance.degraded` and
+  `ctloop.retrain.due` (trigger, batch and reason come from the event); one run at a time.
+
+`python -m deployments.serve --params params.yaml` serves them (`ctloop up` starts it);
+prefect.yaml declares the same deployments for a process work pool.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ctloop.config import Project, load_project
+from ctloop.env import apply_env_defaults
+from tasks import events
+
+if TYPE_CHECKING:
+    from prefect.deployments.runner import RunnerDeployment
+
+DEPLOYMENT_TAGS = ["ctloop"]
+
+
+def monitor_trigger() -> object:
+    from prefect.events import DeploymentEventTrigger
+
+    return DeploymentEventTrigger(
+        name="data-arrived",
+        expect={events.DATA_ARRIVED},
+        match={"prefect.resource.id": f"{events.LANDING_RESOURCE}.*"},
+        parameters={"path": "{{ event.payload.path }}"},
+    )
+
+
+def retrain_trigger() -> object:
+    from prefect.events import DeploymentEventTrigger
+
+    return DeploymentEventTrigger(
+        name="drift-decay-or-due",
+        expect=set(events.RETRAIN_TRIGGERS),
+        match={"prefect.resource.id": f"{events.BATCH_RESOURCE}.*"},
+        parameters={
+            "trigger": "{{ event.event }}",
+            "batch": "{{ event.payload.batch }}",
+            "reason": "{{ event.payload.reason }}",
+        },
+    )
+
+
+def build(project: Project) -> list[RunnerDeployment]:
+    """The three deployments of a project, parameterised with its params.yaml."""
+    from flows.monitor_batch import monitor_batch
+    from flows.retrain_model import retrain_model
+
+    params_path = str(project.root / "params.yaml")
+    schedule = project.params.continuous.schedule
+    return [
+        retrain_model.to_deployment(
+            name="train",
+            cron=schedule,
+            parameters={"params_path": params_path, "trigger": "schedule"},
+            description=f"Scheduled training on the newest window ({schedule or 'no schedule'})",
+            tags=DEPLOYMENT_TAGS,
+            concurrency_limit=1,
+        ),
+        monitor_batch.to_deployment(
+            name="monitor",
+            parameters={"params_path": params_path},
+            triggers=[monitor_trigger()],
+            description="Validate, score, drift and decay of each landed file",
+            tags=DEPLOYMENT_TAGS,
+            concurrency_limit=1,
+        ),
+        retrain_model.to_deployment(
+            name="retrain",
+            parameters={"params_path": params_path},
+            triggers=[retrain_trigger()],
+            description="Retrain on drift, decay or N new batches (with cooldown)",
+            tags=DEPLOYMENT_TAGS,
+            concurrency_limit=1,
+        ),
+    ]
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Serve the deployments until interrupted (needs PREFECT_API_URL: a running server)."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
+    args = parser.parse_args(argv)
+    apply_env_defaults()
+    from prefect import serve
+
+    serve(*build(load_project(args.params)), print_starting_message=True)
+
+
+if __name__ == "__main__":
+    main()

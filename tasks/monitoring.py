@@ -1,0 +1,287 @@
+"""Monitoring steps of the continuous-training loop: landing files, scoring with the champion,
+performance on labelled batches, and the signals the policy reads. No Prefect here (the thin
+wrappers are in tasks/prefect_tasks.py); heavy libraries are imported inside functions.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pandas as pd
+
+from ctloop.config import Project
+from tasks import data, pipeline, policy, registry, tracking, training
+
+if TYPE_CHECKING:
+    from mlflow.entities import Run
+    from mlflow.entities.model_registry import ModelVersion
+
+    from tasks.drift import DriftSummary
+
+LANDING_SUFFIXES = (".csv", ".parquet")
+HOLDOUT_TAG = "ctloop.holdout_batches"
+
+
+class LandingError(data.DataError):
+    """A landing path is outside the landing folder, missing or of the wrong type."""
+
+
+# --- landing ---------------------------------------------------------------------------
+
+
+def resolve_landing(project: Project, path: str) -> Path:
+    """A path from an event or a user, resolved inside the landing folder (refused otherwise)."""
+    landing = project.path("landing").resolve()
+    candidate = Path(path)
+    resolved = (candidate if candidate.is_absolute() else landing / candidate).resolve()
+    if not resolved.is_relative_to(landing):
+        raise LandingError(
+            f"{path}: rule 'landing_path': resolves to {resolved}, outside the landing folder "
+            f"{landing}; refused"
+        )
+    if resolved.suffix.lower() not in LANDING_SUFFIXES:
+        raise LandingError(f"{resolved}: rule 'file_type': expected .csv or .parquet")
+    if not resolved.is_file():
+        raise LandingError(f"{resolved}: rule 'landing_file': no such file in the landing folder")
+    return resolved
+
+
+def receive_file(project: Project, source: Path) -> Path:
+    """Copy a user's file into the landing folder (atomic); the same name with other content is
+    refused, the same content again is a no-op. Returns the landed path."""
+    if not source.is_file():
+        raise LandingError(f"{source}: rule 'landing_file': no such file")
+    if source.suffix.lower() not in LANDING_SUFFIXES:
+        raise LandingError(f"{source}: rule 'file_type': expected .csv or .parquet")
+    landing = project.path("landing")
+    landing.mkdir(parents=True, exist_ok=True)
+    target = landing / source.name
+    if target.resolve() == source.resolve():
+        return target
+    if target.exists():
+        if target.read_bytes() == source.read_bytes():
+            return target
+        raise LandingError(
+            f"{target}: rule 'immutable_landing': a different file with this name already landed"
+        )
+    tmp = target.with_name(f".{target.name}.tmp")
+    shutil.copyfile(source, tmp)
+    tmp.replace(target)
+    return target
+
+
+def ingest_landed(project: Project, path: Path) -> list[data.BatchWrite]:
+    """Prepare a landed file like the source and write its period batches; an identical batch is a
+    no-op, a re-delivery with labels filled in replaces the unlabelled one."""
+    cfg = project.params.data
+    frame = data.prepare(data.load_source(str(path), project.root, cfg.max_file_mb), cfg, str(path))
+    if frame.empty:
+        raise data.DataError(f"{path}: rule 'not_empty': file holds no rows")
+    batches = data.split_batches(frame, cfg)
+    folder = project.path("batches")
+    return [data.write_batch(folder, n, b, label_column=cfg.target) for n, b in batches.items()]
+
+
+# --- champion ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Champion:
+    """The serving model and what it was trained and measured on."""
+
+    name: str
+    version: str
+    train_batches: tuple[str, ...]
+    holdout_batches: tuple[str, ...]
+    holdout_score: float | None
+
+
+def current_champion(project: Project) -> Champion | None:
+    """The `champion` of the configured registered model (None before the first promotion)."""
+    pipeline.use_experiment(project)
+    name = project.params.promotion.model_name
+    found = registry.get_alias(name, registry.CHAMPION)
+    return None if found is None else champion_of(name, found, project.params.metric)
+
+
+def champion_of(name: str, version: ModelVersion, metric: str) -> Champion:
+    tags = version.tags
+    score = tags.get(f"ctloop.holdout_{metric}")
+    return Champion(
+        name=name,
+        version=str(version.version),
+        train_batches=tuple(b for b in tags.get(pipeline.SUITE_REFERENCE_TAG, "").split(",") if b),
+        holdout_batches=tuple(b for b in tags.get(HOLDOUT_TAG, "").split(",") if b),
+        holdout_score=None if score is None else float(score),
+    )
+
+
+# --- scoring and performance -----------------------------------------------------------
+
+
+def score_frame(model: object, batch: pd.DataFrame, task: str, version: str) -> pd.DataFrame:
+    """Predictions of one batch: row number, model version, score (probability) and label."""
+    features = batch[list(model.feature_names_in_)]  # type: ignore[attr-defined]
+    scores = training.predict_scores(model, features, task)  # type: ignore[arg-type]
+    out = pd.DataFrame({"row": range(len(batch)), "model_version": version, "score": scores})
+    if task == "classification":
+        out["prediction"] = (out["score"] >= 0.5).astype(int)
+    return out
+
+
+def predictions_path(project: Project, batch: str, version: str) -> Path:
+    return project.path("predictions") / f"{batch}.v{version}.parquet"
+
+
+def score_batch(project: Project, batch: str, champion: Champion) -> tuple[Path, float | None]:
+    """Score a batch with the champion (saved with the model version) and, where labels are known,
+    return the champion's metric on them (None: no labels yet)."""
+    model = registry.load_version(champion.name, champion.version)
+    frame = pipeline.load_batches(project, [batch])
+    task, target = project.params.data.task, project.params.data.target
+    predictions = score_frame(model, frame, task, champion.version)
+    path = predictions_path(project, batch, champion.version)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    predictions.to_parquet(tmp, index=False)
+    tmp.replace(path)
+    known = frame[target].notna().to_numpy()
+    if known.sum() < 2 or (task == "classification" and frame.loc[known, target].nunique() < 2):
+        return path, None
+    truth = frame.loc[known, target]
+    truth = truth.astype(int) if task == "classification" else truth
+    metric = project.params.metric
+    return path, training.evaluate(task, truth, predictions["score"].to_numpy()[known])[metric]
+
+
+def signals(
+    project: Project,
+    batch: str,
+    champion: Champion,
+    drift: DriftSummary,
+    batch_score: float | None,
+) -> policy.Signals:
+    """What the policy reads for one monitored batch."""
+    trained_until = champion.holdout_batches[-1] if champion.holdout_batches else None
+    newer = policy.batches_after(data.list_batches(project.path("batches")), trained_until)
+    return policy.Signals(
+        batch=batch,
+        model_version=champion.version,
+        dataset_drift=drift.dataset_drift,
+        drifted_columns=tuple(drift.drifted_columns),
+        drifted_share=drift.drifted_share,
+        metric=project.params.metric,
+        batch_score=batch_score,
+        reference_score=champion.holdout_score,
+        batches_since_training=len(newer),
+    )
+
+
+def start_monitor_run(project: Project, batch: str, champion: Champion) -> str:
+    """An MLflow run per monitored batch (kind=monitoring), next to the training runs."""
+    exp = pipeline.use_experiment(project)
+    tags = {
+        "ctloop.kind": "monitoring",
+        "ctloop.batch": batch,
+        "ctloop.model_version": champion.version,
+        "ctloop.model_name": champion.name,
+    }
+    return tracking.start_parent_run(exp, f"monitor-{batch}-v{champion.version}", tags)
+
+
+def record_verdict(
+    project: Project, run_id: str, s: policy.Signals, verdict: policy.Verdict
+) -> None:
+    """Signals as metrics, the policy's verdict and reasons as tags; closes the run."""
+    pipeline.use_experiment(project)
+    metrics = {"drifted_share": s.drifted_share, "batches_since_training": s.batches_since_training}
+    if s.batch_score is not None:
+        metrics[f"batch_{s.metric}"] = s.batch_score
+    if verdict.decay_amount is not None:
+        metrics["decay"] = verdict.decay_amount
+    tracking.log_metrics(run_id, metrics, prefix="")
+    tracking.set_tags(
+        run_id,
+        {
+            "ctloop.retrain": str(verdict.retrain),
+            "ctloop.reasons": "; ".join(verdict.reasons) or "none",
+        },
+    )
+    tracking.finish_run(run_id)
+
+
+# --- retraining ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RetrainPlan:
+    """The window a retrain would use, and why it would not run (None: it runs)."""
+
+    train: tuple[str, ...]
+    holdout: tuple[str, ...]
+    skip: str | None
+
+
+TRIGGER_TAG = "ctloop.trigger"
+
+
+def _newest_training(project: Project, extra: str = "") -> Run | None:
+    from mlflow import MlflowClient
+
+    exp = pipeline.use_experiment(project)
+    runs = MlflowClient().search_runs(
+        [exp],
+        f"tags.`ctloop.kind` = 'training' and attributes.status != 'FAILED'{extra}",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    return runs[0] if runs else None
+
+
+def last_window(project: Project) -> tuple[str, ...]:
+    """Training + holdout batches of the newest training run (empty before the first)."""
+    run = _newest_training(project)
+    tags = run.data.tags if run else {}
+    keys = (pipeline.SUITE_REFERENCE_TAG, HOLDOUT_TAG)
+    return tuple(b for key in keys for b in tags.get(key, "").split(",") if b)
+
+
+def last_retrain_start(project: Project) -> datetime | None:
+    """Start of the newest event-triggered retrain (the cooldown counts from it)."""
+    run = _newest_training(project, f" and tags.`{TRIGGER_TAG}` LIKE 'ctloop.%'")
+    return None if run is None else datetime.fromtimestamp(run.info.start_time / 1000, tz=UTC)
+
+
+def plan_retrain(project: Project, now: datetime | None = None) -> RetrainPlan:
+    """The policy's window over the labelled batches; skipped when the newest training already
+    used exactly this window, or inside the cooldown after the last retrain."""
+    cfg = project.params
+    folder = project.path("batches")
+    labelled = data.labelled_batches(folder, data.list_batches(folder), cfg.data.target)
+    train, holdout = policy.ct_window(labelled, cfg.continuous, cfg.split.holdout_periods)
+    started = last_retrain_start(project)
+    skip = None
+    if last_window(project) == (*train, *holdout):
+        skip = f"window {train[0]}..{holdout[-1]} unchanged since the last training"
+    elif policy.in_cooldown(started, now or datetime.now(UTC), cfg.continuous.cooldown_minutes):
+        skip = (
+            f"cooldown: the last training started at {started:%Y-%m-%d %H:%M:%S} UTC, less than "
+            f"{cfg.continuous.cooldown_minutes:g} min ago"
+        )
+    return RetrainPlan(train, holdout, skip)
+
+
+def tag_retrain(project: Project, run_id: str, version: str, trigger: str, cause: str) -> None:
+    """Why a retrain ran, on its MLflow run and on the model version it registered."""
+    from mlflow import MlflowClient
+
+    pipeline.use_experiment(project)
+    tags = {TRIGGER_TAG: trigger, "ctloop.trigger_reason": cause[:5000]}
+    tracking.set_tags(run_id, tags)
+    client = MlflowClient()
+    for key, value in tags.items():
+        client.set_model_version_tag(project.params.promotion.model_name, version, key, value)

@@ -1,0 +1,175 @@
+"""Continuous training on a real slice: monitor-batch and retrain-model under the session's Prefect
+test server, with a temporary MLflow SQLite store and DVC repository."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+
+from ctloop.config import Project, override
+from flows.monitor_batch import monitor_batch
+from flows.retrain_model import retrain_model
+from flows.train_model import train_model
+from tasks import data, monitoring, registry, replay, tracking
+from tasks.validation import ValidationFailed
+from tests.conftest import sample_months
+from tests.integration.conftest import SMALL
+
+CT_MONTHS = ["2013-01", "2013-02", "2013-03", "2013-04", "2013-05"]
+
+
+@pytest.fixture(scope="module")
+def ct_source(
+    default_batches: dict[str, pd.DataFrame], tmp_path_factory: pytest.TempPathFactory
+) -> pd.DataFrame:
+    """1,200 real rows per month, Jan-May 2013 (prepared columns: the target is `is_late`)."""
+    return sample_months(default_batches, CT_MONTHS, 1200)
+
+
+@pytest.fixture
+def ct_project(
+    make_project: Callable[..., Project], ct_source: pd.DataFrame, tmp_path: Path
+) -> Project:
+    """Initial load Jan-Mar (train Jan-Feb, holdout Mar); April and May arrive by the landing."""
+    source = tmp_path / "initial.parquet"
+    ct_source[ct_source["date"] < "2013-04-01"].to_parquet(source, index=False)
+    changes: dict[str, Any] = {
+        **SMALL,
+        "data": {**SMALL["data"], "source": str(source)},
+        "continuous": {"window": "sliding", "window_periods": 3, "cooldown_minutes": 0},
+        "drift": {"drift_share": 0.3},
+    }
+    project = make_project(changes)
+    train_model(params_path=str(project.root / "params.yaml"))
+    return project
+
+
+def _deliver(
+    project: Project, frame: pd.DataFrame, period: str, labelled: bool = True
+) -> Path:
+    rows = frame[frame["date"].dt.strftime("%Y-%m") == period].reset_index(drop=True)
+    delivered = replay.delivery_frame(rows, project.params.data, labelled)
+    return replay.write_delivery(
+        delivered, project.path("landing"), replay.Delivery(period, labelled)
+    )
+
+
+def _drifted(frame: pd.DataFrame) -> pd.DataFrame:
+    """Injected drift inside the validation ranges: one carrier and airport, hotter, windier."""
+    out = frame.copy()
+    out["carrier"] = "UA"
+    out["origin"] = "EWR"
+    out["temp"] = out["temp"] + 25
+    out["dewp"] = out["dewp"] + 25
+    out["wind_speed"] = out["wind_speed"] * 2
+    out["sched_dep_time"] = 2100
+    return out
+
+
+def test_monitor_scores_reports_and_retrain_promotes_with_reasons(
+    ct_project: Project, ct_source: pd.DataFrame
+) -> None:
+    p = ct_project
+    params = str(p.root / "params.yaml")
+    april = ct_source.assign(date=ct_source["date"])
+    landed = _deliver(p, _drifted(april), "2013-04")
+
+    [result] = monitor_batch(path=landed.name, params_path=params)
+    assert (result.batch, result.status, result.model_version) == ("2013-04", "monitored", "1")
+    assert result.retrain and any(r.startswith("drift") for r in result.reasons)
+    scored = pd.read_parquet(monitoring.predictions_path(p, "2013-04", "1"))
+    assert len(scored) == 1200 and set(scored["model_version"]) == {"1"}
+    assert scored["score"].between(0, 1).all()
+    assert (p.path("reports") / "drift" / "drift-2013-04.html").is_file()
+
+    tracking.use_store(p.tracking_uri)
+    client = MlflowClient()
+    [run] = client.search_runs(
+        [client.get_experiment_by_name("ctloop").experiment_id],
+        "tags.`ctloop.kind` = 'monitoring'",
+    )
+    assert run.data.tags["ctloop.batch"] == "2013-04"
+    assert run.data.tags["ctloop.retrain"] == "True"
+    assert "batch_roc_auc" in run.data.metrics and "drifted_share" in run.data.metrics
+
+    # the same file again: no second ingestion, nothing monitored
+    [again] = monitor_batch(path=landed.name, params_path=params)
+    assert again.status == "duplicate"
+
+    first = retrain_model(params_path=params, trigger="ctloop.drift.detected", batch="2013-04")
+    assert first.skipped is None and first.window == "2013-02..2013-04"
+    assert first.model_version == "2"
+    version = client.get_model_version("ctloop-test", "2")
+    assert version.tags["ctloop.trigger"] == "ctloop.drift.detected"
+    assert "2013-04" in version.tags["ctloop.trigger_reason"]
+    assert version.tags["promotion.promote"] == str(first.promoted)
+
+    # a burst of the same trigger: the window is unchanged, nothing is trained again
+    second = retrain_model(params_path=params, trigger="ctloop.drift.detected", batch="2013-04")
+    assert second.skipped is not None and "unchanged" in second.skipped
+    assert len(client.search_model_versions("name = 'ctloop-test'")) == 2
+
+
+def test_labels_arriving_later_are_measured_then(
+    ct_project: Project, ct_source: pd.DataFrame
+) -> None:
+    p = ct_project
+    params = str(p.root / "params.yaml")
+    features = _deliver(p, ct_source, "2013-04", labelled=False)
+    [unlabelled] = monitor_batch(path=features.name, params_path=params)
+    assert unlabelled.status == "monitored"
+    assert not any(r.startswith("decay") for r in unlabelled.reasons)
+    stored = data.read_batches(p.path("batches"), ["2013-04"])
+    assert stored["is_late"].isna().all()
+
+    labels = _deliver(p, ct_source, "2013-04", labelled=True)
+    [labelled] = monitor_batch(path=labels.name, params_path=params)
+    assert labelled.status == "monitored"
+    stored = data.read_batches(p.path("batches"), ["2013-04"])
+    assert stored["is_late"].notna().sum() > 1000
+    tracking.use_store(p.tracking_uri)
+    client = MlflowClient()
+    runs = client.search_runs(
+        [client.get_experiment_by_name("ctloop").experiment_id],
+        "tags.`ctloop.kind` = 'monitoring'",
+        order_by=["attributes.start_time ASC"],
+    )
+    assert ["batch_roc_auc" in r.data.metrics for r in runs] == [False, True]
+
+
+def test_bad_delivery_is_quarantined_and_champion_kept(
+    ct_project: Project, ct_source: pd.DataFrame
+) -> None:
+    p = ct_project
+    bad = ct_source.assign(distance=ct_source["distance"] * 1000)
+    landed = _deliver(p, bad, "2013-04")
+    with pytest.raises(ValidationFailed, match=r"2013-04.*distance.*ranges"):
+        monitor_batch(path=landed.name, params_path=str(p.root / "params.yaml"))
+    assert (p.path("quarantine") / "2013-04" / "reason.txt").is_file()
+    assert "2013-04" not in data.list_batches(p.path("batches"))
+    tracking.use_store(p.tracking_uri)
+    assert str(registry.get_alias("ctloop-test", registry.CHAMPION).version) == "1"
+
+
+def test_paths_outside_the_landing_folder_are_refused(ct_project: Project) -> None:
+    with pytest.raises(monitoring.LandingError, match="landing_path"):
+        monitor_batch(path="../../params.yaml", params_path=str(ct_project.root / "params.yaml"))
+
+
+def test_cooldown_skips_a_retrain_after_a_recent_one(
+    ct_project: Project, ct_source: pd.DataFrame
+) -> None:
+    p = ct_project
+    params = str(p.root / "params.yaml")
+    monitor_batch(path=_deliver(p, ct_source, "2013-04").name, params_path=params)
+    assert retrain_model(params_path=params, trigger="ctloop.retrain.due").skipped is None
+    monitor_batch(path=_deliver(p, ct_source, "2013-05").name, params_path=params)
+    cooling = override(p, {"continuous.cooldown_minutes": 60})
+    plan = monitoring.plan_retrain(cooling)
+    assert plan.holdout == ("2013-05",) and plan.skip and plan.skip.startswith("cooldown")
+    assert monitoring.plan_retrain(p).skip is None  # without the cooldown it would run
