@@ -70,6 +70,64 @@ def setup(params: ParamsOpt = Path("params.yaml")) -> None:
 
 
 @app.command()
+def up(
+    params: ParamsOpt = Path("params.yaml"),
+    serve: Annotated[
+        bool, typer.Option("--serve/--no-serve", help="Also serve the Prefect deployments.")
+    ] = True,
+) -> None:
+    """Start the local Prefect and MLflow servers (and the deployments); logs go to files."""
+    import time
+
+    from ctloop import stack
+
+    project = _project(params)
+    cfg = project.params.stack
+    typer.echo(f"starting the local stack (waiting up to {cfg.startup_timeout_s:g} s) ...")
+    began = time.monotonic()
+    try:
+        info = stack.up(project, serve=serve, params_path=params.resolve())
+    except stack.StackError as err:
+        raise _fail(err) from None
+    typer.echo(f"healthy in {time.monotonic() - began:.1f} s")
+    typer.echo(f"  Prefect UI : {info.prefect_ui_url}")
+    typer.echo(f"  MLflow UI  : {info.mlflow_url}")
+    typer.echo(f"  logs       : {stack.log_dir(project)}")
+    typer.echo("stop with: ctloop down")
+
+
+@app.command()
+def down(params: ParamsOpt = Path("params.yaml")) -> None:
+    """Stop what `ctloop up` started (and nothing else)."""
+    from ctloop import stack
+
+    project = _project(params)
+    recorded = stack.state_path(project).exists()
+    try:
+        stopped = stack.down(project)
+    except stack.StackError as err:
+        raise _fail(err) from None
+    if stopped:
+        typer.echo(f"stopped: {', '.join(stopped)}")
+    elif recorded:
+        typer.echo(f"nothing was running (removed the stale {stack.state_path(project)})")
+    else:
+        typer.echo(f"nothing is running (no {stack.state_path(project)})")
+
+
+@app.command()
+def status(params: ParamsOpt = Path("params.yaml")) -> None:
+    """Show what `ctloop up` started and whether it still runs."""
+    from ctloop import stack
+
+    try:
+        lines = stack.status(_project(params))
+    except stack.StackError as err:
+        raise _fail(err) from None
+    typer.echo("\n".join(lines) if lines else "nothing is running (start with: ctloop up)")
+
+
+@app.command()
 def run(
     params: ParamsOpt = Path("params.yaml"),
     n_trials: Annotated[int | None, typer.Option(help="Override tune.n_trials.")] = None,
@@ -180,3 +238,152 @@ def rollback(
         raise _fail(err) from None
     typer.echo(f"model {name}: champion v{event.from_version} -> v{event.to_version}")
     typer.echo(audit.format_history([event]))
+
+
+# --- continuous training ---------------------------------------------------------------
+
+
+def _loop_errors() -> tuple[type[BaseException], ...]:
+    from tasks.policy import NoWindowError
+
+    return (*_known_errors(), NoWindowError)
+
+
+def _event_api(project: Project, here: bool) -> str | None:
+    """The Prefect API that announces events to the deployments (PREFECT_API_URL, else the stack
+    of `ctloop up`); None means: run the monitor flow in this process."""
+    import os
+
+    from ctloop.stack import stack_env
+
+    if here:
+        return None
+    api = os.environ.get("PREFECT_API_URL") or stack_env(project).get("PREFECT_API_URL")
+    if api:
+        os.environ["PREFECT_API_URL"] = api  # before prefect is imported by the emitter
+    return api
+
+
+def _announce(landed: Path, project: Project) -> None:
+    """Emit the data-arrived event for a landed file (the `monitor` deployment reacts to it)."""
+    from prefect.events import emit_event
+    from prefect.events.worker import EventsWorker
+
+    from tasks import events
+
+    relative = str(landed.resolve().relative_to(project.path("landing").resolve()))
+    event = events.data_arrived(landed.name, relative)
+    sent = emit_event(event=event.name, resource=event.resource, payload=event.payload)
+    EventsWorker.drain_all()
+    if sent is None:
+        raise _fail(RuntimeError(f"could not emit {event.name} for {landed}"))
+    typer.echo(f"announced {event.name}: {relative} (the monitor deployment picks it up)")
+
+
+def _monitor_here(landed: Path, params: Path) -> None:
+    from flows.monitor_batch import monitor_batch
+
+    try:
+        for result in monitor_batch(path=str(landed), params_path=str(params)):
+            reasons = "; ".join(result.reasons)
+            typer.echo(f"{result.batch}: {result.status}" + (f" ({reasons})" if reasons else ""))
+    except _loop_errors() as err:
+        raise _fail(err) from None
+
+
+HereOpt = Annotated[
+    bool,
+    typer.Option(
+        "--here",
+        help="Run the monitor flow in this process instead of announcing the file to the "
+        "deployments (the default when no PREFECT_API_URL is set and no `ctloop up` runs).",
+    ),
+]
+
+
+@app.command()
+def ingest(
+    file: Annotated[Path, typer.Argument(help="A CSV or Parquet file of new data.")],
+    params: ParamsOpt = Path("params.yaml"),
+    here: HereOpt = False,
+) -> None:
+    """Deliver a new data file: copy it into the landing folder and announce it (or monitor it
+    here); a rejected file exits 1 with the file, column and rule."""
+    from tasks import monitoring
+
+    project = _project(params)
+    try:
+        landed = monitoring.receive_file(project, file)
+    except _loop_errors() as err:
+        raise _fail(err) from None
+    typer.echo(f"landed: {landed}")
+    if _event_api(project, here):
+        _announce(landed, project)
+    else:
+        _monitor_here(landed, params)
+
+
+@app.command()
+def monitor(
+    path: Annotated[str, typer.Argument(help="A file in the landing folder (name or path).")],
+    params: ParamsOpt = Path("params.yaml"),
+) -> None:
+    """Run the monitor flow here on a landed file."""
+    _monitor_here(Path(path), params)
+
+
+@app.command()
+def retrain(
+    params: ParamsOpt = Path("params.yaml"),
+    reason: Annotated[str, typer.Option(help="Why (recorded with the run).")] = "by hand",
+) -> None:
+    """Run the retrain flow here: the policy's window, skipped when unchanged or cooling down."""
+    from flows.retrain_model import retrain_model
+
+    try:
+        result = retrain_model(params_path=str(params), trigger="manual", reason=reason)
+    except _loop_errors() as err:
+        raise _fail(err) from None
+    typer.echo(f"skipped: {result.skipped}" if result.skipped else result.decision)
+
+
+@app.command()
+def replay(
+    params: ParamsOpt = Path("params.yaml"),
+    pace: Annotated[float | None, typer.Option(help="Seconds between deliveries.")] = None,
+    label_delay: Annotated[int | None, typer.Option(help="Periods until labels arrive.")] = None,
+    start: Annotated[str | None, typer.Option(help="First period delivered.")] = None,
+    end: Annotated[str | None, typer.Option(help="Last period delivered.")] = None,
+    here: HereOpt = False,
+) -> None:
+    """Simulate production: deliver the source's periods one at a time into the landing folder,
+    each announced as a `ctloop.data.arrived` event (defaults from params.yaml `replay`)."""
+    import time
+
+    from tasks import data, replay
+
+    project = _project(params)
+    cfg = project.params
+    delay = cfg.replay.label_delay if label_delay is None else label_delay
+    wait = cfg.replay.pace_s if pace is None else pace
+    try:
+        raw = data.load_source(cfg.data.source, project.root, cfg.data.max_file_mb)
+        labels = replay.periods_of(raw, cfg.data)
+        first, last = start or cfg.replay.start, end or cfg.replay.end
+        periods = data.select_periods(list(labels.unique()), first, last)
+    except _loop_errors() as err:
+        raise _fail(err) from None
+    deliveries = replay.plan(periods, delay)
+    api = _event_api(project, here)
+    typer.echo(f"replaying {len(periods)} period(s): {len(deliveries)} deliveries, {wait:g} s gap")
+    for i, delivery in enumerate(deliveries):
+        if i:
+            time.sleep(wait)
+        rows = raw.loc[(labels == delivery.period).to_numpy()].reset_index(drop=True)
+        frame = replay.delivery_frame(rows, cfg.data, delivery.labelled)
+        landed = replay.write_delivery(frame, project.path("landing"), delivery)
+        typer.echo(f"[{i + 1}/{len(deliveries)}] delivered {landed.name} ({len(frame)} rows)")
+        if api:
+            _announce(landed, project)
+        else:
+            _monitor_here(landed, params)

@@ -269,9 +269,10 @@ def fills_labels(stored: pd.DataFrame, new: pd.DataFrame, label: str) -> bool:
     rest = [c for c in stored.columns if c != label]
     if content_hash(stored[rest]) != content_hash(new[rest]):
         return False
-    known = stored[label].notna()
-    same = stored.loc[known, label].to_numpy() == new.loc[known, label].to_numpy()
-    return bool(same.all()) and int(new[label].notna().sum()) > int(known.sum())
+    before, after = stored[label].to_numpy(), new[label].to_numpy()  # by position, like the hash
+    known = pd.notna(before)
+    same = before[known] == after[known]
+    return bool(same.all()) and int(pd.notna(after).sum()) > int(known.sum())
 
 
 def labelled_batches(folder: Path, names: list[str], target: str) -> list[str]:

@@ -76,7 +76,10 @@ def assess(s: Signals, cfg: ContinuousConfig, greater_is_better: bool) -> Verdic
     every = cfg.retrain_every_n_batches
     due = every is not None and s.batches_since_training >= every
     if due:
-        reasons.append(f"due: {s.batches_since_training} new batch(es) since training (>= {every})")
+        reasons.append(
+            f"due: {s.batches_since_training} new batch(es) since training, up to {s.batch} "
+            f"(>= {every})"
+        )
     return Verdict(drift, decay, due, amount, tuple(reasons))
 
 

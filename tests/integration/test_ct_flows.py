@@ -49,9 +49,7 @@ def ct_project(
     return project
 
 
-def _deliver(
-    project: Project, frame: pd.DataFrame, period: str, labelled: bool = True
-) -> Path:
+def _deliver(project: Project, frame: pd.DataFrame, period: str, labelled: bool = True) -> Path:
     rows = frame[frame["date"].dt.strftime("%Y-%m") == period].reset_index(drop=True)
     delivered = replay.delivery_frame(rows, project.params.data, labelled)
     return replay.write_delivery(
