@@ -1,7 +1,8 @@
 """The loop closes itself: a real Prefect server, MLflow tracking server and serve process (`ctloop
 up` on free ports), an initial training, then a data-arrived event for a drifted batch. The
 automation-triggered monitor and retrain runs must complete and MLflow must hold the new version
-with its decision; a duplicate delivery and a burst of drift events must not train again."""
+with its decision; a duplicate delivery and a burst of drift events must not train again; the
+scheduled `train` deployment has its upcoming runs."""
 
 from __future__ import annotations
 
@@ -52,6 +53,7 @@ def loop(
 ) -> Iterator[tuple[Project, stack.StackInfo]]:
     """A small project trained on Jan-Mar under a running stack (its own Prefect database)."""
     monkeypatch.setenv("PREFECT_HOME", str(tmp_path / "prefect-home"))
+    monkeypatch.setenv("PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS", "5")
     source = tmp_path / "initial.parquet"
     months[months["date"] < "2013-04-01"].to_parquet(source, index=False)
     prefect_port, mlflow_port = _free_ports(2)
@@ -167,3 +169,6 @@ def test_data_event_triggers_monitor_then_retrain_and_bursts_train_once(
     experiment = client.get_experiment_by_name("ctloop").experiment_id
     monitored = client.search_runs([experiment], "tags.`ctloop.kind` = 'monitoring'")
     assert [r.data.tags["ctloop.batch"] for r in monitored] == ["2013-04"]
+    # the cron of params.yaml reached the server: the scheduler created the `train` deployment's
+    # upcoming runs
+    assert ("train", "SCHEDULED") in runs
