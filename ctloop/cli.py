@@ -249,35 +249,38 @@ def _loop_errors() -> tuple[type[BaseException], ...]:
     return (*_known_errors(), NoWindowError)
 
 
-def _event_api(project: Project, here: bool) -> str | None:
-    """The Prefect API that announces events to the deployments (PREFECT_API_URL, else the stack
-    of `ctloop up`); None means: run the monitor flow in this process."""
+def _delivery(project: Project, here: bool) -> str:
+    """How a landed file reaches the monitor: `watcher` (the running `ctloop up` stack announces
+    what lands), `announce` (emit the event to PREFECT_API_URL ourselves) or `here` (run the
+    monitor flow in this process)."""
     import os
 
     from ctloop.stack import stack_env
 
     if here:
-        return None
-    api = os.environ.get("PREFECT_API_URL") or stack_env(project).get("PREFECT_API_URL")
-    if api:
-        os.environ["PREFECT_API_URL"] = api  # before prefect is imported by the emitter
-    return api
+        return "here"
+    if stack_env(project):
+        return "watcher"
+    return "announce" if os.environ.get("PREFECT_API_URL") else "here"
 
 
-def _announce(landed: Path, project: Project) -> None:
-    """Emit the data-arrived event for a landed file (the `monitor` deployment reacts to it)."""
-    from prefect.events import emit_event
+def _hand_over(landed: Path, project: Project, mode: str, params: Path) -> None:
+    """Pass a landed file on according to the delivery mode."""
+    if mode == "here":
+        _monitor_here(landed, params)
+        return
+    if mode == "watcher":
+        typer.echo(f"landed {landed.name}: the stack's landing watcher announces it")
+        return
     from prefect.events.worker import EventsWorker
 
-    from tasks import events
+    from tasks.prefect_ct import announce_file
 
-    relative = str(landed.resolve().relative_to(project.path("landing").resolve()))
-    event = events.data_arrived(landed.name, relative)
-    sent = emit_event(event=event.name, resource=event.resource, payload=event.payload)
+    sent = announce_file(project, landed)
     EventsWorker.drain_all()
-    if sent is None:
-        raise _fail(RuntimeError(f"could not emit {event.name} for {landed}"))
-    typer.echo(f"announced {event.name}: {relative} (the monitor deployment picks it up)")
+    if not sent:
+        raise _fail(RuntimeError(f"could not emit ctloop.data.arrived for {landed}"))
+    typer.echo(f"announced ctloop.data.arrived: {landed.name} (the monitor deployment runs it)")
 
 
 def _monitor_here(landed: Path, params: Path) -> None:
@@ -317,10 +320,7 @@ def ingest(
     except _loop_errors() as err:
         raise _fail(err) from None
     typer.echo(f"landed: {landed}")
-    if _event_api(project, here):
-        _announce(landed, project)
-    else:
-        _monitor_here(landed, params)
+    _hand_over(landed, project, _delivery(project, here), params)
 
 
 @app.command()
@@ -374,7 +374,7 @@ def replay(
     except _loop_errors() as err:
         raise _fail(err) from None
     deliveries = replay.plan(periods, delay)
-    api = _event_api(project, here)
+    mode = _delivery(project, here)
     typer.echo(f"replaying {len(periods)} period(s): {len(deliveries)} deliveries, {wait:g} s gap")
     for i, delivery in enumerate(deliveries):
         if i:
@@ -383,7 +383,4 @@ def replay(
         frame = replay.delivery_frame(rows, cfg.data, delivery.labelled)
         landed = replay.write_delivery(frame, project.path("landing"), delivery)
         typer.echo(f"[{i + 1}/{len(deliveries)}] delivered {landed.name} ({len(frame)} rows)")
-        if api:
-            _announce(landed, project)
-        else:
-            _monitor_here(landed, params)
+        _hand_over(landed, project, mode, params)

@@ -7,13 +7,15 @@
 - `retrain-model/retrain`: on `ctloop.drift.detected`, `ctloop.performance.degraded` and
   `ctloop.retrain.due` (trigger, batch and reason come from the event); one run at a time.
 
-`python -m deployments.serve --params params.yaml` serves them (`ctloop up` starts it);
+`python -m deployments.serve --params params.yaml` serves them (`ctloop up` starts it) and
+watches the landing folder: a file dropped there is announced as `ctloop.data.arrived`.
 prefect.yaml declares the same deployments for a process work pool.
 """
 
 from __future__ import annotations
 
 import argparse
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -25,6 +27,8 @@ if TYPE_CHECKING:
     from prefect.deployments.runner import RunnerDeployment
 
 DEPLOYMENT_TAGS = ["ctloop"]
+WATCH_INTERVAL_S = 2.0
+LEDGER = "landing-announced.json"
 
 
 def monitor_trigger() -> object:
@@ -88,6 +92,24 @@ def build(project: Project) -> list[RunnerDeployment]:
     ]
 
 
+def watch_landing(project: Project, stop: threading.Event, interval: float) -> None:
+    """Announce every new or changed file of the landing folder, once (ledger in the stack
+    folder); a file that could not be announced is tried again on the next pass."""
+    from tasks import landing
+    from tasks.prefect_ct import announce_file
+
+    ledger = project.path("stack") / LEDGER
+    seen = landing.read_ledger(ledger)
+    while True:
+        for path in landing.arrivals(project.path("landing"), seen):
+            if announce_file(project, path):
+                print(f"announced {events.DATA_ARRIVED}: {path.name}", flush=True)
+                seen[path.name] = landing.fingerprint(path)
+                landing.write_ledger(ledger, seen)
+        if stop.wait(interval):
+            return
+
+
 def main(argv: list[str] | None = None) -> None:
     """Serve the deployments until interrupted (needs PREFECT_API_URL: a running server)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -96,7 +118,16 @@ def main(argv: list[str] | None = None) -> None:
     apply_env_defaults()
     from prefect import serve
 
-    serve(*build(load_project(args.params)), print_starting_message=True)
+    project = load_project(args.params)
+    stop = threading.Event()
+    watcher = threading.Thread(
+        target=watch_landing, args=(project, stop, WATCH_INTERVAL_S), daemon=True
+    )
+    watcher.start()
+    try:
+        serve(*build(project), print_starting_message=True)
+    finally:
+        stop.set()
 
 
 if __name__ == "__main__":

@@ -3,6 +3,8 @@ promote -> drift. Only wiring here; the work is in tasks/."""
 
 from __future__ import annotations
 
+import os
+
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
@@ -78,6 +80,7 @@ def train_model(
         validation_report=project.path("reports") / "validation.json",
         tracking_uri=project.tracking_uri,
         mlflow_run_id=run_id,
+        prefect_api_url=os.environ.get("PREFECT_API_URL"),
     )
     text = summary.render()
     create_markdown_artifact(

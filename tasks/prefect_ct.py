@@ -100,6 +100,16 @@ def emit(event: events.Event) -> bool:
     return sent is not None
 
 
+def announce_file(project: Project, landed: Path) -> bool:
+    """Emit `ctloop.data.arrived` for a landed file (path relative to the landing folder, which is
+    where the monitor resolves it); False when it could not be sent."""
+    from prefect.events import emit_event
+
+    relative = landed.resolve().relative_to(project.path("landing").resolve()).as_posix()
+    event = events.data_arrived(landed.name, relative)
+    return emit_event(event=event.name, resource=event.resource, payload=event.payload) is not None
+
+
 def _key(text: str) -> str:
     """An artifact key (lowercase letters, digits and dashes only)."""
     return "".join(c if c.isalnum() else "-" for c in text.lower())

@@ -29,6 +29,7 @@ class TrainingSummary:
     validation_report: Path
     tracking_uri: str
     mlflow_run_id: str
+    prefect_api_url: str | None = None  # PREFECT_API_URL of a running server, if any
 
     def render(self) -> str:
         params = ", ".join(f"{k}={_short(v)}" for k, v in self.best_params.items())
@@ -50,11 +51,20 @@ class TrainingSummary:
                 f"{'YES' if self.dataset_drift else 'no'}; drifted columns: {drifted}",
                 f"  drift report     : {self.drift_report}",
                 "where to look:",
-                f"  MLflow UI  : mlflow ui --backend-store-uri {self.tracking_uri} --port 5000 "
-                f"(run {self.mlflow_run_id})",
-                "  Prefect UI : prefect server start   (then http://127.0.0.1:4200)",
+                f"  MLflow UI  : {self._mlflow_ui()} (run {self.mlflow_run_id})",
+                f"  Prefect UI : {self._prefect_ui()}",
             ]
         )
+
+    def _mlflow_ui(self) -> str:
+        if self.tracking_uri.startswith(("http://", "https://")):
+            return self.tracking_uri
+        return f"mlflow ui --backend-store-uri {self.tracking_uri} --port 5000"
+
+    def _prefect_ui(self) -> str:
+        if self.prefect_api_url:
+            return self.prefect_api_url.removesuffix("/").removesuffix("/api")
+        return "prefect server start   (then http://127.0.0.1:4200)"
 
 
 def _short(value: object) -> str:

@@ -119,15 +119,15 @@ def _drifted_april(project: Project, months: pd.DataFrame) -> Path:
     return out
 
 
-def _emit(api: str, batch: str, n: int) -> None:
-    """A burst of drift events from another process (as a second monitor would send them)."""
+def _emit(api: str, event: str, n: int) -> None:
+    """Emit `n` copies of an event (a `tasks.events` builder call) from another process, as a
+    second monitor or a retried delivery would."""
     code = (
-        "import sys\n"
         "from prefect.events import emit_event\n"
         "from prefect.events.worker import EventsWorker\n"
         "from tasks import events\n"
+        f"e = events.{event}\n"
         f"for _ in range({n}):\n"
-        f"    e = events.batch_event(events.DRIFT_DETECTED, {batch!r}, {{'reason': 'burst'}})\n"
         "    assert emit_event(event=e.name, resource=e.resource, payload=e.payload)\n"
         "EventsWorker.drain_all()\n"
     )
@@ -142,7 +142,7 @@ def test_data_event_triggers_monitor_then_retrain_and_bursts_train_once(
     params = str(project.root / "params.yaml")
     api = info.prefect_api_url
 
-    # a user delivers a drifted April; `ctloop ingest` finds the running stack and announces it
+    # a user delivers a drifted April; `ctloop ingest` lands it, the stack's watcher announces it
     delivered = _drifted_april(project, months)
     subprocess.run([CTLOOP, "ingest", str(delivered), "--params", params], check=True)
     runs = _wait_for(api, {"monitor": 1, "retrain": 1}, "the monitor and retrain runs")
@@ -158,10 +158,10 @@ def test_data_event_triggers_monitor_then_retrain_and_bursts_train_once(
     assert v2.tags["promotion.reason"]  # the gate's decision is on the version
     assert "2013-04" in data.list_batches(project.path("batches"))
 
-    # the same file again: a monitor run, but no second ingestion and no monitoring of it
-    subprocess.run([CTLOOP, "ingest", str(delivered), "--params", params], check=True)
+    # a duplicate data-arrived event: a monitor run, but no second ingestion and no monitoring
+    _emit(api, "data_arrived('april.parquet', 'april.parquet')", 1)
     # and a burst of drift events for the batch: one retrain already covers it
-    _emit(api, "2013-04", 3)
+    _emit(api, "batch_event(events.DRIFT_DETECTED, '2013-04', {'reason': 'burst'})", 3)
     retrains = sum(1 for d, _ in runs if d == "retrain")
     runs = _wait_for(api, {"monitor": 2, "retrain": retrains + 3}, "the duplicate and the burst")
     assert all(s == "COMPLETED" for d, s in runs if d in {"monitor", "retrain"}), runs

@@ -1,12 +1,13 @@
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from tasks.summary import TrainingSummary
 
 
 def test_summary_names_every_figure_in_aligned_lines() -> None:
-    text = TrainingSummary(
+    summary = TrainingSummary(
         data_version="abc.dir",
         batches="2013-01..2013-07",
         validation="passed (7 batches)",
@@ -28,7 +29,8 @@ def test_summary_names_every_figure_in_aligned_lines() -> None:
         validation_report=Path("reports/validation.json"),
         tracking_uri="sqlite:///mlflow.db",
         mlflow_run_id="r1",
-    ).render()
+    )
+    text = summary.render()
     for expected in (
         "abc.dir",
         "0.7810 ± 0.0032",
@@ -43,4 +45,9 @@ def test_summary_names_every_figure_in_aligned_lines() -> None:
     ):
         assert expected in text
     labelled = [line for line in text.splitlines()[1:7]]
+    served = replace(
+        summary, tracking_uri="http://127.0.0.1:5000", prefect_api_url="http://h:4200/api"
+    )
+    assert "MLflow UI  : http://127.0.0.1:5000 (run r1)" in served.render()
+    assert "Prefect UI : http://h:4200" in served.render().splitlines()[-1]
     assert len({line.index(":") for line in labelled}) == 1  # the colons line up
