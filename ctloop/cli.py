@@ -259,9 +259,30 @@ def _delivery(project: Project, here: bool) -> str:
 
     if here:
         return "here"
-    if stack_env(project):
+    if found := stack_env(project):
+        os.environ.setdefault("PREFECT_API_URL", found["PREFECT_API_URL"])  # before prefect loads
         return "watcher"
     return "announce" if os.environ.get("PREFECT_API_URL") else "here"
+
+
+def _wait_for_loop(monitor_runs_before: int, timeout_s: float) -> None:
+    """After a delivery: wait until its monitor run exists, then until no monitor or retrain run is
+    due or running (twice in a row, 5 s apart: a monitor's events start retrain runs)."""
+    import time
+
+    from tasks.prefect_ct import busy_runs, count_runs
+
+    deadline = time.monotonic() + timeout_s
+    busy: list[str] = ["(monitor run not created yet)"]
+    idle = 0
+    while idle < 2:
+        if time.monotonic() > deadline:
+            raise _fail(TimeoutError(f"replay: still busy after {timeout_s:g} s: {busy}"))
+        time.sleep(5)
+        if count_runs("monitor") <= monitor_runs_before:
+            continue
+        busy = busy_runs()
+        idle = 0 if busy else idle + 1
 
 
 def _hand_over(landed: Path, project: Project, mode: str, params: Path) -> None:
@@ -355,6 +376,14 @@ def replay(
     start: Annotated[str | None, typer.Option(help="First period delivered.")] = None,
     end: Annotated[str | None, typer.Option(help="Last period delivered.")] = None,
     here: HereOpt = False,
+    wait: Annotated[
+        bool | None,
+        typer.Option(
+            "--wait/--no-wait",
+            help="With a running stack, deliver the next period only when the runs the last one "
+            "triggered have finished (default: replay.wait).",
+        ),
+    ] = None,
 ) -> None:
     """Simulate production: deliver the source's periods one at a time into the landing folder,
     each announced as a `ctloop.data.arrived` event (defaults from params.yaml `replay`)."""
@@ -365,7 +394,7 @@ def replay(
     project = _project(params)
     cfg = project.params
     delay = cfg.replay.label_delay if label_delay is None else label_delay
-    wait = cfg.replay.pace_s if pace is None else pace
+    gap = cfg.replay.pace_s if pace is None else pace
     try:
         raw = data.load_source(cfg.data.source, project.root, cfg.data.max_file_mb)
         labels = replay.periods_of(raw, cfg.data)
@@ -375,12 +404,20 @@ def replay(
         raise _fail(err) from None
     deliveries = replay.plan(periods, delay)
     mode = _delivery(project, here)
-    typer.echo(f"replaying {len(periods)} period(s): {len(deliveries)} deliveries, {wait:g} s gap")
+    typer.echo(f"replaying {len(periods)} period(s): {len(deliveries)} deliveries, {gap:g} s gap")
     for i, delivery in enumerate(deliveries):
         if i:
-            time.sleep(wait)
+            time.sleep(gap)
         rows = raw.loc[(labels == delivery.period).to_numpy()].reset_index(drop=True)
         frame = replay.delivery_frame(rows, cfg.data, delivery.labelled)
+        waiting = mode != "here" and (cfg.replay.wait if wait is None else wait)
+        if waiting:
+            from tasks.prefect_ct import count_runs
+
+            before = count_runs("monitor")
         landed = replay.write_delivery(frame, project.path("landing"), delivery)
         typer.echo(f"[{i + 1}/{len(deliveries)}] delivered {landed.name} ({len(frame)} rows)")
         _hand_over(landed, project, mode, params)
+        if waiting:
+            _wait_for_loop(before, cfg.replay.wait_timeout_s)
+            typer.echo("  the monitor and any retrain it triggered have finished")

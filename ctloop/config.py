@@ -92,6 +92,7 @@ class ValidationConfig(_Strict):
     null_tolerance: Annotated[float, Field(ge=0, le=1)] = 0.05
     out_of_range_tolerance: Annotated[float, Field(ge=0, le=1)] = 0.001
     unseen_category_tolerance: Annotated[float, Field(ge=0, le=1)] = 0.01
+    duplicate_tolerance: Annotated[float, Field(ge=0, le=1)] = 0.01
     row_count_min_factor: Annotated[float, Field(gt=0, le=1)] = 0.2
     row_count_max_factor: Annotated[float, Field(ge=1)] = 5.0
     max_categories: Annotated[int, Field(gt=0)] = 200
@@ -205,8 +206,10 @@ class ReplayConfig(_Strict):
 
     start: str = "2013-07"
     end: str = "2013-12"
-    pace_s: Annotated[float, Field(ge=0)] = 60.0
+    pace_s: Annotated[float, Field(ge=0)] = 0.0
     label_delay: Annotated[int, Field(ge=0)] = 0
+    wait: bool = True
+    wait_timeout_s: Annotated[float, Field(gt=0)] = 3600.0
 
 
 class StackConfig(_Strict):

@@ -37,7 +37,7 @@ class TrainingSummary:
         return "\n".join(
             [
                 "ctloop training summary",
-                f"  data version     : {self.data_version} (batches {self.batches})",
+                f"  data version     : {self.data_version} (window {self.batches})",
                 f"  validation       : {self.validation} -> {self.validation_report}",
                 f"  best params      : {params}",
                 f"  {'CV ' + self.metric:<17}: {self.cv_mean:.4f} ± {self.cv_std:.4f} "

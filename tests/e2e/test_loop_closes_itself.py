@@ -21,7 +21,7 @@ from mlflow import MlflowClient
 
 from ctloop import stack
 from ctloop.config import Project
-from tasks import data, events, replay, tracking
+from tasks import data, events, tracking
 from tests.conftest import sample_months
 
 CTLOOP = str(Path(sys.executable).parent / "ctloop")
@@ -54,22 +54,23 @@ def loop(
     """A small project trained on Jan-Mar under a running stack (its own Prefect database)."""
     monkeypatch.setenv("PREFECT_HOME", str(tmp_path / "prefect-home"))
     monkeypatch.setenv("PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS", "5")
-    source = tmp_path / "initial.parquet"
-    months[months["date"] < "2013-04-01"].to_parquet(source, index=False)
+    source = tmp_path / "source.parquet"  # Jan-Mar as recorded, then a drifted April
+    april = months["date"] >= "2013-04-01"
+    pd.concat([months[~april], _drifted(months[april])]).to_parquet(source, index=False)
     prefect_port, mlflow_port = _free_ports(2)
     changes: dict[str, Any] = {
         "data": {
             "source": str(source),
             "derive_target": None,
             "drop_columns": [],
-            "ingest_until": None,
+            "ingest_until": "2013-03",  # April arrives later (`ctloop replay`)
         },
         "split": {"window_start": "2013-01", "window_end": "2013-03", "folds": 3},
         "model": {"fixed": {"xgboost": {"n_estimators": 40, "tree_method": "hist", "n_jobs": 1}}},
         "tune": {"n_trials": 2, "timeout_s": None, "show_progress_bar": False},
         "promotion": {"min_score": 0.55, "margin": 0.0, "model_name": "ctloop-e2e"},
         "drift": {"drift_share": 0.3},
-        "continuous": {"window": "expanding", "cooldown_minutes": 30},
+        "continuous": {"retrain_on_drift": True, "window": "expanding", "cooldown_minutes": 30},
         "stack": {"prefect_port": prefect_port, "mlflow_port": mlflow_port},
     }
     project = make_project(changes, name="e2e")
@@ -110,13 +111,9 @@ def _wait_for(api: str, want: dict[str, int], what: str) -> list[tuple[str, str]
     pytest.fail(f"timed out after {WAIT_S:.0f} s waiting for {what}: {_runs(api)}")
 
 
-def _drifted_april(project: Project, months: pd.DataFrame) -> Path:
-    rows = months[months["date"].dt.strftime("%Y-%m") == "2013-04"].reset_index(drop=True)
-    rows = rows.assign(carrier="UA", origin="EWR", temp=rows["temp"] + 25, sched_dep_time=2100)
-    out = project.root / "incoming" / "april.parquet"
-    out.parent.mkdir()
-    replay.delivery_frame(rows, project.params.data, labelled=True).to_parquet(out, index=False)
-    return out
+def _drifted(rows: pd.DataFrame) -> pd.DataFrame:
+    """Injected drift inside the validation ranges: one carrier and airport, hotter, later."""
+    return rows.assign(carrier="UA", origin="EWR", temp=rows["temp"] + 25, sched_dep_time=2100)
 
 
 def _emit(api: str, event: str, n: int) -> None:
@@ -142,11 +139,14 @@ def test_data_event_triggers_monitor_then_retrain_and_bursts_train_once(
     params = str(project.root / "params.yaml")
     api = info.prefect_api_url
 
-    # a user delivers a drifted April; `ctloop ingest` lands it, the stack's watcher announces it
-    delivered = _drifted_april(project, months)
-    subprocess.run([CTLOOP, "ingest", str(delivered), "--params", params], check=True)
-    runs = _wait_for(api, {"monitor": 1, "retrain": 1}, "the monitor and retrain runs")
+    # production delivers the (drifted) April: `ctloop replay` finds the running stack, lands the
+    # file, the stack's watcher announces it, and replay waits until the triggered runs finished
+    command = [CTLOOP, "replay", "--start", "2013-04", "--end", "2013-04", "--params", params]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=WAIT_S, check=True)
+    assert "have finished" in done.stdout
+    runs = _runs(api)
     assert ("monitor", "COMPLETED") in runs and ("retrain", "COMPLETED") in runs
+    assert not [s for d, s in runs if d in {"monitor", "retrain"} and s != "COMPLETED"], runs
 
     tracking.use_store(f"sqlite:///{project.path('mlflow_db')}")
     client = MlflowClient()
@@ -159,7 +159,7 @@ def test_data_event_triggers_monitor_then_retrain_and_bursts_train_once(
     assert "2013-04" in data.list_batches(project.path("batches"))
 
     # a duplicate data-arrived event: a monitor run, but no second ingestion and no monitoring
-    _emit(api, "data_arrived('april.parquet', 'april.parquet')", 1)
+    _emit(api, "data_arrived('delivery-2013-04.parquet', 'delivery-2013-04.parquet')", 1)
     # and a burst of drift events for the batch: one retrain already covers it
     _emit(api, "batch_event(events.DRIFT_DETECTED, '2013-04', {'reason': 'burst'})", 3)
     retrains = sum(1 for d, _ in runs if d == "retrain")

@@ -41,7 +41,12 @@ def ct_project(
     changes: dict[str, Any] = {
         **SMALL,
         "data": {**SMALL["data"], "source": str(source)},
-        "continuous": {"window": "sliding", "window_periods": 3, "cooldown_minutes": 0},
+        "continuous": {
+            "retrain_on_drift": True,
+            "window": "sliding",
+            "window_periods": 3,
+            "cooldown_minutes": 0,
+        },
         "drift": {"drift_share": 0.3},
     }
     project = make_project(changes)
