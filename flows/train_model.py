@@ -34,7 +34,8 @@ def train_model(
     }
     project = override(project, {k: v for k, v in changes.items() if v is not None})
 
-    ingested = t.ingest_batches(project)
+    t.reconcile_runs(project)  # runs left RUNNING by a killed process are marked FAILED first
+    t.ingest_batches(project)
     window = t.plan_window(project)
     if not pipeline.suite_ready(project):
         t.build_expectations(project, window.train)
@@ -60,7 +61,7 @@ def train_model(
 
     summary = TrainingSummary(
         data_version=data_version,
-        batches=f"{ingested.batches[0]}..{ingested.batches[-1]}",
+        batches=f"{window.used[0]}..{window.used[-1]}",
         validation=validation,
         metric=project.params.metric,
         best_params=tuning.best_params,

@@ -47,6 +47,17 @@ IO = dict(
 )
 
 
+@task(name="reconcile-runs", **IO)
+def reconcile_runs(project: Project) -> list[str]:
+    """Runs a killed process left RUNNING on this host: marked FAILED before anything starts."""
+    found = pipeline.reconcile_runs(project)
+    for run in found:
+        versions = f", registered v{', v'.join(run.versions)}" if run.versions else ""
+        what = f"MLflow run {run.run_name} ({run.kind} {run.run_id}{versions})"
+        print(f"{what} marked FAILED: {run.reason}")
+    return [run.run_id for run in found]
+
+
 @task(name="ingest-batches", **IO)
 def ingest_batches(project: Project) -> pipeline.IngestResult:
     result = pipeline.run_ingest(project)

@@ -11,12 +11,18 @@ import os
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
+from ctloop.faults import crash_point
+
 if TYPE_CHECKING:
     from mlflow.entities.model_registry import ModelVersion
     from sklearn.pipeline import Pipeline
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
+
+
+class RegistryError(RuntimeError):
+    """The registry refuses a move (e.g. a version that is not READY)."""
 
 
 @dataclass(frozen=True)
@@ -122,7 +128,8 @@ def mark_challenger(name: str, version: str, tags: dict[str, str]) -> None:
 
 def apply_decision(name: str, decision: PromotionDecision) -> None:
     """Record the decision on the version and (if promoted) the audit event on the model, then
-    move `champion` in one call: the alias never moves without its record."""
+    move `champion` in one call: the alias never moves without its record, nor to a version
+    that is not READY. A crash before the move leaves the old champion and an unapplied event."""
     from mlflow import MlflowClient
 
     from tasks import audit  # audit imports this module: imported here, no cycle
@@ -132,6 +139,11 @@ def apply_decision(name: str, decision: PromotionDecision) -> None:
         client.set_model_version_tag(name, decision.challenger_version, key, value)
     if not decision.promote:
         return
+    status = client.get_model_version(name, decision.challenger_version).status
+    if status != "READY":
+        raise RegistryError(
+            f"model '{name}': v{decision.challenger_version} is {status}, not READY: not promoted"
+        )
     previous = get_alias(name, CHAMPION)
     event = audit.new_event(
         "promote",
@@ -143,4 +155,5 @@ def apply_decision(name: str, decision: PromotionDecision) -> None:
         champion_score=decision.champion_score,
     )
     audit.record_event(name, event)
+    crash_point("promotion")  # tests only (CTLOOP_CRASH_AT): event recorded, alias not moved
     client.set_registered_model_alias(name, CHAMPION, decision.challenger_version)

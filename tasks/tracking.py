@@ -8,12 +8,15 @@ from __future__ import annotations
 import os
 import subprocess
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from ctloop.env import apply_env_defaults
+from tasks.recovery import process_tags
 from tasks.training import TrialRecord, TuningResult
 
 if TYPE_CHECKING:
@@ -74,11 +77,29 @@ def git_commit(root: Path) -> str:
 
 
 def start_parent_run(experiment_id: str, run_name: str, tags: dict[str, str]) -> str:
-    """Create the training's parent run (left open; closed by finish_run) and return its id."""
+    """Create a parent run (left RUNNING until finish_run) and return its id. The owning process
+    is tagged (tasks/recovery.py: a run whose process died is marked FAILED later)."""
     from mlflow import MlflowClient
 
-    run = MlflowClient().create_run(experiment_id, run_name=run_name, tags=tags)
+    run = MlflowClient().create_run(
+        experiment_id, run_name=run_name, tags={**tags, **process_tags()}
+    )
     return run.info.run_id
+
+
+@contextmanager
+def resumed(run_id: str) -> Iterator[None]:
+    """`run_id` as the active run for MLflow's fluent API, left RUNNING on exit.
+
+    `with mlflow.start_run(run_id=...)` would end it FINISHED: a crash later in the training
+    would then leave a run that looks complete. Only finish_run closes a ctloop run."""
+    import mlflow
+
+    mlflow.start_run(run_id=run_id)
+    try:
+        yield
+    finally:
+        mlflow.end_run(status="RUNNING")
 
 
 def finish_run(run_id: str, failed: bool = False) -> None:
@@ -100,6 +121,7 @@ def log_trial(parent_run_id: str, experiment_id: str, rec: TrialRecord, metric: 
             "mlflow.parentRunId": parent_run_id,
             "ctloop.kind": "trial",
             "ctloop.trial_state": rec.state,
+            **process_tags(),
         },
     )
     ts = int(pd.Timestamp.now().timestamp() * 1000)
@@ -121,15 +143,20 @@ def log_trial(parent_run_id: str, experiment_id: str, rec: TrialRecord, metric: 
 def log_dataset(
     run_id: str, df: pd.DataFrame, source: str, name: str, target: str, context: str
 ) -> str:
-    """Dataset lineage (with MLflow's content digest) on the run; returns the digest."""
+    """Dataset lineage (with MLflow's content digest) on the run; returns the digest.
+
+    Through the client, so the run stays RUNNING (see resumed)."""
     import mlflow
+    from mlflow import MlflowClient
+    from mlflow.entities import DatasetInput, InputTag
+    from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
     with warnings.catch_warnings():  # the integer-column hint concerns model signatures only
         warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer")
         warnings.filterwarnings("ignore", message="The specified dataset source can be")
         dataset = mlflow.data.from_pandas(df, source=source, targets=target, name=name)
-        with mlflow.start_run(run_id=run_id):
-            mlflow.log_input(dataset, context=context)
+    entry = DatasetInput(dataset._to_mlflow_entity(), [InputTag(MLFLOW_DATASET_CONTEXT, context)])
+    MlflowClient().log_inputs(run_id, datasets=[entry])
     return dataset.digest
 
 
@@ -201,7 +228,7 @@ def log_model(
         f"pandas=={pd.__version__}",
         f"mlflow=={mlflow.__version__}",
     ]
-    with mlflow.start_run(run_id=run_id):
+    with resumed(run_id):
         info = mlflow.sklearn.log_model(
             pipeline,
             name="model",

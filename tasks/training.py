@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from ctloop.config import CategoricalParam, FloatParam, IntParam, Params, SearchParam
+from ctloop.faults import crash_point
 from tasks.data import Schema
 
 if TYPE_CHECKING:
@@ -315,6 +316,7 @@ def tune(
             records.append(rec)
             if on_trial is not None:
                 on_trial(rec)
+            crash_point("tuning")  # tests only (CTLOOP_CRASH_AT): killed after the first trial
         return float(np.mean(folds.scores))
 
     study.optimize(
