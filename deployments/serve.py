@@ -7,6 +7,10 @@
 - `retrain-model/retrain`: on `ctloop.drift.detected`, `ctloop.performance.degraded` and
   `ctloop.retrain.due` (trigger, batch and reason come from the event); one run at a time.
 
+`concurrency_limit=1` holds per deployment only: `train` and `retrain` are serialized by the
+project's retrain lock inside the flow, and ingestions (monitor runs, CLI runs) by its data lock
+(tasks/locks.py).
+
 `python -m deployments.serve --params params.yaml` serves them (`ctloop up` starts it) and
 watches the landing folder: a file dropped there is announced as `ctloop.data.arrived`.
 prefect.yaml declares the same deployments for a process work pool.

@@ -1,7 +1,8 @@
 """Retraining flow: the policy's window over the labelled batches -> the training flow (tuning,
 champion/challenger gate on the newest labelled batch) -> the decision as an artifact, MLflow tags
 and an event. Skipped, with the reason, when the window is unchanged or inside the cooldown.
-Only wiring here; the work is in tasks/."""
+One retrain at a time per project, across deployments (a file lock). Only wiring here; the work
+is in tasks/."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from prefect.artifacts import create_markdown_artifact
 
 from ctloop.config import load_project
 from flows.train_model import train_model
-from tasks import events
+from tasks import events, locks
 from tasks import prefect_ct as ct
 
 
@@ -34,22 +35,28 @@ def retrain_model(
     batch: str | None = None,
     reason: str = "",
 ) -> RetrainResult:
-    """Retrain on the policy's window when a trigger fired (drift, decay, N batches, by hand)."""
+    """Retrain on the policy's window when a trigger fired (drift, decay, N batches, by hand).
+
+    Plan, training and gate run under the project's retrain lock (tasks/locks.py), whichever
+    deployment started the run (the cron `train`, the event `retrain`, a CLI run): trainings never
+    overlap and a run that waited re-reads the plan, so it skips a window trained meanwhile."""
     project = load_project(params_path)
-    plan = ct.plan_retrain(project)
-    window = f"{plan.train[0]}..{plan.holdout[-1]}"
     cause = f"{trigger}" + (f" on {batch}" if batch else "") + (f": {reason}" if reason else "")
-    if plan.skip:
-        result = RetrainResult(trigger, batch, window, skipped=plan.skip)
-        _report(result, cause)
-        return result
-    summary = train_model(
-        params_path=params_path,
-        window_start=plan.train[0],
-        window_end=plan.holdout[-1],
-        trigger=trigger,
-    )
-    ct.tag_training(project, summary.mlflow_run_id, summary.model_version, trigger, cause)
+    purpose = f"retrain ({cause[:200]})"
+    with locks.project_lock(project, locks.RETRAIN, locks.RETRAIN_TIMEOUT_S, purpose, print):
+        plan = ct.plan_retrain(project)
+        window = f"{plan.train[0]}..{plan.holdout[-1]}"
+        if plan.skip:
+            result = RetrainResult(trigger, batch, window, skipped=plan.skip)
+            _report(result, cause)
+            return result
+        summary = train_model(
+            params_path=params_path,
+            window_start=plan.train[0],
+            window_end=plan.holdout[-1],
+            trigger=trigger,
+        )
+        ct.tag_training(project, summary.mlflow_run_id, summary.model_version, trigger, cause)
     result = RetrainResult(
         trigger,
         batch,

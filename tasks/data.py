@@ -244,7 +244,8 @@ def write_batch(
     """
     path = batch_path(folder, name)
     digest = content_hash(df)
-    if path.exists():
+    replacing = path.exists()
+    if replacing:
         stored = pd.read_parquet(path)
         existing = content_hash(stored)
         if existing == digest:
@@ -258,7 +259,15 @@ def write_batch(
     folder.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".tmp-{os.getpid()}")
     df.to_parquet(tmp, index=False)
-    tmp.replace(path)
+    if replacing:  # labels filled in: the new version replaces the stored one
+        tmp.replace(path)
+        return BatchWrite(name, path, len(df), digest, written=True)
+    try:  # a new batch: published only if no concurrent writer created it meanwhile
+        os.link(tmp, path)
+    except FileExistsError:
+        tmp.unlink()
+        return write_batch(folder, name, df, label_column)  # compared with the winner's now
+    tmp.unlink()
     return BatchWrite(name, path, len(df), digest, written=True)
 
 
