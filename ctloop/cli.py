@@ -41,11 +41,12 @@ def _fail(err: BaseException) -> typer.Exit:
 def _known_errors() -> tuple[type[BaseException], ...]:
     from ctloop.config import ConfigError
     from tasks.data import DataError
+    from tasks.locks import LockTimeout
     from tasks.pipeline import WindowError
     from tasks.validation import ValidationFailed
     from tasks.versioning import VersioningError
 
-    return (ConfigError, DataError, WindowError, ValidationFailed, VersioningError)
+    return (ConfigError, DataError, WindowError, ValidationFailed, VersioningError, LockTimeout)
 
 
 def _project(params: Path) -> Project:
@@ -311,6 +312,8 @@ def _monitor_here(landed: Path, params: Path) -> None:
         for result in monitor_batch(path=str(landed), params_path=str(params)):
             reasons = "; ".join(result.reasons)
             typer.echo(f"{result.batch}: {result.status}" + (f" ({reasons})" if reasons else ""))
+            for warning in result.warnings:
+                typer.secho(f"  warning: {warning}", fg=typer.colors.YELLOW)
     except _loop_errors() as err:
         raise _fail(err) from None
 

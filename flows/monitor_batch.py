@@ -4,13 +4,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from prefect import flow
 
 from ctloop.config import Project, load_project
-from tasks import events, monitoring
+from tasks import data, events, monitoring
 from tasks import prefect_ct as ct
 from tasks import prefect_tasks as t
+from tasks.validation import ValidationFailed, ValidationReport
 
 
 @dataclass(frozen=True)
@@ -22,14 +24,23 @@ class MonitorResult:
     model_version: str | None = None
     retrain: bool = False
     reasons: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()  # warning-level rule failures: file, column, rule
 
 
 @flow(name="monitor-batch", log_prints=True)
 def monitor_batch(path: str, params_path: str = "params.yaml") -> list[MonitorResult]:
-    """Ingest a file from the landing folder and monitor each new batch with the champion."""
+    """Ingest a file from the landing folder and monitor each new batch with the champion.
+
+    A rejected file (unreadable, cut off, a missing target or time column, a period conflicting
+    with an existing batch, a batch breaking a critical rule) is moved to the quarantine with its
+    reasons, announced as `ctloop.batch.quarantined`, and fails the run. A path outside the
+    landing folder is refused and left where it is."""
     project = load_project(params_path)
     landed = ct.resolve_landing(project, path)
-    writes = ct.ingest_landed(project, landed)
+    try:
+        writes = ct.ingest_landed(project, landed)
+    except data.DataError as err:
+        raise _reject_file(project, path, landed, err) from None
     results = [MonitorResult(w.name, "duplicate") for w in writes if not w.written]
     for r in results:
         ct.emit(events.batch_event(events.BATCH_DUPLICATE, r.batch, {"path": path}))
@@ -41,22 +52,73 @@ def monitor_batch(path: str, params_path: str = "params.yaml") -> list[MonitorRe
     for report in reports:
         if not report.success:
             reason = "; ".join(r.line(report.file) for r in report.critical_failures)
-            payload = {"path": path, "reason": reason}
+            first = report.critical_failures[0]
+            payload = {"path": path, "file": landed.name, "column": first.column}
+            payload |= {"rule": first.rule, "reason": reason}
             ct.emit(events.batch_event(events.BATCH_QUARANTINED, report.batch, payload))
     data_version = t.version_data(project)
-    t.gate_validation(reports)
+    try:
+        t.gate_validation(reports)
+    except ValidationFailed as err:
+        raise _reject_batches(project, landed, reports, err) from None
+    warned = {r.batch: _warnings(landed, r) for r in reports}
     champion = ct.current_champion(project)
     model = (champion.name, champion.version) if champion else (None, None)
     for batch in new:
-        payload = {"path": path, "data_version": data_version}
+        payload = {"path": path, "data_version": data_version, "warnings": list(warned[batch])}
         ct.emit(events.batch_event(events.BATCH_VALIDATED, batch, payload, *model))
     if champion is None:
         print("no champion yet: batches validated and versioned; train first (ctloop run)")
-        return [*results, *(MonitorResult(b, "no-champion") for b in new)]
-    return [*results, *(_monitor(project, b, champion) for b in new)]
+        return [*results, *(MonitorResult(b, "no-champion", warnings=warned[b]) for b in new)]
+    return [*results, *(_monitor(project, b, champion, warned[b]) for b in new)]
 
 
-def _monitor(project: Project, batch: str, champion: monitoring.Champion) -> MonitorResult:
+def _reject_file(project: Project, path: str, landed: Path, err: data.DataError) -> Exception:
+    """A file refused before any batch was written: quarantined, announced, the error returned
+    (same type, the quarantine folder added) for the flow to fail with."""
+    why = monitoring.rejection(landed, err)
+    try:
+        folder = monitoring.quarantine_landed(project, landed, str(err), why.payload())
+    except OSError as move_error:  # the rejection stands; say why the file is still there
+        print(f"{landed.name}: rejected, but could not be quarantined ({move_error})")
+        return type(err)(f"{err} (left in the landing folder: {move_error})")
+    payload = {"path": path, **why.payload(), "quarantine": str(folder)}
+    ct.emit(events.batch_event(events.BATCH_QUARANTINED, landed.name, payload))
+    print(f"{landed.name}: rejected, moved to {folder}")
+    return type(err)(f"{err} (moved to {folder})")
+
+
+def _reject_batches(
+    project: Project, landed: Path, reports: list[ValidationReport], err: ValidationFailed
+) -> ValidationFailed:
+    """Batches broke critical rules (already quarantined): the delivered file follows them, so
+    the same name can be delivered again once fixed; the error names the file."""
+    failed = [r for r in reports if not r.success]
+    details = {
+        "batches_quarantined": [r.batch for r in failed],
+        "batches_accepted": [r.batch for r in reports if r.success],
+    }
+    reasons = "\n".join(r.reason_text() for r in failed)
+    try:
+        folder = monitoring.quarantine_landed(project, landed, reasons, details)
+        print(f"{landed.name}: rejected, moved to {folder}")
+    except OSError as move_error:  # the batches are quarantined; the rejection stands
+        print(f"{landed.name}: rejected, but could not be quarantined ({move_error})")
+    return ValidationFailed(err.reports, source=landed.name)
+
+
+def _warnings(landed: Path, report: ValidationReport) -> tuple[str, ...]:
+    """Warning-level failures, naming the delivered file and its batch (printed: they do not stop
+    the batch)."""
+    lines = tuple(r.line(f"{landed.name} (batch {report.batch})") for r in report.warnings)
+    for line in lines:
+        print(f"warning: {line}")
+    return lines
+
+
+def _monitor(
+    project: Project, batch: str, champion: monitoring.Champion, warnings: tuple[str, ...] = ()
+) -> MonitorResult:
     run_id = ct.start_monitor_run(project, batch, champion)
     predictions, score = ct.score_batch(project, batch, champion)
     drift, paths = t.report_drift(project, champion.train_batches, batch, run_id)
@@ -84,4 +146,6 @@ def _monitor(project: Project, batch: str, champion: monitoring.Champion) -> Mon
     for flag, name in fired:
         if flag:
             ct.emit(events.batch_event(name, batch, payload, *model))
-    return MonitorResult(batch, "monitored", champion.version, verdict.retrain, verdict.reasons)
+    return MonitorResult(
+        batch, "monitored", champion.version, verdict.retrain, verdict.reasons, warnings
+    )

@@ -5,15 +5,18 @@ wrappers are in tasks/prefect_tasks.py); heavy libraries are imported inside fun
 
 from __future__ import annotations
 
+import csv
+import re
 import shutil
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
 import pandas as pd
 
-from ctloop.config import Project
+from ctloop.config import DataConfig, Project
 from tasks import data, pipeline, policy, registry, tracking, training
 
 if TYPE_CHECKING:
@@ -76,14 +79,138 @@ def receive_file(project: Project, source: Path) -> Path:
 
 def ingest_landed(project: Project, path: Path) -> list[data.BatchWrite]:
     """Prepare a landed file like the source and write its period batches; an identical batch is a
-    no-op, a re-delivery with labels filled in replaces the unlabelled one."""
+    no-op, a re-delivery with labels filled in replaces the unlabelled one. All or nothing: a file
+    that is cut off, holds labels that are not numbers, rows without a time, or a period that
+    conflicts with an existing batch raises a DataError before any batch is written."""
     cfg = project.params.data
-    frame = data.prepare(data.load_source(str(path), project.root, cfg.max_file_mb), cfg, str(path))
+    raw = data.load_source(str(path), project.root, cfg.max_file_mb)
+    check_complete_csv(path)
+    check_label_values(raw, cfg, path)
+    frame = data.prepare(raw, cfg, str(path))
     if frame.empty:
         raise data.DataError(f"{path}: rule 'not_empty': file holds no rows")
+    check_times(frame, cfg, path)
     batches = data.split_batches(frame, cfg)
     folder = project.path("batches")
-    return [data.write_batch(folder, n, b, label_column=cfg.target) for n, b in batches.items()]
+    from tasks import locks  # one writer at a time: a simultaneous delivery then finds no-ops
+
+    with locks.project_lock(project, locks.DATA, purpose=f"ingest {path.name}"):
+        check_overlaps(folder, batches, cfg.target, path)
+        return [data.write_batch(folder, n, b, label_column=cfg.target) for n, b in batches.items()]
+
+
+def check_complete_csv(path: Path) -> None:
+    """A CSV whose last line has fewer fields than the header and no line end was cut off (pandas
+    would fill the missing fields with nulls). A cut exactly at a line end cannot be told apart."""
+    if path.suffix.lower() != ".csv":
+        return
+    with path.open("rb") as f:
+        header = f.readline()
+        f.seek(0, 2)
+        size = f.tell()
+        f.seek(max(0, size - 65536))
+        tail = f.read()
+    if not header or tail.endswith((b"\n", b"\r")):
+        return
+    last = tail.rsplit(b"\n", 1)[-1].decode("utf-8", "replace")
+    width = len(next(csv.reader([header.decode("utf-8", "replace")]), []))
+    fields = len(next(csv.reader([last]), []))
+    if fields < width:
+        raise data.DataError(
+            f"{path}: rule 'truncated': the last line holds {fields} of {width} fields and no line "
+            "end: the file was cut off (deliver the complete file)"
+        )
+
+
+def check_label_values(raw: pd.DataFrame, cfg: DataConfig, path: Path) -> None:
+    """The column the target is derived from holds numbers or nothing: text or infinities would
+    otherwise become missing or wrong labels without a word (the column is dropped after)."""
+    column = cfg.derive_target.column if cfg.derive_target else None
+    if column is None or column not in raw.columns:
+        return  # a missing column is data.prepare's error
+    values = pd.to_numeric(raw[column], errors="coerce")
+    bad = raw[column].notna() & ~np.isfinite(values.astype("float64"))
+    if bad.any():
+        example = raw.loc[bad, column].iloc[0]
+        raise data.DataError(
+            f"{path}: column '{column}': rule 'target': {int(bad.sum())} value(s) are not finite "
+            f"numbers, e.g. {example!r} (the target '{cfg.target}' is derived from this column; "
+            "leave a value empty when the label is not known yet)"
+        )
+
+
+def check_times(frame: pd.DataFrame, cfg: DataConfig, path: Path) -> None:
+    """Every row has a time: rows without one belong to no period and would be lost."""
+    column = cfg.time_column
+    if column is None:
+        return
+    missing = int(frame[column].isna().sum())
+    if missing:
+        raise data.DataError(
+            f"{path}: column '{column}': rule 'time_column': {missing} row(s) have no value, so "
+            "they belong to no period (fill them in or drop those rows)"
+        )
+
+
+def check_overlaps(folder: Path, batches: dict[str, pd.DataFrame], label: str, path: Path) -> None:
+    """Refuse the whole file when one of its periods exists with other content (and is not the
+    same batch with labels filled in), before any of its batches is written."""
+    for name, frame in batches.items():
+        stored_path = data.batch_path(folder, name)
+        if not stored_path.exists():
+            continue
+        stored = pd.read_parquet(stored_path)
+        if data.content_hash(stored) == data.content_hash(frame):
+            continue
+        if data.fills_labels(stored, frame, label):
+            continue
+        raise data.BatchConflictError(
+            f"{path}: rule 'immutable_batch': its period '{name}' overlaps the existing batch "
+            f"{stored_path} ({len(stored)} rows) with different content ({len(frame)} rows); "
+            f"batches are never overwritten (only missing '{label}' may fill in), so nothing of "
+            "this file was ingested"
+        )
+
+
+# --- rejected files ------------------------------------------------------------------------
+
+_RULE = re.compile(r"rule '([^']+)'")
+_COLUMN = re.compile(r"column '([^']+)'")
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """Why a landed file was refused: the file, the rule and the column (None: the whole file)."""
+
+    file: str
+    rule: str | None
+    column: str | None
+    reason: str
+
+    def payload(self) -> dict[str, str | None]:
+        return {"file": self.file, "rule": self.rule, "column": self.column, "reason": self.reason}
+
+
+def rejection(path: Path, err: BaseException) -> Rejection:
+    """Rule and column of a DataError message (`FILE: [column 'C': ]rule 'R': ...`)."""
+    text = str(err)
+    rule, column = _RULE.search(text), _COLUMN.search(text)
+    return Rejection(
+        file=path.name,
+        rule=rule.group(1) if rule else None,
+        column=column.group(1) if column else None,
+        reason=text,
+    )
+
+
+def quarantine_landed(
+    project: Project, path: Path, reasons: str, details: dict[str, object] | None = None
+) -> Path:
+    """Move a rejected landed file to `<quarantine>/<file stem>/` with reason.txt, like a
+    rejected batch (so the same name can be delivered again once fixed)."""
+    from tasks import validation
+
+    return validation.quarantine_file(path, reasons, project.path("quarantine"), details)
 
 
 # --- champion ------------------------------------------------------------------------------
@@ -235,7 +362,7 @@ def _newest_training(project: Project, extra: str = "") -> Run | None:
     exp = pipeline.use_experiment(project)
     runs = MlflowClient().search_runs(
         [exp],
-        f"tags.`ctloop.kind` = 'training' and attributes.status != 'FAILED'{extra}",
+        f"tags.`ctloop.kind` = 'training' and attributes.status = 'FINISHED'{extra}",
         order_by=["attributes.start_time DESC"],
         max_results=1,
     )

@@ -14,7 +14,8 @@ import numpy as np
 import pandas as pd
 
 from ctloop.config import Project, SplitConfig
-from tasks import data, registry, tracking, training, versioning
+from ctloop.faults import crash_point
+from tasks import data, recovery, registry, tracking, training, versioning
 
 if TYPE_CHECKING:
     from sklearn.pipeline import Pipeline
@@ -89,14 +90,22 @@ class IngestResult:
 
 
 def run_ingest(project: Project) -> IngestResult:
-    """Cut the configured source into period batches (up to data.ingest_until) and write them."""
+    """Cut the configured source into period batches (up to data.ingest_until) and write them.
+
+    Leftovers of a killed write (`*.tmp-<pid>` of a dead writer) are removed first; each batch is
+    written atomically, so a crash in between loses nothing: the next run writes the rest."""
     cfg = project.params.data
+    for path in recovery.clean_stale_temp_files(project.path("batches")):
+        print(f"removed {path.name}: left by an interrupted batch write")
     prepared = data.prepare(
         data.load_source(cfg.source, project.root, cfg.max_file_mb), cfg, origin=cfg.source
     )
     batches = data.split_batches(prepared, cfg)
     names = data.select_periods(list(batches), None, cfg.ingest_until)
-    writes = [data.write_batch(project.path("batches"), n, batches[n]) for n in names]
+    writes = []
+    for n in names:
+        writes.append(data.write_batch(project.path("batches"), n, batches[n]))
+        crash_point("ingest")  # tests only (CTLOOP_CRASH_AT): killed after the first batch
     unlabelled = sum(int(batches[n][cfg.target].isna().sum()) for n in names)
     return IngestResult(
         written=tuple(w.name for w in writes if w.written),
@@ -107,10 +116,15 @@ def run_ingest(project: Project) -> IngestResult:
 
 
 def version_data(project: Project) -> str:
-    """Commit the batch folder to DVC (dvc.lock + cache), push it, return its data version."""
-    versioning.ensure_remote(project.root, project.path("dvc_remote"))
-    versioning.commit_and_push(project.root)
-    return versioning.data_version(project.root, project.params.paths.batches) or "unversioned"
+    """Commit the batch folder to DVC (dvc.lock + cache), push it, return its data version.
+    Under the project's data lock: no batch is written while DVC hashes the folder, and two
+    flows never commit at once (DVC's own repo lock would fail the second after a few seconds)."""
+    from tasks import locks
+
+    with locks.project_lock(project, locks.DATA, purpose="dvc commit + push"):
+        versioning.ensure_remote(project.root, project.path("dvc_remote"))
+        versioning.commit_and_push(project.root)
+        return versioning.data_version(project.root, project.params.paths.batches) or "unversioned"
 
 
 # --- validation ------------------------------------------------------------------------
@@ -190,6 +204,12 @@ def use_experiment(project: Project) -> str:
     return tracking.configure(
         project.tracking_uri, project.params.tracking.experiment, project.path("mlflow_artifacts")
     )
+
+
+def reconcile_runs(project: Project) -> list[recovery.Interrupted]:
+    """Mark the runs a killed process left RUNNING on this host as FAILED (tasks/recovery.py)."""
+    exp = use_experiment(project)
+    return recovery.reconcile_runs(exp, project.params.promotion.model_name)
 
 
 def start_training_run(
@@ -302,6 +322,7 @@ def register_and_promote(
     version = tracking.log_model(
         run_id, model, example, training.predict_scores(model, example, holdout.schema.task), name
     )
+    crash_point("registration")  # tests only (CTLOOP_CRASH_AT): version without its tags
     registry.mark_challenger(
         name,
         version,

@@ -70,6 +70,11 @@ NUMERIC_TYPES = [
 STRING_TYPES = ["object", "str", "StringDtype"]
 DATETIME_TYPES = [f"datetime64[{u}]" for u in ("ns", "us", "ms", "s")] + ["Timestamp"]
 
+# Rules GX 1.24 has no fitting expectation for, checked by validate_batch in the same format.
+DUPLICATES = "duplicates"  # table-level: exact duplicate rows (reported when a batch holds any)
+DUPLICATES_DEFAULT: dict[str, Any] = {"max_share": 0.01, "severity": "warning"}
+MIN_LABELS_FOR_CLASSES = 30  # fewer labelled rows: the single-class check does not judge
+
 _LOCK = threading.Lock()  # GX contexts are not thread-safe; Prefect may run tasks in threads
 _CONTEXTS: dict[Path, FileDataContext] = {}
 
@@ -144,17 +149,22 @@ class ValidationReport:
 
 
 class ValidationFailed(Exception):
-    """Batches broke critical rules; the message names file, column and rule of each failure."""
+    """Batches broke critical rules; the message names file, column and rule of each failure
+    (and, with `source`, the delivered file the batches came from)."""
 
-    def __init__(self, reports: list[ValidationReport]) -> None:
+    def __init__(self, reports: list[ValidationReport], source: str | None = None) -> None:
         self.reports = list(reports)
+        self.source = source
         lines = [r.line(rep.file) for rep in self.reports for r in rep.critical_failures]
         failed = sum(not rep.success for rep in self.reports)
         head = f"{failed} batch(es) failed validation ({len(lines)} critical rule failure(s)):"
+        head = head if source is None else f"{source}: {head}"
         super().__init__("\n".join([head, *(f"  - {line}" for line in lines)]))
 
-    def __reduce__(self) -> tuple[type[ValidationFailed], tuple[list[ValidationReport]]]:
-        return (type(self), (self.reports,))  # picklable across Prefect/Dask workers
+    def __reduce__(
+        self,
+    ) -> tuple[type[ValidationFailed], tuple[list[ValidationReport], str | None]]:
+        return (type(self), (self.reports, self.source))  # picklable across Prefect/Dask workers
 
 
 # --- suite -------------------------------------------------------------------------------
@@ -187,6 +197,7 @@ def build_suite(
                 "reference_rows": len(reference),
                 "reference_batches": profile.batches,
                 "rows_per_batch": float(rows_per_batch),
+                DUPLICATES: {"max_share": cfg.duplicate_tolerance, "severity": "warning"},
                 "how_to_edit": (
                     "meta.severity of each expectation decides: critical (quarantine and stop) "
                     "or warning (report and go on); keep GX's top-level severity in step"
@@ -429,10 +440,91 @@ def validate_batch(
         outcome = batch_def.get_batch(batch_parameters={"dataframe": view}).validate(
             suite, result_format=RESULT_FORMAT
         )
+        own = _own_rules(df, suite)
     columns = set(map(str, view.columns))
-    results = [r for res in outcome.results for r in _rule_results(res, columns)]
+    results = [r for res in outcome.results for r in _rule_results(res, columns)] + own
     results.sort(key=lambda r: (_family_rank(r.rule), r.column or ""))
     return ValidationReport(batch=batch, file=str(file), rows=len(df), results=tuple(results))
+
+
+def _own_rules(df: pd.DataFrame, suite: ExpectationSuite) -> list[RuleResult]:
+    """Rules checked here because GX has no fitting expectation, reported like GX's.
+
+    - `duplicates` (table): share of rows repeating an earlier row exactly, at most
+      `meta.ctloop.duplicates.max_share` of the suite (severity there too, warning by default).
+      GX's compound-unique expectation would count every copy, the first one included. Reported
+      only when the batch holds duplicates (real months hold a handful at most).
+    - `target`: a classification batch with labels holds at least two classes (one class: a
+      model can neither learn nor be measured on it). Batches with fewer than
+      MIN_LABELS_FOR_CLASSES labelled rows are not judged: labels may arrive later.
+    """
+    out = []
+    settings = (suite.meta or {}).get("ctloop", {}).get(DUPLICATES) or {}
+    out += _duplicates_rule(df, {**DUPLICATES_DEFAULT, **settings})
+    target = next(
+        (
+            e
+            for e in suite.expectations
+            if (e.meta or {}).get("rule") == "target"
+            and e.expectation_type == "expect_column_values_to_be_in_set"
+        ),
+        None,
+    )
+    if target is not None and target.column in df.columns:
+        out += _classes_rule(df[target.column], target.column, _severity(target.meta or {}))
+    return out
+
+
+def _duplicates_rule(df: pd.DataFrame, settings: dict[str, Any]) -> list[RuleResult]:
+    base = {"rule": DUPLICATES, "expectation": "ctloop_rows_are_not_duplicated", "column": None}
+    severity = _severity(settings)
+    allowed = float(settings["max_share"])
+    try:
+        repeated = int(df.duplicated().sum()) if len(df) else 0
+    except TypeError as err:  # unhashable values (nested Parquet types)
+        observed = f"could not evaluate: {err}"
+        return [RuleResult(**base, severity=severity, success=False, observed=observed)]
+    if not repeated:
+        return []
+    share = repeated / len(df)
+    return [
+        RuleResult(
+            **base,
+            severity=severity,
+            success=share <= allowed,
+            observed=f"{repeated} rows ({_percent(share * 100)}) repeat an earlier row exactly "
+            f"(allowed up to {_percent(allowed * 100)})",
+            details={
+                "kwargs": {"max_share": allowed},
+                "result": {"element_count": len(df), "unexpected_count": repeated},
+            },
+        )
+    ]
+
+
+def _classes_rule(values: pd.Series, column: str, severity: Level) -> list[RuleResult]:
+    labels = values.dropna()
+    if len(labels) < MIN_LABELS_FOR_CLASSES:
+        return []
+    classes = sorted({_show(v) for v in pd.unique(labels)})
+    if len(classes) > 1:
+        observed = f"{len(labels)} labelled rows hold {len(classes)} classes"
+    else:
+        observed = (
+            f"all {len(labels)} labelled rows hold the single class {classes[0]}: a model can "
+            "neither learn nor be measured on one class"
+        )
+    return [
+        RuleResult(
+            rule="target",
+            expectation="ctloop_target_has_several_classes",
+            column=column,
+            severity=severity,
+            success=len(classes) > 1,
+            observed=observed,
+            details={"result": {"labelled_rows": len(labels), "classes": classes[:10]}},
+        )
+    ]
 
 
 def _gx_view(df: pd.DataFrame) -> pd.DataFrame:
@@ -664,19 +756,39 @@ def _json_safe(value: Any) -> Any:
 
 def quarantine_batch(src: Path, report: ValidationReport, quarantine_dir: Path) -> Path:
     """Move a failed file out of the batch folder, with the reasons next to it."""
+    folder = Path(quarantine_dir) / report.batch
+    record = ("validation.json", report.to_dict())
+    return _quarantine(Path(src), folder, f"Batch '{report.batch}'", report.reason_text(), record)
+
+
+def quarantine_file(
+    src: Path, reasons: str, quarantine_dir: Path, details: dict[str, Any] | None = None
+) -> Path:
+    """Move a rejected delivered file to `<quarantine>/<file stem>/` with reason.txt (the same
+    format as a batch's: file, column, rule, what to do) and reason.json (`details`)."""
     src = Path(src)
-    folder = _free_folder(Path(quarantine_dir) / report.batch)
+    record = {"file": src.name, "original": str(src), "reasons": reasons, **(details or {})}
+    folder = Path(quarantine_dir) / src.stem
+    return _quarantine(src, folder, f"File '{src.name}'", reasons, ("reason.json", record))
+
+
+def _quarantine(
+    src: Path, folder: Path, subject: str, reasons: str, record: tuple[str, dict[str, Any]]
+) -> Path:
+    """Move `src` into a new quarantine folder (never overwriting one) and explain why."""
+    folder = _free_folder(folder)
     folder.mkdir(parents=True)
     _move(src, folder / src.name)
+    name, payload = record
     header = (
-        f"Batch '{report.batch}' was quarantined on {_now()}: it broke critical data-quality "
+        f"{subject} was quarantined on {_now()}: it broke critical data-quality "
         f"rules and was not used.\nOriginal file: {src}\n"
-        "What to do: fix the data (see the failed rules below and validation.json) and deliver it "
+        f"What to do: fix the data (see the failed rules below and {name}) and deliver it "
         "again; the next run ingests and validates it again.\n\n"
         "Failed rules:\n"
     )
-    _write_atomic(folder / "reason.txt", header + report.reason_text() + "\n")
-    _write_atomic(folder / "validation.json", json.dumps(report.to_dict(), indent=2) + "\n")
+    _write_atomic(folder / "reason.txt", header + reasons + "\n")
+    _write_atomic(folder / name, json.dumps(_json_safe(payload), indent=2) + "\n")
     return folder
 
 
