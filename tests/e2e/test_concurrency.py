@@ -18,7 +18,6 @@ import contextlib
 import itertools
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -34,7 +33,7 @@ import yaml
 from ctloop import stack
 from ctloop.config import Project, load_project
 from tasks import audit, data, locks, pipeline, replay, tracking, versioning
-from tests.conftest import ROOT, _merge, sample_months
+from tests.conftest import ROOT, _merge, free_ports, sample_months
 
 CTLOOP = str(Path(sys.executable).parent / "ctloop")
 MONTHS = ["2013-01", "2013-02", "2013-03", "2013-04", "2013-05"]
@@ -42,17 +41,6 @@ MODEL = "ctloop-concurrency"
 TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 WAIT_S = 480.0  # each flow run is a new process: about 20 s apiece when the 2 cores are busy
 BURST = 10
-
-
-def _free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 def _make_project(root: Path, changes: dict[str, Any]) -> Project:
@@ -81,7 +69,7 @@ def loop(
     tmp = tmp_path_factory.mktemp("concurrency")
     source = tmp / "initial.parquet"
     months[months["date"] < "2013-04-01"].to_parquet(source, index=False)
-    prefect_port, mlflow_port = _free_ports(2)
+    prefect_port, mlflow_port = free_ports(2)
     changes: dict[str, Any] = {
         "data": {"source": str(source), "derive_target": None, "drop_columns": []},
         "split": {"window_start": "2013-01", "window_end": "2013-03", "folds": 3},

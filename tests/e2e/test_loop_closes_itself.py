@@ -7,7 +7,6 @@ scheduled `train` deployment has its upcoming runs."""
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -22,21 +21,10 @@ from mlflow import MlflowClient
 from ctloop import stack
 from ctloop.config import Project
 from tasks import data, events, tracking
-from tests.conftest import sample_months
+from tests.conftest import free_ports, sample_months
 
 CTLOOP = str(Path(sys.executable).parent / "ctloop")
 WAIT_S = 420.0
-
-
-def _free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +45,7 @@ def loop(
     source = tmp_path / "source.parquet"  # Jan-Mar as recorded, then a drifted April
     april = months["date"] >= "2013-04-01"
     pd.concat([months[~april], _drifted(months[april])]).to_parquet(source, index=False)
-    prefect_port, mlflow_port = _free_ports(2)
+    prefect_port, mlflow_port = free_ports(2)
     changes: dict[str, Any] = {
         "data": {
             "source": str(source),

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -17,19 +16,9 @@ from typer.testing import CliRunner
 from ctloop import stack
 from ctloop.cli import app
 from ctloop.config import Project
+from tests.conftest import free_ports
 
 CTLOOP = str(Path(sys.executable).parent / "ctloop")
-
-
-def _free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 def _gone(pid: int, wait_s: float = 15.0) -> bool:
@@ -46,7 +35,7 @@ def _gone(pid: int, wait_s: float = 15.0) -> bool:
 
 @pytest.fixture
 def stack_project(make_project: Callable[..., Project]) -> Iterator[Project]:
-    prefect_port, mlflow_port = _free_ports(2)
+    prefect_port, mlflow_port = free_ports(2)
     project = make_project(
         {"stack": {"prefect_port": prefect_port, "mlflow_port": mlflow_port}}, name="stackproj"
     )
