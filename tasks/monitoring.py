@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from ctloop.config import DataConfig, Project
-from tasks import data, pipeline, policy, registry, tracking, training
+from tasks import data, locks, pipeline, policy, registry, tracking, training
 
 if TYPE_CHECKING:
     from mlflow.entities import Run
@@ -92,8 +92,7 @@ def ingest_landed(project: Project, path: Path) -> list[data.BatchWrite]:
     check_times(frame, cfg, path)
     batches = data.split_batches(frame, cfg)
     folder = project.path("batches")
-    from tasks import locks  # one writer at a time: a simultaneous delivery then finds no-ops
-
+    # one writer at a time: a simultaneous delivery of the same file then finds no-ops
     with locks.project_lock(project, locks.DATA, purpose=f"ingest {path.name}"):
         check_overlaps(folder, batches, cfg.target, path)
         return [data.write_batch(folder, n, b, label_column=cfg.target) for n, b in batches.items()]

@@ -15,7 +15,7 @@ import pandas as pd
 
 from ctloop.config import Project, SplitConfig
 from ctloop.faults import crash_point
-from tasks import data, recovery, registry, tracking, training, versioning
+from tasks import data, locks, recovery, registry, tracking, training, versioning
 
 if TYPE_CHECKING:
     from sklearn.pipeline import Pipeline
@@ -119,8 +119,6 @@ def version_data(project: Project) -> str:
     """Commit the batch folder to DVC (dvc.lock + cache), push it, return its data version.
     Under the project's data lock: no batch is written while DVC hashes the folder, and two
     flows never commit at once (DVC's own repo lock would fail the second after a few seconds)."""
-    from tasks import locks
-
     with locks.project_lock(project, locks.DATA, purpose="dvc commit + push"):
         versioning.ensure_remote(project.root, project.path("dvc_remote"))
         versioning.commit_and_push(project.root)
