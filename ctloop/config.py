@@ -190,7 +190,7 @@ class ContinuousConfig(_Strict):
     decay_threshold: Annotated[float, Field(ge=0)] = 0.02
     retrain_every_n_batches: Annotated[int, Field(ge=1)] | None = None
     schedule: str | None = None
-    cooldown_minutes: Annotated[float, Field(ge=0)] = 5.0
+    cooldown_minutes: Annotated[float, Field(ge=0)] = 1.0
     window: Literal["sliding", "expanding"] = "sliding"
     window_periods: Annotated[int, Field(ge=2)] = 6
 
