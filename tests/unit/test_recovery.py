@@ -66,8 +66,10 @@ def test_the_predicate_gets_the_recorded_pid() -> None:
 
 def test_python_process_running_on_real_processes() -> None:
     assert recovery.python_process_running(os.getpid())
-    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    code = "import time; print('up', flush=True); time.sleep(30)"
+    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     try:
+        assert child.stdout is not None and child.stdout.readline() == "up\n"  # exec'd and running
         assert recovery.python_process_running(child.pid)
     finally:
         child.kill()
@@ -75,6 +77,10 @@ def test_python_process_running_on_real_processes() -> None:
     assert not recovery.python_process_running(child.pid)  # gone (and reaped)
     sleeper = subprocess.Popen(["sleep", "30"])  # alive, but not a Python process
     try:
+        cmdline = Path(f"/proc/{sleeper.pid}/cmdline")
+        deadline = time.monotonic() + 10
+        while b"sleep" not in cmdline.read_bytes() and time.monotonic() < deadline:
+            time.sleep(0.01)  # until exec: a forked child shows its parent's command line
         assert not recovery.python_process_running(sleeper.pid)
     finally:
         sleeper.kill()
