@@ -51,7 +51,8 @@ def train_model(
         tuning, model = t.tune_and_fit(project.params, train.X, train.y)
         t.record_tuning(project, run_id, tuning)
         evaluation = t.evaluate_holdout(project, run_id, model, holdout, tuning)
-        decision = t.register_and_promote(project, run_id, model, holdout, evaluation, window)
+        decision = t.register_challenger(project, run_id, model, holdout, evaluation, window)
+        decision = t.apply_promotion(project, run_id, decision)
         reference = t.drift_reference(project, window)
         drift, paths = t.report_drift(project, reference, window.current, run_id)
     except BaseException:

@@ -312,7 +312,21 @@ def register_and_promote(
     evaluation: Evaluation,
     window: Window,
 ) -> registry.PromotionDecision:
-    """Register the challenger, score the champion on the same holdout, apply the gate."""
+    """Register the challenger, apply the gate and move `champion` when it passes."""
+    decision = register_challenger(project, run_id, model, holdout, evaluation, window)
+    return apply_promotion(project, run_id, decision)
+
+
+def register_challenger(
+    project: Project,
+    run_id: str,
+    model: Pipeline,
+    holdout: TrainingData,
+    evaluation: Evaluation,
+    window: Window,
+) -> registry.PromotionDecision:
+    """Register the challenger and score the champion on the same holdout: the gate's decision,
+    not yet applied (an approval step may sit between the two)."""
     cfg, metric = project.params, project.params.metric
     name = cfg.promotion.model_name
     use_experiment(project)
@@ -333,7 +347,7 @@ def register_and_promote(
     )
     champion = registry.get_alias(name, registry.CHAMPION)
     champion_score = _champion_score(name, champion, holdout, metric) if champion else None
-    decision = registry.decide(
+    return registry.decide(
         metric,
         version,
         evaluation.metrics[metric],
@@ -343,13 +357,20 @@ def register_and_promote(
         cfg.promotion.margin,
         cfg.promotion.min_score,
     )
-    registry.apply_decision(name, decision)
+
+
+def apply_promotion(
+    project: Project, run_id: str, decision: registry.PromotionDecision
+) -> registry.PromotionDecision:
+    """Record the decision on the version and run, and move `champion` when it promotes."""
+    use_experiment(project)
+    registry.apply_decision(project.params.promotion.model_name, decision)
     tracking.set_tags(
         run_id,
         {
             "ctloop.promotion": "promoted" if decision.promote else "rejected",
             "ctloop.promotion_reason": decision.reason,
-            "ctloop.model_version": version,
+            "ctloop.model_version": decision.challenger_version,
         },
     )
     write_json(project.path("reports") / "promotion.json", decision.to_dict())

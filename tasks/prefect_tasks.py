@@ -171,8 +171,8 @@ def evaluate_holdout(
     return pipeline.evaluate_holdout(project, run_id, model, holdout, tuning)
 
 
-@task(name="register-and-promote", cache_policy=NO_CACHE)
-def register_and_promote(
+@task(name="register-challenger", cache_policy=NO_CACHE)
+def register_challenger(
     project: Project,
     run_id: str,
     model: Pipeline,
@@ -180,7 +180,15 @@ def register_and_promote(
     evaluation: pipeline.Evaluation,
     window: pipeline.Window,
 ) -> PromotionDecision:
-    decision = pipeline.register_and_promote(project, run_id, model, holdout, evaluation, window)
+    """Register the challenger and take the gate's decision (applied by `apply_promotion`)."""
+    return pipeline.register_challenger(project, run_id, model, holdout, evaluation, window)
+
+
+@task(name="apply-promotion", cache_policy=NO_CACHE)
+def apply_promotion(
+    project: Project, run_id: str, decision: PromotionDecision
+) -> PromotionDecision:
+    decision = pipeline.apply_promotion(project, run_id, decision)
     verdict = "PROMOTED to champion" if decision.promote else "kept as challenger"
     create_markdown_artifact(
         f"### Model v{decision.challenger_version}: {verdict}\n\n{decision.reason}\n",

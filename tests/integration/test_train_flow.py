@@ -88,7 +88,8 @@ def test_rerun_is_idempotent_cached_and_gates_an_equal_challenger(small_project:
     assert (second.cv_mean, second.holdout_score) == (first.cv_mean, first.holdout_score)
     tasks = _task_states(state.state_details.flow_run_id)
     assert tasks["tune-and-fit"] == "Cached"
-    assert tasks["register-and-promote"] == "Completed"
+    assert tasks["register-challenger"] == "Completed"
+    assert tasks["apply-promotion"] == "Completed"
     assert second.model_version == "2" and not second.promoted
     assert "margin" in second.promotion_reason
     _client(p)
