@@ -162,6 +162,15 @@ class TuneConfig(_Strict):
     early_stopping_rounds: Annotated[int, Field(ge=1)] = 30
     pruning: bool = True
     show_progress_bar: bool = True
+    storage: str | None = None  # Optuna RDB URL shared by workers (sqlite:///..., postgresql://...)
+
+
+class ParallelConfig(_Strict):
+    """How trials run: one after another, on threads, or on a Dask cluster (prefect-dask)."""
+
+    runner: Literal["sequential", "threads", "dask"] = "sequential"
+    workers: Annotated[int, Field(ge=1)] = 2
+    dask_address: str | None = None  # an existing scheduler (tcp://host:8786); null: local cluster
 
 
 class TrackingConfig(_Strict):
@@ -172,6 +181,45 @@ class PromotionConfig(_Strict):
     model_name: str = "ctloop-model"
     margin: Annotated[float, Field(ge=0)] = 0.002
     min_score: float = 0.6
+    require_approval: bool = False  # pause for a human decision in the Prefect UI before promoting
+    approval_timeout_s: Annotated[float, Field(gt=0)] = 3600.0  # no answer in time: rejected
+
+
+class SlicesConfig(_Strict):
+    """Metrics per value of these columns; the gate refuses a challenger that regresses a slice."""
+
+    columns: list[str] = Field(default_factory=list)
+    min_size: Annotated[int, Field(ge=1)] = 200  # smaller slices are reported, not gated
+    tolerance: Annotated[float, Field(ge=0)] = 0.02  # allowed regression vs the champion
+
+
+class InsightsConfig(_Strict):
+    """Explainability and uncertainty reports of each trained version."""
+
+    permutation_repeats: Annotated[int, Field(ge=1)] = 5
+    sample_rows: Annotated[int, Field(ge=100)] | None = 10000  # holdout rows for importance/SHAP
+    shap: bool = True  # TreeSHAP for tree models
+    top_features: Annotated[int, Field(ge=1)] = 10
+    learning_curve: list[Annotated[float, Field(gt=0, le=1)]] = Field(
+        default_factory=lambda: [0.1, 0.25, 0.5, 1.0]
+    )  # shares of the training rows; empty: no learning curve
+    calibration_bins: Annotated[int, Field(ge=2)] = 10
+    interval_coverage: Annotated[float, Field(gt=0, lt=1)] = 0.9  # conformal intervals (regression)
+
+
+class ModelCardConfig(_Strict):
+    """Free text of the model card; the rest of the card is filled in from the run."""
+
+    intended_use: str = ""
+    limitations: list[str] = Field(default_factory=list)
+
+
+class ServingConfig(_Strict):
+    """`ctloop predict`, the predict-batch deployment and `ctloop serve-model`."""
+
+    port: Annotated[int, Field(gt=0, lt=65536)] = 5001
+    schedule: str | None = None  # cron of the scheduled predict-batch deployment (null: none)
+    input: str | None = None  # file (or landing-relative path) the scheduled deployment scores
 
 
 class DriftConfig(_Strict):
@@ -231,8 +279,13 @@ class Params(_Strict):
     split: SplitConfig = Field(default_factory=SplitConfig)
     model: ModelConfig
     tune: TuneConfig = Field(default_factory=TuneConfig)
+    parallel: ParallelConfig = Field(default_factory=ParallelConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     promotion: PromotionConfig = Field(default_factory=PromotionConfig)
+    slices: SlicesConfig = Field(default_factory=SlicesConfig)
+    insights: InsightsConfig = Field(default_factory=InsightsConfig)
+    model_card: ModelCardConfig = Field(default_factory=ModelCardConfig)
+    serving: ServingConfig = Field(default_factory=ServingConfig)
     drift: DriftConfig = Field(default_factory=DriftConfig)
     continuous: ContinuousConfig = Field(default_factory=ContinuousConfig)
     replay: ReplayConfig = Field(default_factory=ReplayConfig)
