@@ -44,11 +44,16 @@ class TrialRecord:
 
 @dataclass(frozen=True)
 class TuningResult:
+    """The search's outcome. The best trial's fold models and out-of-fold scores are kept: they
+    give per-prediction uncertainty (fold spread) and conformal intervals at no extra fit."""
+
     best_params: dict[str, ParamValue]
     cv_mean: float
     cv_std: float
     fold_scores: tuple[float, ...]
     trials: tuple[TrialRecord, ...] = field(default_factory=tuple)
+    fold_models: tuple[Pipeline, ...] = field(default=(), repr=False)
+    oof_scores: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def n_pruned(self) -> int:
@@ -212,6 +217,15 @@ class _FoldRun:
     scores: list[float] = field(default_factory=list)
     train_scores: list[float] = field(default_factory=list)
     best_iterations: list[int] = field(default_factory=list)
+    models: list[Pipeline] = field(default_factory=list)
+    oof: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)  # (rows, scores)
+
+    def oof_scores(self, n_rows: int) -> np.ndarray:
+        """Out-of-fold score of every training row (NaN for rows in no validation fold)."""
+        out = np.full(n_rows, np.nan)
+        for rows, scores in self.oof:
+            out[rows] = scores
+        return out
 
 
 def run_folds(
@@ -232,9 +246,10 @@ def run_folds(
     for i, (tr, va) in enumerate(splits):
         pipe = make_pipeline(schema, family, params, seed, early_stopping)
         fit_pipeline(pipe, X.iloc[tr], y.iloc[tr], eval_set=(X.iloc[va], y.iloc[va]))
-        run.scores.append(
-            evaluate(schema.task, y.iloc[va], predict_scores(pipe, X.iloc[va], schema.task))[metric]
-        )
+        va_scores = predict_scores(pipe, X.iloc[va], schema.task)
+        run.scores.append(evaluate(schema.task, y.iloc[va], va_scores)[metric])
+        run.models.append(pipe)
+        run.oof.append((np.asarray(va), va_scores))
         run.train_scores.append(
             evaluate(schema.task, y.iloc[tr], predict_scores(pipe, X.iloc[tr], schema.task))[metric]
         )
@@ -272,6 +287,14 @@ def tune(
         direction=direction, pruner=pruner, sampler=optuna.samplers.TPESampler(seed=seed)
     )
     records: list[TrialRecord] = []
+    kept: dict[int, _FoldRun] = {}  # the best complete trial's folds (models, out-of-fold scores)
+
+    def keep_if_best(number: int, folds: _FoldRun) -> None:
+        best = next(iter(kept.values()), None)
+        mean = float(np.mean(folds.scores))
+        if best is None or _better_mean(mean, float(np.mean(best.scores)), direction):
+            kept.clear()
+            kept[number] = folds
 
     def objective(trial: optuna.Trial) -> float:
         started, tuned = time.perf_counter(), suggest(trial, space)
@@ -317,6 +340,7 @@ def tune(
             if on_trial is not None:
                 on_trial(rec)
             crash_point("tuning")  # tests only (CTLOOP_CRASH_AT): killed after the first trial
+        keep_if_best(trial.number, folds)
         return float(np.mean(folds.scores))
 
     study.optimize(
@@ -326,12 +350,23 @@ def tune(
         show_progress_bar=params.tune.show_progress_bar,
         gc_after_trial=False,
     )
-    return _result(study, records, fixed)
+    return _result(study, records, fixed, kept, len(X))
 
 
-def _result(study: optuna.Study, records: list[TrialRecord], fixed: dict) -> TuningResult:
+def _better_mean(a: float, b: float, direction: str) -> bool:
+    return a > b if direction == "maximize" else a < b
+
+
+def _result(
+    study: optuna.Study,
+    records: list[TrialRecord],
+    fixed: dict,
+    kept: dict[int, _FoldRun],
+    n_rows: int,
+) -> TuningResult:
     best = study.best_trial
     rec = next(r for r in records if r.number == best.number)
+    folds = kept.get(best.number)
     params: dict[str, ParamValue] = {**fixed, **best.params}
     if rec.best_iterations:  # refit without early stopping, with the trees the folds needed
         params["n_estimators"] = int(np.ceil(np.mean(rec.best_iterations)))
@@ -341,6 +376,8 @@ def _result(study: optuna.Study, records: list[TrialRecord], fixed: dict) -> Tun
         float(np.std(rec.fold_scores)),
         rec.fold_scores,
         tuple(sorted(records, key=lambda r: r.number)),
+        tuple(folds.models) if folds else (),
+        folds.oof_scores(n_rows) if folds else None,
     )
 
 

@@ -1,11 +1,14 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import optuna
 import pandas as pd
 import pytest
+import yaml
 
-from ctloop.config import CategoricalParam, FloatParam, IntParam
+from ctloop.config import CategoricalParam, FloatParam, IntParam, Params, parse_params
 from tasks import training
 from tasks.data import Schema
 
@@ -73,3 +76,30 @@ def test_evaluate_metrics() -> None:
     assert perfect["roc_auc"] == 1.0 and perfect["accuracy"] == 1.0
     reg = training.evaluate("regression", np.array([1.0, 2.0]), np.array([1.0, 4.0]))
     assert reg["rmse"] == pytest.approx(np.sqrt(2)) and reg["mae"] == 1.0
+
+
+def _tuning_params(n_trials: int, pruning: bool) -> Params:
+    raw = yaml.safe_load((Path(__file__).parents[2] / "params.yaml").read_text())
+    raw["data"].update(target="y", derive_target=None, time_column=None)
+    raw["model"]["fixed"]["xgboost"] = {"n_estimators": 30, "n_jobs": 1}
+    raw["split"]["folds"] = 3
+    raw["tune"].update(n_trials=n_trials, pruning=pruning, show_progress_bar=False)
+    return parse_params(raw)
+
+
+def test_tune_keeps_the_best_trials_fold_models_and_out_of_fold_scores() -> None:
+    X, y = _frame(600)
+    result = training.tune(_tuning_params(4, pruning=False), SCHEMA, X, y)
+    assert len(result.fold_models) == 3
+    assert result.oof_scores is not None and not np.isnan(result.oof_scores).any()
+    splits = training.cv_splits("stratified", 3, 42, X, y)
+    refit = [  # each kept model scores its own validation fold as the search recorded
+        training.evaluate("classification", y.iloc[va], result.oof_scores[va])["roc_auc"]
+        for _, va in splits
+    ]
+    assert refit == pytest.approx(list(result.fold_scores))
+    for model, (_, va) in zip(result.fold_models, splits, strict=True):
+        scores = training.predict_scores(model, X.iloc[va], "classification")
+        assert scores == pytest.approx(result.oof_scores[va])
+    best = max((t for t in result.trials if t.state == "COMPLETE"), key=lambda t: t.mean)
+    assert result.cv_mean == pytest.approx(best.mean)
