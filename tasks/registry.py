@@ -7,7 +7,9 @@ never points at a version whose record is incomplete.
 
 from __future__ import annotations
 
+import math
 import os
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +28,23 @@ class RegistryError(RuntimeError):
 
 
 @dataclass(frozen=True)
+class SliceScore:
+    """The primary metric of challenger and champion on one slice of the holdout (rows with
+    `column == value`). `gated`: large enough (and both classes present for ROC AUC) to gate."""
+
+    column: str
+    value: str
+    n: int
+    challenger: float | None  # None: undefined on this slice (one class only)
+    champion: float | None  # None: no champion, or undefined
+    gated: bool
+
+    @property
+    def label(self) -> str:
+        return f"{self.column}={self.value}"
+
+
+@dataclass(frozen=True)
 class PromotionDecision:
     promote: bool
     reason: str
@@ -36,18 +55,55 @@ class PromotionDecision:
     champion_score: float | None
     margin: float
     min_score: float
+    slice_tolerance: float = 0.0
+    slice_regressions: tuple[str, ...] = ()  # "column=value (...)" of each refused slice
+    slices: tuple[SliceScore, ...] = ()  # every slice compared (in to_dict, not in tags)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     def tags(self) -> dict[str, str]:
-        """The decision as registry tags on the challenger version."""
-        return {f"promotion.{k}": "" if v is None else str(v) for k, v in self.to_dict().items()}
+        """The decision as registry tags on the challenger version (the per-slice table is too
+        long for a tag: it is in to_dict, promotion.json and the run's insights/slices.csv)."""
+        out = {}
+        for key, value in self.to_dict().items():
+            if key == "slices":
+                continue
+            if key == "slice_regressions":
+                value = _clip("; ".join(value))
+            out[f"promotion.{key}"] = "" if value is None else str(value)
+        return out
+
+
+def _clip(text: str, limit: int = 4000) -> str:
+    """Registry tag values are limited in length: keep the head, say how much was cut."""
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text) - limit} chars cut)"
 
 
 def _better(a: float, b: float, greater_is_better: bool) -> float:
     """How much a beats b in the metric's own direction."""
     return a - b if greater_is_better else b - a
+
+
+def slice_regressions(
+    slices: Sequence[SliceScore], greater_is_better: bool, tolerance: float
+) -> tuple[SliceScore, ...]:
+    """Gated slices on which the challenger is worse than the champion by more than `tolerance`
+    (in the metric's own direction: a drop for ROC AUC, a rise for RMSE)."""
+    out = []
+    for s in slices:
+        if not s.gated or s.challenger is None or s.champion is None:
+            continue
+        if math.isnan(s.challenger) or math.isnan(s.champion):
+            continue
+        if _better(s.challenger, s.champion, greater_is_better) < -tolerance - 1e-12:
+            out.append(s)
+    return tuple(out)
+
+
+def describe_slice(s: SliceScore, metric: str) -> str:
+    """`carrier=UA (roc_auc 0.7012 vs champion 0.7420, n=812)`."""
+    return f"{s.label} ({metric} {s.challenger:.4f} vs champion {s.champion:.4f}, n={s.n})"
 
 
 def decide(
@@ -59,9 +115,18 @@ def decide(
     greater_is_better: bool,
     margin: float,
     min_score: float,
+    slices: Sequence[SliceScore] = (),
+    slice_tolerance: float = 0.0,
 ) -> PromotionDecision:
-    """Promote when the challenger beats the champion by `margin` on the same holdout; the first
-    model (or one whose champion cannot score this data) must clear the absolute floor."""
+    """Promote when the challenger beats the champion by `margin` on the same holdout and regresses
+    no gated slice by more than `slice_tolerance`; the first model (or one whose champion cannot
+    score this data) must clear the absolute floor, its slices are reported, not gated."""
+    regressed = (
+        slice_regressions(slices, greater_is_better, slice_tolerance)
+        if champion_score is not None
+        else ()
+    )
+    described = tuple(describe_slice(s, metric) for s in regressed)
     args = dict(
         metric=metric,
         challenger_version=challenger_version,
@@ -70,6 +135,9 @@ def decide(
         champion_score=champion_score,
         margin=margin,
         min_score=min_score,
+        slice_tolerance=slice_tolerance,
+        slice_regressions=described,
+        slices=tuple(slices),
     )
     floor_ok = _better(challenger_score, min_score, greater_is_better) >= 0
     word = ">=" if greater_is_better else "<="
@@ -83,13 +151,18 @@ def decide(
     if not floor_ok:
         reason = f"{metric} {challenger_score:.4f} misses the floor ({word} {min_score})"
         return PromotionDecision(False, reason, **args)
-    promote = gain >= margin
+    beats = gain >= margin
     reason = (
         f"challenger v{challenger_version} {metric} {challenger_score:.4f} vs champion "
         f"v{champion_version} {champion_score:.4f}: gain {gain:+.4f} "
-        f"{'>=' if promote else '<'} margin {margin}"
+        f"{'>=' if beats else '<'} margin {margin}"
     )
-    return PromotionDecision(promote, reason, **args)
+    if regressed:
+        reason += (
+            f"; refused: {len(regressed)} slice(s) regress beyond tolerance {slice_tolerance}: "
+            + "; ".join(described)
+        )
+    return PromotionDecision(beats and not regressed, reason, **args)
 
 
 def get_alias(name: str, alias: str) -> ModelVersion | None:
