@@ -11,6 +11,7 @@ from prefect.artifacts import create_markdown_artifact
 from ctloop.config import load_project, override
 from tasks import pipeline
 from tasks import prefect_tasks as t
+from tasks.prefect_approval import ask_approval
 from tasks.summary import TrainingSummary
 
 
@@ -52,7 +53,8 @@ def train_model(
         t.record_tuning(project, run_id, tuning)
         evaluation = t.evaluate_holdout(project, run_id, model, holdout, tuning)
         decision = t.register_challenger(project, run_id, model, holdout, evaluation, window)
-        decision = t.apply_promotion(project, run_id, decision)
+        answer = ask_approval(project, decision)  # flow level: only a flow run can pause
+        decision = t.apply_promotion(project, run_id, decision, answer)
         reference = t.drift_reference(project, window)
         drift, paths = t.report_drift(project, reference, window.current, run_id)
     except BaseException:

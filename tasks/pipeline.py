@@ -15,7 +15,7 @@ import pandas as pd
 
 from ctloop.config import Project, SplitConfig
 from ctloop.faults import crash_point
-from tasks import data, locks, recovery, registry, tracking, training, versioning
+from tasks import approval, data, locks, recovery, registry, tracking, training, versioning
 
 if TYPE_CHECKING:
     from sklearn.pipeline import Pipeline
@@ -360,21 +360,38 @@ def register_challenger(
 
 
 def apply_promotion(
-    project: Project, run_id: str, decision: registry.PromotionDecision
+    project: Project,
+    run_id: str,
+    decision: registry.PromotionDecision,
+    answer: approval.Approval | None = None,
 ) -> registry.PromotionDecision:
-    """Record the decision on the version and run, and move `champion` when it promotes."""
+    """Apply the approval (tasks/approval.py; None: nobody asked), record the final decision and
+    the approval on the version and run, and move `champion` when it promotes."""
+    answer = answer or no_reviewer(project, decision)
+    decision = approval.resolve(decision, answer)
     use_experiment(project)
-    registry.apply_decision(project.params.promotion.model_name, decision)
+    name = project.params.promotion.model_name
+    tracking.set_version_tags(name, decision.challenger_version, answer.tags())
+    registry.apply_decision(name, decision)
     tracking.set_tags(
         run_id,
         {
             "ctloop.promotion": "promoted" if decision.promote else "rejected",
             "ctloop.promotion_reason": decision.reason,
             "ctloop.model_version": decision.challenger_version,
+            approval.TAG: answer.outcome,
         },
     )
     write_json(project.path("reports") / "promotion.json", decision.to_dict())
     return decision
+
+
+def no_reviewer(project: Project, decision: registry.PromotionDecision) -> approval.Approval:
+    """The approval of a step that cannot ask anyone (a DVC stage): not required when approval
+    is off or the gate refuses, otherwise unavailable (a veto: the version stays challenger)."""
+    if not approval.needed(project.params.promotion.require_approval, decision):
+        return approval.not_required()
+    return approval.unavailable("this step cannot pause for a reviewer; run the train-model flow")
 
 
 def _champion_score(name: str, champion: Any, holdout: TrainingData, metric: str) -> float | None:

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     import pandas as pd
     from sklearn.pipeline import Pipeline
 
+    from tasks.approval import Approval
     from tasks.drift import DriftSummary
     from tasks.registry import PromotionDecision
     from tasks.validation import ValidationReport
@@ -186,9 +187,9 @@ def register_challenger(
 
 @task(name="apply-promotion", cache_policy=NO_CACHE)
 def apply_promotion(
-    project: Project, run_id: str, decision: PromotionDecision
+    project: Project, run_id: str, decision: PromotionDecision, answer: Approval | None = None
 ) -> PromotionDecision:
-    decision = pipeline.apply_promotion(project, run_id, decision)
+    decision = pipeline.apply_promotion(project, run_id, decision, answer)
     verdict = "PROMOTED to champion" if decision.promote else "kept as challenger"
     create_markdown_artifact(
         f"### Model v{decision.challenger_version}: {verdict}\n\n{decision.reason}\n",

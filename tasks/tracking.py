@@ -193,6 +193,15 @@ def set_tags(run_id: str, tags: dict[str, str]) -> None:
         client.set_tag(run_id, key, value)
 
 
+def set_version_tags(name: str, version: str, tags: dict[str, str]) -> None:
+    """Tags on a registered model version (the registry page of the version shows them)."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    for key, value in tags.items():
+        client.set_model_version_tag(name, version, key, value)
+
+
 def log_figures(run_id: str, figures: dict[str, Figure]) -> None:
     """Each figure as plots/<name>.png on the run."""
     from mlflow import MlflowClient
