@@ -424,3 +424,90 @@ def replay(
         if waiting:
             _wait_for_loop(before, cfg.replay.wait_timeout_s)
             typer.echo("  the monitor and any retrain it triggered have finished")
+
+
+# --- serving -------------------------------------------------------------------------------
+
+
+def _serving_errors() -> tuple[type[BaseException], ...]:
+    from tasks.serving import ServingError
+
+    return (*_known_errors(), ServingError)
+
+
+@app.command()
+def predict(
+    input_file: Annotated[Path, typer.Argument(metavar="INPUT", help="CSV or Parquet file.")],
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output",
+            "-o",
+            help="CSV or Parquet file (default: <paths.predictions>/<INPUT stem>."
+            "champion-v<N>.parquet).",
+        ),
+    ] = None,
+    params: ParamsOpt = Path("params.yaml"),
+) -> None:
+    """Score a file with the champion, checked against the model signature first (no Prefect)."""
+    import time
+
+    from tasks import serving
+
+    began = time.monotonic()
+    project = _project(params)
+    try:
+        report = serving.predict_file(
+            project, input_file.resolve(), output.resolve() if output else None
+        )
+    except _serving_errors() as err:
+        raise _fail(err) from None
+    for warning in report.warnings:
+        typer.secho(f"warning: {warning}", err=True, fg=typer.colors.YELLOW)
+    typer.echo("\n".join(report.lines()))
+    typer.echo(f"done in {time.monotonic() - began:.1f} s")
+
+
+@app.command("serve-model")
+def serve_model(
+    params: ParamsOpt = Path("params.yaml"),
+    port: Annotated[int | None, typer.Option(help="Port (default: serving.port).")] = None,
+) -> None:
+    """Serve the champion with MLflow's scoring server on stack.host until Ctrl-C."""
+    import os
+    import sys
+
+    from ctloop import model_server
+    from tasks import serving
+    from tasks.registry import CHAMPION
+
+    project = _project(params)
+    cfg = project.params
+    name = cfg.promotion.model_name
+    try:
+        version = serving.champion_version(project)
+        example = serving.serving_example(name, version)
+    except _serving_errors() as err:
+        raise _fail(err) from None
+    bin_dir = Path(sys.executable).parent
+    chosen = port or cfg.serving.port
+    url = serving.serve_url(cfg.stack.host, chosen)
+    argv = serving.serve_command(bin_dir, f"models:/{name}@{CHAMPION}", cfg.stack.host, chosen)
+    env = serving.serve_env(dict(os.environ), project.tracking_uri, bin_dir)
+    typer.echo(f"starting MLflow's scoring server for models:/{name}@{CHAMPION} (v{version}) ...")
+
+    def ready(seconds: float) -> None:
+        typer.echo(f"ready in {seconds:.1f} s: {url}  (POST {url}/invocations, GET {url}/ping)")
+        typer.echo("answers one [p(class 0), p(class 1)] pair per row (a regressor: the value)")
+        if example is not None:
+            typer.echo("try it:")
+            typer.echo(f"  {serving.curl_command(url, example)}")
+        typer.echo("stop with Ctrl-C")
+
+    try:
+        code = model_server.run(argv, env, url, cfg.stack.startup_timeout_s, ready)
+    except model_server.ServerError as err:
+        raise _fail(err) from None
+    if code:
+        raise _fail(RuntimeError(f"the scoring server exited with status {code} (see above)"))
+    typer.echo("scoring server stopped")

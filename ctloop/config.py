@@ -199,6 +199,7 @@ class InsightsConfig(_Strict):
     permutation_repeats: Annotated[int, Field(ge=1)] = 5
     sample_rows: Annotated[int, Field(ge=100)] | None = 10000  # holdout rows for importance/SHAP
     shap: bool = True  # TreeSHAP for tree models
+    shap_rows: Annotated[int, Field(ge=10)] = 1000  # rows of that sample explained by TreeSHAP
     top_features: Annotated[int, Field(ge=1)] = 10
     learning_curve: list[Annotated[float, Field(gt=0, le=1)]] = Field(
         default_factory=lambda: [0.1, 0.25, 0.5, 1.0]
@@ -219,7 +220,17 @@ class ServingConfig(_Strict):
 
     port: Annotated[int, Field(gt=0, lt=65536)] = 5001
     schedule: str | None = None  # cron of the scheduled predict-batch deployment (null: none)
-    input: str | None = None  # file (or landing-relative path) the scheduled deployment scores
+    input: str | None = None  # file the scheduled deployment scores (relative to params.yaml)
+
+    @model_validator(mode="after")
+    def _scheduled_input(self) -> ServingConfig:
+        if self.schedule is None:
+            return self
+        if len(self.schedule.split()) != 5:
+            raise ValueError(f"schedule '{self.schedule}' is not a 5-field cron expression")
+        if self.input is None:
+            raise ValueError("schedule is set but input is not: name the file to score")
+        return self
 
 
 class DriftConfig(_Strict):

@@ -6,6 +6,9 @@
   from the event payload); one run at a time.
 - `retrain-model/retrain`: on `ctloop.drift.detected`, `ctloop.performance.degraded` and
   `ctloop.retrain.due` (trigger, batch and reason come from the event); one run at a time.
+- `predict-batch/predict`: scores `serving.input` with the champion on the cron
+  `serving.schedule` (when set); always deployed, so a run with any file can be started from the
+  UI or `prefect deployment run`.
 
 `concurrency_limit=1` holds per deployment only: `train` and `retrain` are serialized by the
 project's retrain lock inside the flow, and ingestions (monitor runs, CLI runs) by its data lock
@@ -62,7 +65,7 @@ def retrain_trigger() -> object:
 
 
 def build(project: Project) -> list[RunnerDeployment]:
-    """The three deployments of a project, parameterised with its params.yaml."""
+    """The loop's deployments of a project, parameterised with its params.yaml."""
     from flows.monitor_batch import monitor_batch
     from flows.retrain_model import retrain_model
 
@@ -93,7 +96,28 @@ def build(project: Project) -> list[RunnerDeployment]:
             tags=DEPLOYMENT_TAGS,
             concurrency_limit=1,
         ),
+        predict_deployment(project, params_path),
     ]
+
+
+def predict_deployment(project: Project, params_path: str) -> RunnerDeployment:
+    """`predict-batch/predict`: `serving.input` on the cron `serving.schedule` when set
+    (params.yaml refuses a schedule without an input); otherwise run by hand with a path."""
+    from flows.predict_batch import predict_batch
+
+    cfg = project.params.serving
+    parameters = {"params_path": params_path}
+    if cfg.input is not None:
+        parameters["input_path"] = cfg.input
+    when = f"{cfg.input} on {cfg.schedule}" if cfg.schedule else "no schedule: run with a path"
+    return predict_batch.to_deployment(
+        name="predict",
+        cron=cfg.schedule,
+        parameters=parameters,
+        description=f"Score a file with the champion ({when})",
+        tags=DEPLOYMENT_TAGS,
+        concurrency_limit=1,
+    )
 
 
 def watch_landing(project: Project, stop: threading.Event, interval: float) -> None:

@@ -202,6 +202,32 @@ def set_version_tags(name: str, version: str, tags: dict[str, str]) -> None:
         client.set_model_version_tag(name, version, key, value)
 
 
+def run_tags(run_id: str) -> dict[str, str]:
+    from mlflow import MlflowClient
+
+    return dict(MlflowClient().get_run(run_id).data.tags)
+
+
+def log_text(run_id: str, text: str, artifact_file: str) -> None:
+    from mlflow import MlflowClient
+
+    MlflowClient().log_text(run_id, text, artifact_file)
+
+
+def set_version_description(name: str, version: str, text: str) -> None:
+    """The version's description: Markdown the MLflow UI shows on the version page."""
+    from mlflow import MlflowClient
+
+    MlflowClient().update_model_version(name, version, description=text)
+
+
+def has_signature(name: str, version: str) -> bool:
+    """Whether the registered version carries a model signature (read back from its MLmodel)."""
+    from mlflow.models import get_model_info
+
+    return get_model_info(f"models:/{name}/{version}").signature is not None
+
+
 def log_figures(run_id: str, figures: dict[str, Figure]) -> None:
     """Each figure as plots/<name>.png on the run."""
     from mlflow import MlflowClient
@@ -221,7 +247,12 @@ def log_model(
     run_id: str, pipeline: Pipeline, example: pd.DataFrame, scores: Any, registered_name: str
 ) -> str:
     """Log the fitted pipeline with signature and input example; register it as a new version
-    and return the version number."""
+    and return the version number.
+
+    The pyfunc flavor (what `mlflow models serve` and `ctloop serve-model` answer with) predicts
+    probabilities for a classifier (`predict_proba`: one [p(class 0), p(class 1)] pair per row),
+    labels being a threshold away; a regressor predicts values. The sklearn flavor, which ctloop
+    loads itself (registry.load_version), is the plain pipeline either way."""
     import mlflow
     import sklearn
     import xgboost
@@ -230,7 +261,9 @@ def log_model(
     # integers as doubles: a later batch with a missing value must still match the signature
     ints = example.select_dtypes("integer").columns
     example = example.astype(dict.fromkeys(ints, "float64"))
-    signature = infer_signature(example, scores)
+    predict_fn = "predict_proba" if hasattr(pipeline, "predict_proba") else "predict"
+    outputs = pipeline.predict_proba(example) if predict_fn == "predict_proba" else scores
+    signature = infer_signature(example, outputs)
     requirements = [
         f"scikit-learn=={sklearn.__version__}",
         f"xgboost=={xgboost.__version__}",
@@ -246,5 +279,6 @@ def log_model(
             registered_model_name=registered_name,
             pip_requirements=requirements,
             serialization_format=mlflow.sklearn.SERIALIZATION_FORMAT_CLOUDPICKLE,
+            pyfunc_predict_fn=predict_fn,
         )
     return str(info.registered_model_version)

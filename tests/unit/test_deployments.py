@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from ctloop.config import Project
+from ctloop.config import ConfigError, Project, override
 from deployments import serve
 from tests.conftest import ROOT
 
@@ -49,3 +49,24 @@ def test_prefect_yaml_matches_the_served_deployments(repo_project: Project) -> N
 def test_schedule_comes_from_params(repo_project: Project) -> None:
     [train] = [d for d in serve.build(repo_project) if d.name == "train"]
     assert [s.schedule.cron for s in train.schedules] == [repo_project.params.continuous.schedule]
+
+
+def test_predict_is_deployed_unscheduled_by_default(repo_project: Project) -> None:
+    [predict] = [d for d in serve.build(repo_project) if d.name == "predict"]
+    assert predict.flow_name == "predict-batch"
+    assert not predict.schedules
+    assert "input_path" not in predict.parameters
+
+
+def test_predict_schedule_and_input_come_from_params(repo_project: Project) -> None:
+    project = override(
+        repo_project, {"serving.schedule": "30 6 * * *", "serving.input": "data/today.parquet"}
+    )
+    [predict] = [d for d in serve.build(project) if d.name == "predict"]
+    assert [s.schedule.cron for s in predict.schedules] == ["30 6 * * *"]
+    assert predict.parameters["input_path"] == "data/today.parquet"
+
+
+def test_a_predict_schedule_needs_an_input(repo_project: Project) -> None:
+    with pytest.raises(ConfigError, match=r"serving: .*schedule is set but input is not"):
+        override(repo_project, {"serving.schedule": "30 6 * * *"})
