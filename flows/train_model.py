@@ -9,7 +9,7 @@ from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
 from ctloop.config import load_project, override
-from tasks import pipeline
+from tasks import approval, pipeline
 from tasks import prefect_tasks as t
 from tasks.prefect_approval import ask_approval
 from tasks.summary import TrainingSummary
@@ -53,10 +53,15 @@ def train_model(
         t.record_tuning(project, run_id, tuning)
         evaluation = t.evaluate_holdout(project, run_id, model, holdout, tuning)
         decision = t.register_challenger(project, run_id, model, holdout, evaluation, window)
-        answer = ask_approval(project, decision)  # flow level: only a flow run can pause
+        facts = (project, run_id, window, data_version, train, holdout, tuning, evaluation)
+        draft = None
+        if approval.needed(project.params.promotion.require_approval, decision):
+            draft = t.write_model_card(*facts, decision, None)  # what the reviewer reads
+        answer = ask_approval(project, decision, draft)  # flow level: only a flow run can pause
         decision = t.apply_promotion(project, run_id, decision, answer)
         reference = t.drift_reference(project, window)
         drift, paths = t.report_drift(project, reference, window.current, run_id)
+        t.write_model_card(*facts, decision, answer, (reference, drift))
     except BaseException:
         t.finish_run(run_id, failed=True)
         raise

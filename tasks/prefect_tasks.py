@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 
     from tasks.approval import Approval
     from tasks.drift import DriftSummary
+    from tasks.insights import Insights
     from tasks.registry import PromotionDecision
     from tasks.validation import ValidationReport
 
@@ -218,6 +219,49 @@ def report_drift(
         description="Evidently HTML (open locally)",
     )
     return summary, paths
+
+
+@task(name="write-model-card", **IO)
+def write_model_card(
+    project: Project,
+    run_id: str,
+    window: pipeline.Window,
+    data_version: str,
+    train: pipeline.TrainingData,
+    holdout: pipeline.TrainingData,
+    tuning: training.TuningResult,
+    evaluation: pipeline.Evaluation,
+    decision: PromotionDecision,
+    answer: Approval | None,
+    drift: tuple[tuple[str, ...], DriftSummary] | None = None,
+    insights: Insights | None = None,
+) -> str:
+    """The version's model card (tasks/model_card.py) to reports/, the run, the version's
+    description and the `model-card` artifact. Without `answer` it is the draft a reviewer reads
+    while the run waits for approval (drift comes later); returns the Markdown."""
+    note = "measured after the approval: see the final card" if answer is None else "not measured"
+    card = pipeline.build_model_card(
+        project,
+        run_id,
+        window,
+        data_version,
+        train,
+        holdout,
+        tuning,
+        evaluation,
+        decision,
+        answer,
+        drift,
+        insights,
+        drift_note=note,
+    )
+    pipeline.publish_model_card(project, run_id, card)
+    text = card.render()
+    state = "draft, waiting for approval" if answer is None else "final"
+    create_markdown_artifact(
+        text, key="model-card", description=f"Model card v{card.version} ({state})"
+    )
+    return text
 
 
 @task(name="finish-run", **IO)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
+from typing import Any
 from uuid import UUID
 
 import pandas as pd
@@ -68,6 +70,35 @@ def test_flow_trains_tracks_registers_promotes_and_reports_drift(small_project: 
     model = registry.load_version("ctloop-test", "1")
     holdout = data.read_batches(p.path("batches"), ["2013-03"])
     assert model.predict_proba(holdout[model.feature_names_in_]).shape[1] == 2
+    assert champion.tags["ctloop.approval"] == "not-required"
+
+    # model card: the version's description (MLflow UI), the run's artifact, reports/, Prefect
+    card = (p.path("reports") / "model_card.md").read_text()
+    assert card.startswith("# Model card: ctloop-test v1")
+    assert champion.description == card  # short enough to be the description in full
+    for section in ("## Data", "## Slices", "## Drift at training time", "## ML Test Score"):
+        assert section in card
+    assert summary.data_version in card and "2013-04 vs 2013-01..2013-02" in card
+    assert "- [x] Training and serving share an input schema" in card
+    assert "- [ ] Training is reproducible" in card  # the test project is not a git repository
+    logged = client.download_artifacts(run.info.run_id, "model_card.md", str(p.root))
+    assert Path(logged).read_text() == card
+    artifact = _artifact("model-card")
+    assert artifact is not None and "# Model card: ctloop-test v1" in str(artifact.data)
+
+
+def _artifact(key: str) -> Any:
+    """The latest Prefect artifact with this key."""
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+    from prefect.client.schemas.sorting import ArtifactSort
+
+    with get_client(sync_client=True) as client:
+        found = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])),
+            sort=ArtifactSort.CREATED_DESC,
+            limit=1,
+        )
+    return found[0] if found else None
 
 
 def _task_states(flow_run_id: UUID) -> dict[str, str]:
