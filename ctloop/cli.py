@@ -450,11 +450,13 @@ def predict(
     params: ParamsOpt = Path("params.yaml"),
 ) -> None:
     """Score a file with the champion, checked against the model signature first (no Prefect)."""
+    import os
     import time
 
     from tasks import serving
 
     began = time.monotonic()
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     project = _project(params)
     try:
         report = serving.predict_file(
@@ -486,7 +488,7 @@ def serve_model(
     name = cfg.promotion.model_name
     try:
         version = serving.champion_version(project)
-        example = serving.serving_example(name, version)
+        served = serving.served_info(name, version, cfg.data.task)
     except _serving_errors() as err:
         raise _fail(err) from None
     bin_dir = Path(sys.executable).parent
@@ -498,10 +500,10 @@ def serve_model(
 
     def ready(seconds: float) -> None:
         typer.echo(f"ready in {seconds:.1f} s: {url}  (POST {url}/invocations, GET {url}/ping)")
-        typer.echo("answers one [p(class 0), p(class 1)] pair per row (a regressor: the value)")
-        if example is not None:
+        typer.echo(f"answers {served.answers}")
+        if served.example is not None:
             typer.echo("try it:")
-            typer.echo(f"  {serving.curl_command(url, example)}")
+            typer.echo(f"  {serving.curl_command(url, served.example)}")
         typer.echo("stop with Ctrl-C")
 
     try:

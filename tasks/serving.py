@@ -395,7 +395,7 @@ def score(serving: ServingModel, checked: CheckedInput) -> pd.DataFrame:
     """prediction (label or value), score (positive-class probability or value), model_version,
     uncertainty (spread of the fold models' scores), and lower/upper for regression."""
     X = checked.features
-    scores = training.predict_scores(serving.model, X, serving.task)
+    scores = training.predict_scores(serving.model, X, serving.task).astype("float64")
     out = pd.DataFrame(index=X.index)
     out["prediction"] = _labels(serving.model, scores) if serving.task != "regression" else scores
     out["score"] = scores
@@ -420,7 +420,7 @@ def fold_spread(fold_models: Sequence[Pipeline], X: pd.DataFrame, task: str) -> 
     if not fold_models:
         return np.full(len(X), np.nan)
     per_model = np.vstack([training.predict_scores(m, X, task) for m in fold_models])
-    return per_model.std(axis=0)
+    return per_model.astype("float64").std(axis=0)
 
 
 def assemble(frame: pd.DataFrame, checked: CheckedInput, scored: pd.DataFrame) -> pd.DataFrame:
@@ -566,6 +566,7 @@ def serve_env(base: dict[str, str], tracking_uri: str, bin_dir: Path) -> dict[st
     and the venv first on PATH (MLflow starts `uvicorn` by name)."""
     path = os.pathsep.join([str(bin_dir), base.get("PATH", "")]).rstrip(os.pathsep)
     return {
+        "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",  # one bar line per file in the log
         **base,
         "MLFLOW_TRACKING_URI": tracking_uri,
         "MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "true",
@@ -579,23 +580,43 @@ def serve_url(host: str, port: int) -> str:
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
-def serving_example(name: str, version: str, rows: int = 2) -> dict[str, Any] | None:
-    """The first rows of the request example MLflow logged with the version (`dataframe_split`
-    body), or None when the version has none. MLflow must point at the project's store."""
+@dataclass(frozen=True)
+class ServedInfo:
+    """What the scoring server answers per row, and a request it accepts (None: no example)."""
+
+    answers: str
+    example: dict[str, Any] | None
+
+
+def served_info(name: str, version: str, task: str, rows: int = 2) -> ServedInfo:
+    """From the version's MLmodel: the pyfunc predict function (versions logged before
+    probabilities were served answer labels) and the first rows of the logged request example
+    (`dataframe_split`). MLflow must point at the project's store."""
     import mlflow
     from mlflow.models import get_model_info
 
     uri = f"models:/{name}/{version}"
-    info = get_model_info(uri).saved_input_example_info
-    if not info or "serving_input_path" not in info:
-        return None
-    path = mlflow.artifacts.download_artifacts(artifact_uri=f"{uri}/{info['serving_input_path']}")
-    body = json.loads(Path(path).read_text(encoding="utf-8"))
-    split = body.get("dataframe_split")
+    info = get_model_info(uri)
+    predict_fn = info.flavors.get("python_function", {}).get("predict_fn")
+    if task == "regression":
+        answers = "one predicted value per row"
+    elif predict_fn == "predict_proba":
+        answers = "one [p(class 0), p(class 1)] pair per row"
+    else:
+        answers = (
+            "one class label per row (this version was logged before probabilities were served)"
+        )
+    saved = info.saved_input_example_info or {}
+    if "serving_input_path" not in saved:
+        return ServedInfo(answers, None)
+    path = mlflow.artifacts.download_artifacts(artifact_uri=f"{uri}/{saved['serving_input_path']}")
+    split = json.loads(Path(path).read_text(encoding="utf-8")).get("dataframe_split")
     if not isinstance(split, dict) or "data" not in split:
-        return None
+        return ServedInfo(answers, None)
     data_rows = [[_json_value(v) for v in row] for row in split["data"][:rows]]
-    return {"dataframe_split": {"columns": split["columns"], "data": data_rows}}
+    return ServedInfo(
+        answers, {"dataframe_split": {"columns": split["columns"], "data": data_rows}}
+    )
 
 
 def _json_value(value: Any) -> Any:

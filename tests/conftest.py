@@ -42,21 +42,26 @@ def _merge(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def new_project(root: Path, changes: dict[str, Any] | None = None) -> Project:
+    """A fresh project folder at `root` (params.yaml with overrides, dvc.yaml, DVC repo without
+    git); for fixtures of any scope."""
+    from dvc.repo import Repo
+
+    root.mkdir(parents=True)
+    params = _merge(yaml.safe_load((ROOT / "params.yaml").read_text()), changes or {})
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    shutil.copy(ROOT / "dvc.yaml", root / "dvc.yaml")
+    Repo.init(str(root), no_scm=True).close()
+    (root / ".dvc" / "config").write_text("[core]\n    no_scm = True\n    analytics = false\n")
+    return load_project(root / "params.yaml")
+
+
 @pytest.fixture
 def make_project(tmp_path: Path) -> Callable[..., Project]:
     """A fresh project folder (params.yaml with overrides, dvc.yaml, DVC repo without git)."""
 
     def build(changes: dict[str, Any] | None = None, name: str = "proj") -> Project:
-        from dvc.repo import Repo
-
-        root = tmp_path / name
-        root.mkdir()
-        params = _merge(yaml.safe_load((ROOT / "params.yaml").read_text()), changes or {})
-        (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-        shutil.copy(ROOT / "dvc.yaml", root / "dvc.yaml")
-        Repo.init(str(root), no_scm=True).close()
-        (root / ".dvc" / "config").write_text("[core]\n    no_scm = True\n    analytics = false\n")
-        return load_project(root / "params.yaml")
+        return new_project(tmp_path / name, changes)
 
     return build
 
