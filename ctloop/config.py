@@ -172,6 +172,12 @@ class ParallelConfig(_Strict):
     workers: Annotated[int, Field(ge=1)] = 2
     dask_address: str | None = None  # an existing scheduler (tcp://host:8786); null: local cluster
 
+    @model_validator(mode="after")
+    def _address_needs_dask(self) -> ParallelConfig:
+        if self.dask_address and self.runner != "dask":
+            raise ValueError(f"dask_address is set but runner is '{self.runner}' (use dask)")
+        return self
+
 
 class TrackingConfig(_Strict):
     experiment: str = "ctloop"
@@ -301,6 +307,17 @@ class Params(_Strict):
     continuous: ContinuousConfig = Field(default_factory=ContinuousConfig)
     replay: ReplayConfig = Field(default_factory=ReplayConfig)
     stack: StackConfig = Field(default_factory=StackConfig)
+
+    @model_validator(mode="after")
+    def _remote_workers_need_shared_storage(self) -> Params:
+        """Workers of an existing Dask cluster may run on other machines: the Optuna study must
+        be in a database they all reach, not the project's local SQLite file."""
+        if self.parallel.dask_address and not self.tune.storage:
+            raise ValueError(
+                "parallel.dask_address needs tune.storage: an Optuna RDB URL every Dask worker "
+                "reaches (postgresql://user@host/db, or sqlite:///... on a shared volume)"
+            )
+        return self
 
     @property
     def metric(self) -> str:

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from ctloop.config import Project
-from tasks import pipeline, tracking, training, versioning
+from tasks import parallel, pipeline, tracking, training, versioning
 
 STAGES = ("ingest", "validate", "train", "evaluate", "drift")
 
@@ -49,7 +49,9 @@ def train(project: Project) -> None:
     validation = "passed" if all(r["success"] for r in results["reports"]) else "failed"
     run_id = pipeline.start_training_run(project, window, version, validation, train_data, holdout)
     try:
-        tuning = training.tune(project.params, train_data.schema, train_data.X, train_data.y)
+        tuning = parallel.tune_here(  # the configured runner, without Prefect
+            project, train_data.schema, train_data.X, train_data.y, run_key=run_id
+        )
         pipeline.record_tuning(project, run_id, tuning)
         model = training.fit_final(
             project.params, train_data.schema, tuning.best_params, train_data.X, train_data.y

@@ -11,6 +11,7 @@ from prefect.artifacts import create_markdown_artifact
 from ctloop.config import load_project, override
 from tasks import approval, pipeline
 from tasks import prefect_tasks as t
+from tasks.parallel import plan_parallel
 from tasks.prefect_approval import ask_approval
 from tasks.summary import TrainingSummary
 
@@ -49,7 +50,8 @@ def train_model(
         project, window, data_version, validation, train, holdout, trigger
     )
     try:
-        tuning, model = t.tune_and_fit(project.params, train.X, train.y)
+        plan = plan_parallel(project)  # sequential, threads or Dask (params `parallel`)
+        tuning, model = t.tune_and_fit(project.params, train.X, train.y, plan)
         t.record_tuning(project, run_id, tuning)
         evaluation = t.evaluate_holdout(project, run_id, model, holdout, tuning)
         decision = t.register_challenger(project, run_id, model, holdout, evaluation, window)

@@ -10,9 +10,10 @@ from prefect import Task, task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact
 from prefect.cache_policies import INPUTS, NO_CACHE, TASK_SOURCE
 from prefect.client.schemas.objects import State, TaskRun
+from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
 from ctloop.config import Params, Project
-from tasks import pipeline, training
+from tasks import parallel, pipeline, training
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -146,15 +147,89 @@ def start_training_run(
 
 @task(name="tune-and-fit", cache_policy=INPUTS + TASK_SOURCE)
 def tune_and_fit(
-    params: Params, X: pd.DataFrame, y: pd.Series
+    params: Params, X: pd.DataFrame, y: pd.Series, plan: parallel.ParallelPlan | None = None
 ) -> tuple[training.TuningResult, Pipeline]:
-    """Search, then refit with the best parameters. Deterministic for the same params, data and
-    code, so cached across runs (one task: its inputs hash the same in every process)."""
+    """Search, then refit with the best parameters. Cached across runs for the same params, data,
+    plan and code (one task: its inputs hash the same in every process). The trials run as the
+    plan says (`parallel.plan_parallel(project)`; None: sequential, in memory)."""
     from tasks.data import infer_schema
 
+    if plan is None:
+        if params.parallel.runner != "sequential" or params.tune.storage:
+            raise ValueError(
+                "tune-and-fit: parallel.runner / tune.storage need a plan "
+                "(tasks.parallel.plan_parallel(project))"
+            )
+        plan = parallel.ParallelPlan("sequential", 1, None, 0)
     schema = infer_schema(X.assign(**{params.data.target: y}), params.data)
-    tuning = training.tune(params, schema, X, y)
+    tuning = training.tune(
+        params,
+        schema,
+        X,
+        y,
+        storage=plan.storage,
+        study_name=_study_name(params) if plan.storage else None,
+        runner=_submit_trials(plan) if plan.parallel else None,
+        fit_threads=plan.fit_threads,
+    )
     return tuning, training.fit_final(params, schema, tuning.best_params, X, y)
+
+
+@task(name="run-trials", cache_policy=NO_CACHE)
+def run_trials(job: training.TrialJob) -> training.TrialsOutcome:
+    """Trials of the shared Optuna study, on whichever worker the task runner picks."""
+    return training.run_trials(job)
+
+
+def task_runner(plan: parallel.ParallelPlan, api_url: str | None = None) -> TaskRunner[Any]:
+    """Prefect's runner for the plan: a thread pool, or prefect-dask on a local cluster
+    (`parallel.workers` single-threaded processes whose task runs report to `api_url`) or on
+    the scheduler `parallel.dask_address` (its workers need PREFECT_API_URL set themselves)."""
+    if plan.runner == "threads":
+        return ThreadPoolTaskRunner(max_workers=plan.workers)
+    if plan.runner == "dask":
+        from prefect_dask import DaskTaskRunner
+
+        if plan.dask_address:
+            return DaskTaskRunner(address=plan.dask_address)
+        env = {"PREFECT_API_URL": api_url} if api_url else None
+        return DaskTaskRunner(cluster_kwargs=parallel.local_cluster_kwargs(plan, env))
+    raise ValueError(f"parallel.runner: no task runner for '{plan.runner}'")
+
+
+def _submit_trials(plan: parallel.ParallelPlan) -> training.TrialRunner:
+    """Each trial is a `run-trials` task run submitted to the plan's task runner. A local Dask
+    cluster's workers report to this process's API, even a temporary server (else each worker
+    would start its own)."""
+
+    def run(jobs: list[training.TrialJob]) -> list[training.TrialsOutcome]:
+        local_dask = plan.runner == "dask" and not plan.dask_address
+        with task_runner(plan, _api_url() if local_dask else None) as runner:
+            futures = [
+                runner.submit(run_trials.with_options(task_run_name=f"trial-{j.index}"), {"job": j})
+                for j in jobs
+            ]
+            return [f.result() for f in futures]
+
+    return run
+
+
+def _api_url() -> str:
+    """The Prefect API this process reports to (PREFECT_API_URL, or its temporary server)."""
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        return str(client.api_url)
+
+
+def _study_name(params: Params) -> str:
+    """Unique per search: the experiment, UTC time and the flow run (or task run) that tuned."""
+    from datetime import UTC, datetime
+
+    from prefect.runtime import flow_run, task_run
+
+    key = flow_run.get_id() or task_run.get_id() or "local"
+    return parallel.study_name(params.tracking.experiment, str(key), datetime.now(UTC))
 
 
 @task(name="record-tuning", **IO)

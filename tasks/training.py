@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -54,6 +55,7 @@ class TuningResult:
     trials: tuple[TrialRecord, ...] = field(default_factory=tuple)
     fold_models: tuple[Pipeline, ...] = field(default=(), repr=False)
     oof_scores: np.ndarray | None = field(default=None, repr=False)
+    study_name: str | None = None  # the Optuna study in tune.storage (None: in memory)
 
     @property
     def n_pruned(self) -> int:
@@ -261,43 +263,77 @@ def run_folds(
     return run
 
 
-def tune(
-    params: Params,
+@dataclass(frozen=True)
+class _Search:
+    """What every trial of one search shares, derived from params (same in every worker)."""
+
+    family: str
+    metric: str
+    seed: int
+    fixed: dict[str, ParamValue]
+    space: dict[str, SearchParam]
+    splits: list[tuple]
+    early_stopping: int | None
+    direction: str
+
+    @classmethod
+    def of(cls, params: Params, X: pd.DataFrame, y: pd.Series) -> _Search:
+        family = params.model.family
+        return cls(
+            family=family,
+            metric=params.metric,
+            seed=params.seed,
+            fixed=dict(params.model.fixed.get(family, {})),
+            space=params.model.search_space[family],
+            splits=cv_splits(params.cv_kind, params.split.folds, params.seed, X, y),
+            early_stopping=params.tune.early_stopping_rounds if family == "xgboost" else None,
+            direction="maximize" if params.greater_is_better else "minimize",
+        )
+
+
+def _pruner(params: Params) -> optuna.pruners.BasePruner:
+    import optuna
+
+    if params.tune.pruning:
+        return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=0)
+    return optuna.pruners.NopPruner()
+
+
+def open_storage(url: str) -> optuna.storages.RDBStorage:
+    """Optuna RDB storage. SQLite: its folder is created, and a busy database is waited for
+    (trials of several workers write to it) instead of failing at once."""
+    import optuna
+
+    engine: dict[str, Any] = {}
+    if url.startswith("sqlite:///"):
+        engine = {"connect_args": {"timeout": 60}}
+        Path(url[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
+    return optuna.storages.RDBStorage(url, engine_kwargs=engine)
+
+
+def _objective(
+    search: _Search,
     schema: Schema,
     X: pd.DataFrame,
     y: pd.Series,
+    fixed: dict[str, ParamValue],
+    records: list[TrialRecord],
+    kept: dict[int, _FoldRun],
     on_trial: Callable[[TrialRecord], None] | None = None,
-) -> TuningResult:
-    """Seeded TPE search over params.yaml's space with per-fold median pruning."""
+) -> Callable[[optuna.Trial], float]:
+    """One trial: the folds of a sampled point, reported per fold for pruning; its record goes
+    to `records` and its folds to `kept` while it is the best complete trial seen here."""
     import optuna
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    family, metric, seed = params.model.family, params.metric, params.seed
-    fixed = dict(params.model.fixed.get(family, {}))
-    space = params.model.search_space[family]
-    splits = cv_splits(params.cv_kind, params.split.folds, seed, X, y)
-    es = params.tune.early_stopping_rounds if family == "xgboost" else None
-    direction = "maximize" if params.greater_is_better else "minimize"
-    pruner = (
-        optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=0)
-        if params.tune.pruning
-        else optuna.pruners.NopPruner()
-    )
-    study = optuna.create_study(
-        direction=direction, pruner=pruner, sampler=optuna.samplers.TPESampler(seed=seed)
-    )
-    records: list[TrialRecord] = []
-    kept: dict[int, _FoldRun] = {}  # the best complete trial's folds (models, out-of-fold scores)
 
     def keep_if_best(number: int, folds: _FoldRun) -> None:
         best = next(iter(kept.values()), None)
         mean = float(np.mean(folds.scores))
-        if best is None or _better_mean(mean, float(np.mean(best.scores)), direction):
+        if best is None or _better_mean(mean, float(np.mean(best.scores)), search.direction):
             kept.clear()
             kept[number] = folds
 
     def objective(trial: optuna.Trial) -> float:
-        started, tuned = time.perf_counter(), suggest(trial, space)
+        started, tuned = time.perf_counter(), suggest(trial, search.space)
         folds = _FoldRun()
 
         def report(step: int, value: float) -> None:
@@ -309,14 +345,14 @@ def tune(
         try:
             run_folds(
                 schema,
-                family,
+                search.family,
                 {**fixed, **tuned},
-                seed,
+                search.seed,
                 X,
                 y,
-                splits,
-                metric,
-                es,
+                search.splits,
+                search.metric,
+                search.early_stopping,
                 report,
                 run=folds,
             )
@@ -343,14 +379,174 @@ def tune(
         keep_if_best(trial.number, folds)
         return float(np.mean(folds.scores))
 
+    return objective
+
+
+@dataclass(frozen=True)
+class TrialJob:
+    """Trials of one shared study, with everything a worker needs (picklable: Dask ships it)."""
+
+    params: Params
+    schema: Schema
+    X: pd.DataFrame
+    y: pd.Series
+    study_name: str
+    storage: str  # RDB URL every worker reaches
+    index: int  # seeds this job's sampler (seed + index), so jobs draw different points
+    fit_threads: int  # n_jobs of each fit: the cores are shared with the other workers
+    deadline: float | None = None  # epoch seconds: no trial starts after it (tune.timeout_s)
+    n_trials: int = 1
+
+
+@dataclass(frozen=True)
+class TrialsOutcome:
+    """A job's trial records, and the folds (models, out-of-fold scores) of its best trial."""
+
+    records: tuple[TrialRecord, ...]
+    best_number: int | None = None
+    fold_models: tuple[Pipeline, ...] = field(default=(), repr=False)
+    oof_scores: np.ndarray | None = field(default=None, repr=False)
+
+
+TrialRunner = Callable[[list[TrialJob]], list[TrialsOutcome]]
+"""Runs jobs somewhere (threads, Dask workers...) and returns their outcomes in order."""
+
+
+def with_fit_threads(
+    family: str, fixed: dict[str, ParamValue], threads: int
+) -> dict[str, ParamValue]:
+    """Fixed parameters with each fit limited to `threads` cores (multi-threaded families)."""
+    if family in ("xgboost", "random_forest"):
+        return {**fixed, "n_jobs": threads}
+    return dict(fixed)
+
+
+def run_trials(job: TrialJob) -> TrialsOutcome:
+    """Worker function: run `job.n_trials` trials of the shared study (any runner can call it).
+    The study lives in RDB storage, so pruning and TPE see the trials of every worker."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    search = _Search.of(job.params, job.X, job.y)
+    study = optuna.load_study(
+        study_name=job.study_name,
+        storage=open_storage(job.storage),
+        sampler=optuna.samplers.TPESampler(seed=job.params.seed + job.index, constant_liar=True),
+        pruner=_pruner(job.params),
+    )
+    records: list[TrialRecord] = []
+    kept: dict[int, _FoldRun] = {}
+    fixed = with_fit_threads(search.family, search.fixed, job.fit_threads)
+    objective = _objective(search, job.schema, job.X, job.y, fixed, records, kept)
+    for _ in range(job.n_trials):
+        if job.deadline is not None and time.time() >= job.deadline:
+            break
+        study.optimize(objective, n_trials=1, gc_after_trial=False)
+    number, folds = next(iter(kept.items()), (None, None))
+    return TrialsOutcome(
+        tuple(records),
+        number,
+        tuple(folds.models) if folds else (),
+        folds.oof_scores(len(job.X)) if folds else None,
+    )
+
+
+def tune(
+    params: Params,
+    schema: Schema,
+    X: pd.DataFrame,
+    y: pd.Series,
+    on_trial: Callable[[TrialRecord], None] | None = None,
+    *,
+    storage: str | None = None,
+    study_name: str | None = None,
+    runner: TrialRunner | None = None,
+    fit_threads: int = 1,
+) -> TuningResult:
+    """Seeded TPE search over params.yaml's space with per-fold median pruning.
+
+    Without `runner` the trials run here one after another (deterministic; the study is in
+    memory, or in `storage` under `study_name`). With a runner, each trial is a `TrialJob` of
+    one study in `storage` and the runner spreads them over its workers: the trial order then
+    depends on timing, so TPE and the pruner see a different history run to run."""
+    if runner is not None:
+        if storage is None or study_name is None:
+            raise ValueError("parallel tuning needs an RDB storage URL and a study name")
+        return _tune_parallel(
+            params, schema, X, y, on_trial, storage, study_name, runner, fit_threads
+        )
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    search = _Search.of(params, X, y)
+    study = optuna.create_study(
+        direction=search.direction,
+        pruner=_pruner(params),
+        sampler=optuna.samplers.TPESampler(seed=search.seed),
+        storage=open_storage(storage) if storage else None,
+        study_name=study_name,
+    )
+    records: list[TrialRecord] = []
+    kept: dict[int, _FoldRun] = {}  # the best complete trial's folds (models, out-of-fold scores)
     study.optimize(
-        objective,
+        _objective(search, schema, X, y, search.fixed, records, kept, on_trial),
         n_trials=params.tune.n_trials,
         timeout=params.tune.timeout_s,
         show_progress_bar=params.tune.show_progress_bar,
         gc_after_trial=False,
     )
-    return _result(study, records, fixed, kept, len(X))
+    folds = kept.get(study.best_trial.number)
+    return _result(
+        study.best_trial.number,
+        records,
+        search.fixed,
+        tuple(folds.models) if folds else (),
+        folds.oof_scores(len(X)) if folds else None,
+        study_name if storage else None,
+    )
+
+
+def _tune_parallel(
+    params: Params,
+    schema: Schema,
+    X: pd.DataFrame,
+    y: pd.Series,
+    on_trial: Callable[[TrialRecord], None] | None,
+    storage: str,
+    study_name: str,
+    runner: TrialRunner,
+    fit_threads: int,
+) -> TuningResult:
+    """Create the shared study, hand one job per trial to the runner, keep the best trial."""
+    import optuna
+
+    search = _Search.of(params, X, y)
+    optuna.create_study(
+        storage=open_storage(storage), study_name=study_name, direction=search.direction
+    )
+    timeout = params.tune.timeout_s
+    deadline = time.time() + timeout if timeout is not None else None
+    jobs = [
+        TrialJob(params, schema, X, y, study_name, storage, i, fit_threads, deadline)
+        for i in range(params.tune.n_trials)
+    ]
+    outcomes = runner(jobs)
+    records = sorted((r for o in outcomes for r in o.records), key=lambda r: r.number)
+    for rec in records:
+        if on_trial is not None:
+            on_trial(rec)
+    complete = [r for r in records if r.state == "COMPLETE"]
+    if not complete:
+        raise ValueError(
+            f"Optuna study '{study_name}': no trial completed ({len(records)} ran; "
+            "raise tune.timeout_s or tune.n_trials)"
+        )
+    sign = 1.0 if search.direction == "maximize" else -1.0
+    best = max(complete, key=lambda r: (sign * r.mean, -r.number))
+    holder = next(o for o in outcomes if o.best_number == best.number)
+    return _result(
+        best.number, records, search.fixed, holder.fold_models, holder.oof_scores, study_name
+    )
 
 
 def _better_mean(a: float, b: float, direction: str) -> bool:
@@ -358,26 +554,26 @@ def _better_mean(a: float, b: float, direction: str) -> bool:
 
 
 def _result(
-    study: optuna.Study,
+    best_number: int,
     records: list[TrialRecord],
-    fixed: dict,
-    kept: dict[int, _FoldRun],
-    n_rows: int,
+    fixed: dict[str, ParamValue],
+    fold_models: tuple[Pipeline, ...],
+    oof_scores: np.ndarray | None,
+    study_name: str | None,
 ) -> TuningResult:
-    best = study.best_trial
-    rec = next(r for r in records if r.number == best.number)
-    folds = kept.get(best.number)
-    params: dict[str, ParamValue] = {**fixed, **best.params}
+    rec = next(r for r in records if r.number == best_number)
+    best: dict[str, ParamValue] = {**fixed, **rec.params}
     if rec.best_iterations:  # refit without early stopping, with the trees the folds needed
-        params["n_estimators"] = int(np.ceil(np.mean(rec.best_iterations)))
+        best["n_estimators"] = int(np.ceil(np.mean(rec.best_iterations)))
     return TuningResult(
-        params,
+        best,
         rec.mean,
         float(np.std(rec.fold_scores)),
         rec.fold_scores,
         tuple(sorted(records, key=lambda r: r.number)),
-        tuple(folds.models) if folds else (),
-        folds.oof_scores(n_rows) if folds else None,
+        fold_models,
+        oof_scores,
+        study_name,
     )
 
 
