@@ -492,7 +492,7 @@ class ModelCard:
         if self.task == "classification":
             body = (
                 f"Brier score on the holdout: {self.brier:.4f} (lower is better; the calibration "
-                "curve is `insights/calibration.png` of the run)"
+                "curve is `plots/calibration.png` of the run)"
                 if self.brier is not None
                 else "_calibration not computed in this run_"
             )
@@ -545,6 +545,7 @@ def _short(value: object) -> str:
 
 
 def _table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(c.replace("|", "\\|") for c in r) + " |" for r in rows]
-    return "\n".join(lines)
+    def row(cells: list[str]) -> str:
+        return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
+
+    return "\n".join([row(header), "|" + "---|" * len(header), *map(row, rows)])

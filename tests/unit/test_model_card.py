@@ -95,7 +95,8 @@ def test_every_section_is_rendered_with_its_figures() -> None:
     assert "2013-01..2013-03 (3 batches); 90000 labelled rows" in text
     assert "CV roc_auc: 0.7810 ± 0.0032 (5-fold stratified; 10 trials, 7 pruned)" in text
     assert "| roc_auc | 0.7500 |" in text
-    assert "| sched_dep_time | 0.0500 | 0.0040 |" in text and "num__sched_dep_time" in text
+    assert "| sched_dep_time | 0.0500 | 0.0040 |" in text
+    assert "| feature | mean \\|SHAP\\| |\n|---|---|\n| num__sched_dep_time | 0.3100 |" in text
     assert "Brier score on the holdout: 0.1400" in text
     assert "2013-05 vs 2013-01..2013-03: no dataset drift (1/16 columns drifted: temp)" in text
     assert "Rank flights for attention." in text and "- NYC 2013 only." in text
