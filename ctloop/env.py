@@ -1,5 +1,6 @@
 """Process environment every ctloop entry point sets before heavy imports: telemetry off, and a
-temporary Prefect server given time to start on a small machine (its first start migrates)."""
+temporary Prefect server given time to start on a small machine (its first start migrates), and
+OpenMP threads that do not busy-wait."""
 
 from __future__ import annotations
 
@@ -12,6 +13,10 @@ ENV_DEFAULTS = {
     "DVC_NO_ANALYTICS": "1",
     "GX_ANALYTICS_ENABLED": "false",
     "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
+    # OpenMP threads (XGBoost) sleep instead of spinning while they wait: on a busy or
+    # oversubscribed machine spinning cost 2-3x the CPU and up to 9x the wall time of a fit
+    # (benchmarks/scale.py); read when libgomp loads, so it must be set before xgboost is imported
+    "OMP_WAIT_POLICY": "PASSIVE",
 }
 
 

@@ -100,10 +100,14 @@ def run_ingest(project: Project) -> IngestResult:
     cfg = project.params.data
     for path in recovery.clean_stale_temp_files(project.path("batches")):
         print(f"removed {path.name}: left by an interrupted batch write")
-    prepared = data.prepare(
-        data.load_source(cfg.source, project.root, cfg.max_file_mb), cfg, origin=cfg.source
+    # dropped columns are never read; the raw and prepared frames are freed once used
+    skip = data.unused_columns(cfg)
+    batches = data.split_batches(
+        data.prepare(
+            data.load_source(cfg.source, project.root, cfg.max_file_mb, skip), cfg, cfg.source
+        ),
+        cfg,
     )
-    batches = data.split_batches(prepared, cfg)
     names = data.select_periods(list(batches), None, cfg.ingest_until)
     writes = []
     for n in names:

@@ -169,7 +169,7 @@ def tune_and_fit(
         y,
         storage=plan.storage,
         study_name=_study_name(params) if plan.storage else None,
-        runner=_submit_trials(plan) if plan.parallel else None,
+        runner=trial_runner(plan) if plan.parallel else None,
         fit_threads=plan.fit_threads,
     )
     return tuning, training.fit_final(params, schema, tuning.best_params, X, y)
@@ -197,7 +197,7 @@ def task_runner(plan: parallel.ParallelPlan, api_url: str | None = None) -> Task
     raise ValueError(f"parallel.runner: no task runner for '{plan.runner}'")
 
 
-def _submit_trials(plan: parallel.ParallelPlan) -> training.TrialRunner:
+def trial_runner(plan: parallel.ParallelPlan) -> training.TrialRunner:
     """Each trial is a `run-trials` task run submitted to the plan's task runner. A local Dask
     cluster's workers report to this process's API, even a temporary server (else each worker
     would start its own)."""

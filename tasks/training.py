@@ -7,7 +7,8 @@ XGBoost early-stops on each fold's validation part; Optuna prunes a trial after 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -396,6 +397,7 @@ class TrialJob:
     fit_threads: int  # n_jobs of each fit: the cores are shared with the other workers
     deadline: float | None = None  # epoch seconds: no trial starts after it (tune.timeout_s)
     n_trials: int = 1
+    point: dict[str, ParamValue] | None = None  # tried instead of a sampled point (first trial)
 
 
 @dataclass(frozen=True)
@@ -428,19 +430,25 @@ def run_trials(job: TrialJob) -> TrialsOutcome:
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     search = _Search.of(job.params, job.X, job.y)
-    study = optuna.load_study(
-        study_name=job.study_name,
-        storage=open_storage(job.storage),
-        sampler=optuna.samplers.TPESampler(seed=job.params.seed + job.index, constant_liar=True),
-        pruner=_pruner(job.params),
-    )
+    storage = open_storage(job.storage)
+    tpe = optuna.samplers.TPESampler(seed=job.params.seed + job.index, constant_liar=True)
     records: list[TrialRecord] = []
     kept: dict[int, _FoldRun] = {}
     fixed = with_fit_threads(search.family, search.fixed, job.fit_threads)
     objective = _objective(search, job.schema, job.X, job.y, fixed, records, kept)
-    for _ in range(job.n_trials):
+    for i in range(job.n_trials):
         if job.deadline is not None and time.time() >= job.deadline:
             break
+        # a job's own point goes through its own sampler, not the study's shared queue: popping
+        # an enqueued trial is not atomic on SQLite (two workers could take the same one)
+        sampler: optuna.samplers.BaseSampler = tpe
+        if i == 0 and job.point is not None:
+            with warnings.catch_warnings():  # "experimental" since Optuna 2.4, still there in 5
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                sampler = optuna.samplers.PartialFixedSampler(dict(job.point), tpe)
+        study = optuna.load_study(
+            study_name=job.study_name, storage=storage, sampler=sampler, pruner=_pruner(job.params)
+        )
         study.optimize(objective, n_trials=1, gc_after_trial=False)
     number, folds = next(iter(kept.items()), (None, None))
     return TrialsOutcome(
@@ -462,18 +470,20 @@ def tune(
     study_name: str | None = None,
     runner: TrialRunner | None = None,
     fit_threads: int = 1,
+    enqueue: Sequence[dict[str, ParamValue]] = (),
 ) -> TuningResult:
     """Seeded TPE search over params.yaml's space with per-fold median pruning.
 
     Without `runner` the trials run here one after another (deterministic; the study is in
     memory, or in `storage` under `study_name`). With a runner, each trial is a `TrialJob` of
     one study in `storage` and the runner spreads them over its workers: the trial order then
-    depends on timing, so TPE and the pruner see a different history run to run."""
+    depends on timing, so TPE and the pruner see a different history run to run. `enqueue`:
+    points tried first, in order (e.g. the same trials for every runner in a benchmark)."""
     if runner is not None:
         if storage is None or study_name is None:
             raise ValueError("parallel tuning needs an RDB storage URL and a study name")
         return _tune_parallel(
-            params, schema, X, y, on_trial, storage, study_name, runner, fit_threads
+            params, schema, X, y, on_trial, storage, study_name, runner, fit_threads, enqueue
         )
     import optuna
 
@@ -486,6 +496,8 @@ def tune(
         storage=open_storage(storage) if storage else None,
         study_name=study_name,
     )
+    for point in enqueue:
+        study.enqueue_trial(dict(point))
     records: list[TrialRecord] = []
     kept: dict[int, _FoldRun] = {}  # the best complete trial's folds (models, out-of-fold scores)
     study.optimize(
@@ -516,6 +528,7 @@ def _tune_parallel(
     study_name: str,
     runner: TrialRunner,
     fit_threads: int,
+    enqueue: Sequence[dict[str, ParamValue]],
 ) -> TuningResult:
     """Create the shared study, hand one job per trial to the runner, keep the best trial."""
     import optuna
@@ -526,8 +539,20 @@ def _tune_parallel(
     )
     timeout = params.tune.timeout_s
     deadline = time.time() + timeout if timeout is not None else None
+    points = list(enqueue)
     jobs = [
-        TrialJob(params, schema, X, y, study_name, storage, i, fit_threads, deadline)
+        TrialJob(
+            params,
+            schema,
+            X,
+            y,
+            study_name,
+            storage,
+            i,
+            fit_threads,
+            deadline,
+            point=points[i] if i < len(points) else None,
+        )
         for i in range(params.tune.n_trials)
     ]
     outcomes = runner(jobs)

@@ -70,6 +70,31 @@ def test_batches_are_time_ordered_periods() -> None:
     assert next(iter(weekly)) == "2012-12-31"  # Monday starting the week of 2013-01-02
 
 
+def test_period_labels_per_distinct_time_keep_missing_times() -> None:
+    times = pd.Series(pd.to_datetime(["2013-01-31", None, "2013-02-01", "2013-01-31"]), name="t")
+    labels = data.period_labels(times, "month")
+    assert labels.tolist()[::2] == ["2013-01", "2013-02"] and labels.tolist()[3] == "2013-01"
+    assert pd.isna(labels.iloc[1]) and labels.name == "t"
+    assert data.period_labels(times, "week").iloc[0] == "2013-01-28"
+    assert data.period_labels(times, "quarter").iloc[2] == "2013Q1"
+    df = pd.DataFrame({"when": times, "late": [0.0, 1.0, 1.0, 0.0], "n": [1, 2, 3, 4]})
+    batches = data.split_batches(df, _cfg(derive_target=None))
+    assert {k: v["n"].tolist() for k, v in batches.items()} == {"2013-01": [1, 4], "2013-02": [3]}
+
+
+def test_source_files_are_read_without_unused_columns(tmp_path: Path) -> None:
+    raw = _raw().assign(tail=["a", "b", "c", "d"])
+    raw.to_parquet(tmp_path / "s.parquet")
+    raw.to_csv(tmp_path / "s.csv", index=False)
+    cfg = _cfg(drop_columns=["delay", "tail"])
+    skip = data.unused_columns(cfg)
+    assert skip == {"tail"}  # the target's source column `delay` is still read
+    for name in ("s.parquet", "s.csv"):
+        loaded = data.load_source(name, tmp_path, skip=skip)
+        assert list(loaded.columns) == ["when", "delay", "carrier", "distance"]
+        pd.testing.assert_frame_equal(data.prepare(loaded, cfg), data.prepare(raw, cfg))
+
+
 def test_batches_without_time_column_are_row_blocks() -> None:
     df = pd.DataFrame({"x": range(5), "late": [0, 1, 0, 1, 0]})
     batches = data.split_batches(df, _cfg(time_column=None, derive_target=None, rows_per_batch=2))

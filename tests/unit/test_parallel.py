@@ -120,6 +120,12 @@ def test_threads_share_one_study_and_keep_the_best_trials_folds(tmp_path: Path) 
     X, y = _frame(600)
     params = _tuning_params(4, pruning=True)
     storage = f"sqlite:///{tmp_path / 'sub' / 'optuna.db'}"
+    points = [  # tried first, by two different jobs
+        {"max_depth": 3, "learning_rate": 0.1, "min_child_weight": 2.0, "subsample": 0.8,
+         "colsample_bytree": 0.9, "reg_lambda": 1.0},
+        {"max_depth": 5, "learning_rate": 0.2, "min_child_weight": 1.0, "subsample": 0.7,
+         "colsample_bytree": 0.6, "reg_lambda": 3.0},
+    ]  # fmt: skip
     result = training.tune(
         params,
         SCHEMA,
@@ -129,6 +135,7 @@ def test_threads_share_one_study_and_keep_the_best_trials_folds(tmp_path: Path) 
         study_name="s1",
         runner=parallel.thread_runner(2),
         fit_threads=3,
+        enqueue=points,
     )
     study = optuna.load_study(study_name="s1", storage=storage)
     assert len(study.trials) == 4 == len(result.trials)
@@ -137,6 +144,8 @@ def test_threads_share_one_study_and_keep_the_best_trials_folds(tmp_path: Path) 
         t.number: t.state for t in result.trials
     }
     assert result.study_name == "s1"
+    tried = [t.params for t in result.trials]
+    assert all(p in tried for p in points) and len({str(p) for p in tried}) == 4
     best = max((t for t in result.trials if t.state == "COMPLETE"), key=lambda t: t.mean)
     assert result.cv_mean == pytest.approx(best.mean) == pytest.approx(study.best_value)
     assert result.best_params["n_jobs"] == 1  # the refit gets the configured n_jobs back
