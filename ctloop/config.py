@@ -202,10 +202,10 @@ class SlicesConfig(_Strict):
 class InsightsConfig(_Strict):
     """Explainability and uncertainty reports of each trained version."""
 
-    permutation_repeats: Annotated[int, Field(ge=1)] = 5
-    sample_rows: Annotated[int, Field(ge=100)] | None = 10000  # holdout rows for importance/SHAP
+    permutation_repeats: Annotated[int, Field(ge=1)] = 3
+    sample_rows: Annotated[int, Field(ge=100)] | None = 5000  # holdout rows for importance/SHAP
     shap: bool = True  # TreeSHAP for tree models
-    shap_rows: Annotated[int, Field(ge=10)] = 1000  # rows of that sample explained by TreeSHAP
+    shap_rows: Annotated[int, Field(ge=10)] = 200  # rows of that sample explained by TreeSHAP
     top_features: Annotated[int, Field(ge=1)] = 10
     learning_curve: list[Annotated[float, Field(gt=0, le=1)]] = Field(
         default_factory=lambda: [0.1, 0.25, 0.5, 1.0]

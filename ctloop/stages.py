@@ -20,6 +20,11 @@ def _model_file(project: Project) -> Path:
     return project.path("models") / "model.joblib"
 
 
+def _tuning_file(project: Project) -> Path:
+    """The whole tuning result: trials, the best trial's fold models, out-of-fold scores."""
+    return project.path("models") / "tuning.joblib"
+
+
 def ingest(project: Project) -> None:
     result = pipeline.run_ingest(project)
     print(f"ingest: {len(result.written)} written, {len(result.unchanged)} unchanged")
@@ -62,6 +67,7 @@ def train(project: Project) -> None:
     tracking.finish_run(run_id)
     _model_file(project).parent.mkdir(parents=True, exist_ok=True)
     joblib.dump(model, _model_file(project))
+    joblib.dump(tuning, _tuning_file(project))
     pipeline.write_json(
         _train_record(project),
         {
@@ -79,15 +85,32 @@ def evaluate(project: Project) -> None:
 
     window = pipeline.current_window(project)
     record = json.loads(_train_record(project).read_text())
-    tuning = training.TuningResult(
-        record["best_params"], record["cv_mean"], record["cv_std"], tuple(record["fold_scores"])
-    )
+    tuning: training.TuningResult = joblib.load(_tuning_file(project))
     model = joblib.load(_model_file(project))
+    train_data = pipeline.training_data(project, pipeline.load_batches(project, window.train))
     holdout = pipeline.training_data(project, pipeline.load_batches(project, window.holdout))
-    evaluation = pipeline.evaluate_holdout(project, record["run_id"], model, holdout, tuning)
-    decision = pipeline.register_and_promote(
-        project, record["run_id"], model, holdout, evaluation, window
+    run_id = record["run_id"]
+    evaluation = pipeline.evaluate_holdout(project, run_id, model, holdout, tuning)
+    insights = pipeline.explain_model(project, run_id, model, train_data, holdout, tuning)
+    gate = pipeline.register_challenger(project, run_id, model, holdout, evaluation, window)
+    answer = pipeline.no_reviewer(project, gate)  # a DVC stage cannot pause for a reviewer
+    decision = pipeline.apply_promotion(project, run_id, gate, answer)
+    pipeline.importance_over_versions(project, run_id)
+    card = pipeline.build_model_card(
+        project,
+        run_id,
+        window,
+        versioning.data_version(project.root, project.params.paths.batches) or "unversioned",
+        train_data,
+        holdout,
+        tuning,
+        evaluation,
+        decision,
+        answer,
+        insights=insights,
+        drift_note="measured by the drift stage, after this one (reports/drift/)",
     )
+    pipeline.publish_model_card(project, run_id, card)
     print(
         f"evaluate: {project.params.metric} {evaluation.metrics[project.params.metric]:.4f}; "
         f"{decision.reason}"

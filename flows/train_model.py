@@ -1,5 +1,5 @@
-"""Training flow: ingest -> validate -> version -> tune (CV) -> fit -> evaluate -> register and
-promote -> drift. Only wiring here; the work is in tasks/."""
+"""Training flow: ingest -> validate -> version -> tune (CV) -> fit -> evaluate -> explain ->
+register and gate (metric, slices) -> promote -> drift. Only wiring here; the work is in tasks/."""
 
 from __future__ import annotations
 
@@ -54,16 +54,18 @@ def train_model(
         tuning, model = t.tune_and_fit(project.params, train.X, train.y, plan)
         t.record_tuning(project, run_id, tuning)
         evaluation = t.evaluate_holdout(project, run_id, model, holdout, tuning)
+        insights = t.explain_model(project, run_id, model, train, holdout, tuning)
         decision = t.register_challenger(project, run_id, model, holdout, evaluation, window)
+        t.importance_over_versions(project, run_id)
         facts = (project, run_id, window, data_version, train, holdout, tuning, evaluation)
         draft = None
         if approval.needed(project.params.promotion.require_approval, decision):
-            draft = t.write_model_card(*facts, decision, None)  # what the reviewer reads
+            draft = t.write_model_card(*facts, decision, None, None, insights)  # for the reviewer
         answer = ask_approval(project, decision, draft)  # flow level: only a flow run can pause
         decision = t.apply_promotion(project, run_id, decision, answer)
         reference = t.drift_reference(project, window)
         drift, paths = t.report_drift(project, reference, window.current, run_id)
-        t.write_model_card(*facts, decision, answer, (reference, drift))
+        t.write_model_card(*facts, decision, answer, (reference, drift), insights)
     except BaseException:
         t.finish_run(run_id, failed=True)
         raise

@@ -63,9 +63,7 @@ class Insights:
 
     def metrics(self) -> dict[str, float]:
         """Scalar figures for the run's metrics."""
-        out: dict[str, float] = {}
-        if self.brier is not None:
-            out["holdout_brier"] = self.brier
+        out: dict[str, float] = {}  # (the Brier score is already holdout_brier)
         if self.interval is not None:
             out["interval_half_width"] = self.interval["half_width"]
             out["interval_coverage_target"] = self.interval["coverage_target"]

@@ -308,6 +308,91 @@ def evaluate_holdout(
     return Evaluation(metrics, tables)
 
 
+# --- insights --------------------------------------------------------------------------
+
+INSIGHTS_DIR = "insights"  # tables on the run: insights/<name>.csv
+IMPORTANCE_TABLE = "permutation_importance"
+
+
+def explain_model(
+    project: Project,
+    run_id: str,
+    model: Pipeline,
+    train: TrainingData,
+    holdout: TrainingData,
+    tuning: training.TuningResult,
+) -> Insights:
+    """Explainability, uncertainty and fit reports of the run's model (tasks/insights.py): tables
+    as insights/<name>.csv and figures as plots/<name>.png on the run, CSVs under reports/plots;
+    the fold models (and the conformal interval) as uncertainty/ artifacts for serving. The slice
+    table is published by the gate (register_challenger), which has the champion's figures."""
+    import time
+
+    from tasks import insights, serving
+
+    cfg = project.params
+    started, cpu = time.perf_counter(), time.process_time()
+    ins = insights.compute(cfg, train.schema, model, tuning, train.X, train.y, holdout.X, holdout.y)
+    use_experiment(project)
+    tables = {k: v for k, v in ins.tables().items() if k != "slices"}
+    figures = insights.figures(ins, cfg.insights.top_features)
+    publish_tables(project, run_id, tables, {k: figures[k] for k in tables if k in figures})
+    if tuning.fold_models:
+        half = ins.interval["half_width"] if ins.interval else None
+        if half is not None and not np.isfinite(half):
+            print(f"conformal interval: too few out-of-fold residuals for {ins.interval}")
+            half = None
+        serving.log_uncertainty_artifacts(
+            run_id, tuning.fold_models, half, cfg.insights.interval_coverage
+        )
+    cost = {
+        "insights_seconds": time.perf_counter() - started,
+        "insights_cpu_seconds": time.process_time() - cpu,  # all threads: load-independent
+    }
+    tracking.log_metrics(run_id, {**ins.metrics(), **cost}, prefix="")
+    return ins
+
+
+def publish_tables(
+    project: Project, run_id: str, tables: dict[str, pd.DataFrame], figures: dict[str, Any]
+) -> None:
+    """Each table as reports/plots/<name>.csv (dvc plots) and insights/<name>.csv on the run;
+    each figure as plots/<name>.png on the run."""
+    folder = project.path("reports") / "plots"
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, table in tables.items():
+        path = folder / f"{name}.csv"
+        table.to_csv(path, index=False)
+        tracking.log_artifact(run_id, path, INSIGHTS_DIR)
+    tracking.log_figures(run_id, figures)
+
+
+def importance_over_versions(project: Project, run_id: str) -> pd.DataFrame:
+    """Permutation importance of every registered version (its run's
+    insights/permutation_importance.csv; versions without one are left out), by version and
+    window end: plots/importance_over_versions.png and insights/ CSV on this run, and
+    reports/plots/importance_over_versions.csv."""
+    from tasks import insights
+
+    cfg = project.params
+    use_experiment(project)
+    tables = []
+    for version in registry.versions(cfg.promotion.model_name):
+        table = tracking.read_csv_artifact(version.run_id, f"{INSIGHTS_DIR}/{IMPORTANCE_TABLE}.csv")
+        if table is not None:
+            end = (version.tags.get("ctloop.holdout_batches") or "?").split(",")[-1]
+            tables.append((f"v{version.version} {end}", table))
+    history = insights.importance_history(tables)
+    figure = insights.history_figure(history, cfg.insights.top_features)
+    publish_tables(
+        project,
+        run_id,
+        {"importance_over_versions": history},
+        {"importance_over_versions": figure},
+    )
+    return history
+
+
 # --- registry --------------------------------------------------------------------------
 
 
@@ -353,8 +438,13 @@ def register_challenger(
         },
     )
     champion = registry.get_alias(name, registry.CHAMPION)
-    champion_score = _champion_score(name, champion, holdout, metric) if champion else None
-    return registry.decide(
+    champion_scores = _champion_scores(name, champion, holdout) if champion else None
+    champion_score = (
+        None
+        if champion_scores is None
+        else training.evaluate(holdout.schema.task, holdout.y, champion_scores)[metric]
+    )
+    decision = registry.decide(
         metric,
         version,
         evaluation.metrics[metric],
@@ -363,7 +453,11 @@ def register_challenger(
         cfg.greater_is_better,
         cfg.promotion.margin,
         cfg.promotion.min_score,
+        slices=compare_slices(project, model, holdout, champion_scores),
+        slice_tolerance=cfg.slices.tolerance,
     )
+    publish_slices(project, run_id, decision)
+    return decision
 
 
 def apply_promotion(
@@ -401,15 +495,49 @@ def no_reviewer(project: Project, decision: registry.PromotionDecision) -> appro
     return approval.unavailable("this step cannot pause for a reviewer; run the train-model flow")
 
 
-def _champion_score(name: str, champion: Any, holdout: TrainingData, metric: str) -> float | None:
-    """The champion's metric on the challenger's holdout; None when it cannot score this data."""
+def _champion_scores(name: str, champion: Any, holdout: TrainingData) -> np.ndarray | None:
+    """The champion's scores of the challenger's holdout; None when it cannot score this data."""
     model = registry.load_version(name, champion.version)
     try:
-        scores = training.predict_scores(model, holdout.X, holdout.schema.task)
+        return training.predict_scores(model, holdout.X, holdout.schema.task)
     except (KeyError, ValueError) as err:
         print(f"champion v{champion.version} cannot score the holdout ({err}); comparing to floor")
         return None
-    return training.evaluate(holdout.schema.task, holdout.y, scores)[metric]
+
+
+def compare_slices(
+    project: Project,
+    model: Pipeline,
+    holdout: TrainingData,
+    champion_scores: np.ndarray | None,
+) -> tuple[registry.SliceScore, ...]:
+    """Challenger (and champion) metric per value of each `slices.columns` column."""
+    from tasks import insights
+
+    cfg = project.params
+    return insights.slice_scores(
+        holdout.X,
+        holdout.y,
+        training.predict_scores(model, holdout.X, holdout.schema.task),
+        champion_scores,
+        cfg.slices.columns,
+        cfg.metric,
+        cfg.slices.min_size,
+    )
+
+
+def publish_slices(project: Project, run_id: str, decision: registry.PromotionDecision) -> None:
+    """The gate's slice table (with the champion's figures and the refused slices) as
+    insights/slices.csv and plots/slices.png on the run, and reports/plots/slices.csv."""
+    from tasks import insights
+
+    cfg = project.params
+    table = insights.slice_table(decision.slices, cfg.greater_is_better, cfg.slices.tolerance)
+    if table.empty:
+        return
+    publish_tables(
+        project, run_id, {"slices": table}, {"slices": insights.slices_figure(table, cfg.metric)}
+    )
 
 
 # --- drift -----------------------------------------------------------------------------

@@ -248,6 +248,29 @@ def evaluate_holdout(
     return pipeline.evaluate_holdout(project, run_id, model, holdout, tuning)
 
 
+@task(name="explain-model", cache_policy=NO_CACHE)
+def explain_model(
+    project: Project,
+    run_id: str,
+    model: Pipeline,
+    train: pipeline.TrainingData,
+    holdout: pipeline.TrainingData,
+    tuning: training.TuningResult,
+) -> Insights:
+    """Importance, SHAP, calibration or intervals, train vs validation, learning curve."""
+    ins = pipeline.explain_model(project, run_id, model, train, holdout, tuning)
+    top = ", ".join(ins.importance["feature"].head(5))
+    cost = ", ".join(f"{k} {v:.1f}s" for k, v in ins.seconds.items())
+    print(f"insights: top features by permutation importance: {top} ({cost})")
+    return ins
+
+
+@task(name="importance-over-versions", **IO)
+def importance_over_versions(project: Project, run_id: str) -> None:
+    history = pipeline.importance_over_versions(project, run_id)
+    print(f"importance over versions: {history['point'].nunique()} version(s) with importance")
+
+
 @task(name="register-challenger", cache_policy=NO_CACHE)
 def register_challenger(
     project: Project,

@@ -178,6 +178,14 @@ def get_alias(name: str, alias: str) -> ModelVersion | None:
         raise
 
 
+def versions(name: str) -> list[ModelVersion]:
+    """Every version of the registered model, oldest first (none when it does not exist)."""
+    from mlflow import MlflowClient
+
+    found = MlflowClient().search_model_versions(f"name = '{name}'")
+    return sorted(found, key=lambda v: int(v.version))
+
+
 def load_version(name: str, version: str) -> Pipeline:
     """Load a registered scikit-learn pipeline.
 

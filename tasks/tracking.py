@@ -161,9 +161,10 @@ def log_dataset(
 
 
 def log_tuning(run_id: str, tuning: TuningResult, metric: str) -> None:
-    """Best parameters, CV mean and std, per-fold scores of the best trial."""
+    """Best parameters, CV mean and std, per-fold scores of the best trial; the Optuna study
+    (tag `ctloop.optuna_study`) when it lives in tune.storage."""
     from mlflow import MlflowClient
-    from mlflow.entities import Metric, Param
+    from mlflow.entities import Metric, Param, RunTag
 
     ts = int(pd.Timestamp.now().timestamp() * 1000)
     metrics = [
@@ -174,7 +175,8 @@ def log_tuning(run_id: str, tuning: TuningResult, metric: str) -> None:
     ]
     metrics += [Metric(f"cv_fold_{metric}", s, ts, i) for i, s in enumerate(tuning.fold_scores)]
     params = [Param(k, str(v)) for k, v in tuning.best_params.items()]
-    MlflowClient().log_batch(run_id, metrics=metrics, params=params)
+    tags = [RunTag("ctloop.optuna_study", tuning.study_name)] if tuning.study_name else []
+    MlflowClient().log_batch(run_id, metrics=metrics, params=params, tags=tags)
 
 
 def log_metrics(run_id: str, metrics: dict[str, float], prefix: str) -> None:
@@ -241,6 +243,20 @@ def log_artifact(run_id: str, path: Path, folder: str) -> None:
     from mlflow import MlflowClient
 
     MlflowClient().log_artifact(run_id, str(path), folder)
+
+
+def read_csv_artifact(run_id: str, path: str) -> pd.DataFrame | None:
+    """A CSV artifact of a run as a table; None when the run has no such artifact."""
+    import tempfile
+
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    folder = path.rsplit("/", 1)[0] if "/" in path else None
+    if path not in {a.path for a in client.list_artifacts(run_id, folder)}:
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        return pd.read_csv(client.download_artifacts(run_id, path, tmp))
 
 
 def log_model(

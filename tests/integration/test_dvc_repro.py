@@ -37,10 +37,18 @@ def test_dvc_repro_runs_every_stage_then_is_a_no_op(small_project: Project) -> N
     metrics = json.loads((p.path("reports") / "metrics.json").read_text())
     assert 0.5 < metrics["holdout"]["roc_auc"] <= 1.0
     assert (p.path("reports") / "plots" / "roc.csv").is_file()
+    for name in ("permutation_importance", "learning_curve", "slices", "importance_over_versions"):
+        assert (p.path("reports") / "plots" / f"{name}.csv").is_file(), name  # explain + gate
+    assert (p.path("models") / "tuning.joblib").is_file()  # fold models for the evaluate stage
     assert (p.path("reports") / "drift" / "drift-2013-04.html").is_file()
     assert versioning.data_version(p.root, p.params.paths.batches)
     tracking.use_store(p.tracking_uri)
-    assert registry.get_alias("ctloop-test", registry.CHAMPION) is not None
+    champion = registry.get_alias("ctloop-test", registry.CHAMPION)
+    assert champion is not None
+    card = (p.path("reports") / "model_card.md").read_text()  # the same card as the flow's
+    assert card.startswith("# Model card: ctloop-test v1")
+    assert champion.description.startswith(card[:200]) and len(champion.description) <= 5000
+    assert "measured by the drift stage, after this one" in card
 
     second = _dvc(p.root, "repro")
     assert second.returncode == 0, second.stderr

@@ -59,6 +59,7 @@ def test_flow_trains_tracks_registers_promotes_and_reports_drift(small_project: 
     assert len(trials) == 3
     plots = {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
     assert {"plots/roc.png", "plots/importance.png", "plots/folds.png"} <= plots
+    _assert_insights_logged(p, client, run.info.run_id)
 
     # registry: first model clears the floor and becomes champion, decision recorded
     assert summary.promoted and summary.model_version == "1"
@@ -128,6 +129,78 @@ def test_rerun_is_idempotent_cached_and_gates_an_equal_challenger(small_project:
     _client(p)
     assert str(registry.get_alias("ctloop-test", registry.CHAMPION).version) == "1"
     assert str(registry.get_alias("ctloop-test", registry.CHALLENGER).version) == "2"
+    _assert_slice_regression_refused(p)
+
+
+INSIGHTS = (
+    "permutation_importance",
+    "shap_importance",
+    "calibration",
+    "train_vs_validation",
+    "learning_curve",
+    "slices",
+    "importance_over_versions",
+)
+
+
+def _assert_insights_logged(p: Project, client: MlflowClient, run_id: str) -> None:
+    """Tables, figures and uncertainty artifacts of explain-model and the gate, on the run and
+    under reports/plots."""
+    tables = {a.path for a in client.list_artifacts(run_id, "insights")}
+    figures = {a.path for a in client.list_artifacts(run_id, "plots")}
+    assert {f"insights/{n}.csv" for n in INSIGHTS} <= tables
+    assert {f"plots/{n}.png" for n in INSIGHTS} <= figures
+    assert {a.path for a in client.list_artifacts(run_id, "uncertainty")} == {
+        "uncertainty/fold_models.joblib"  # classification: no conformal interval
+    }
+    assert all((p.path("reports") / "plots" / f"{n}.csv").is_file() for n in INSIGHTS)
+    slices = pd.read_csv(p.path("reports") / "plots" / "slices.csv")
+    assert set(slices["column"]) == {"carrier", "origin"} and slices["gated"].any()
+    history = pd.read_csv(p.path("reports") / "plots" / "importance_over_versions.csv")
+    assert set(history["point"]) == {"v1 2013-03"}
+    assert "insights_seconds" in client.get_run(run_id).data.metrics
+
+
+class _LeakyModel:
+    """Knows the holdout's labels except on one origin airport, where it says 0.5: better than
+    any real model overall, useless on that slice."""
+
+    def __init__(self, X: pd.DataFrame, y: pd.Series, origin: str) -> None:
+        self.labels = dict(zip(self._keys(X), y.astype(float), strict=True))
+        self.origin = origin
+
+    @staticmethod
+    def _keys(X: pd.DataFrame) -> list[str]:
+        return X.astype(str).agg("|".join, axis=1).tolist()
+
+    def predict_proba(self, X: pd.DataFrame) -> Any:
+        import numpy as np
+
+        p = np.array([self.labels.get(k, 0.5) for k in self._keys(X)])
+        p = np.where(X["origin"].to_numpy() == self.origin, 0.5, p)
+        return np.column_stack([1 - p, p])
+
+
+def _assert_slice_regression_refused(p: Project) -> None:
+    """A challenger better overall that regresses one large slice is refused, named."""
+    from tasks import pipeline, training
+
+    window = pipeline.current_window(p)
+    holdout = pipeline.training_data(p, pipeline.load_batches(p, window.holdout))
+    model = _LeakyModel(holdout.X, holdout.y, origin="EWR")
+    scores = training.predict_scores(model, holdout.X, "classification")  # type: ignore[arg-type]
+    evaluation = pipeline.Evaluation(training.evaluate("classification", holdout.y, scores), {})
+    exp = pipeline.use_experiment(p)
+    run_id = tracking.start_parent_run(exp, "slice-regression", {})
+    decision = pipeline.register_challenger(p, run_id, model, holdout, evaluation, window)  # type: ignore[arg-type]
+    assert not decision.promote
+    assert "gain +" in decision.reason  # it beats the champion overall...
+    assert "origin=EWR (roc_auc 0.5000 vs champion" in decision.reason  # ...but not on EWR
+    assert decision.slice_regressions[0].startswith("origin=EWR")
+    slices = pd.read_csv(p.path("reports") / "plots" / "slices.csv")
+    refused = slices[slices["regression"]]
+    assert refused[["column", "value"]].values.tolist() == [["origin", "EWR"]]
+    assert slices["champion"].notna().any()
 
 
 def test_critical_failure_quarantines_batch_and_stops_before_training(

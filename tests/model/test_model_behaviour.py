@@ -87,3 +87,21 @@ def test_evening_departures_are_predicted_later_than_morning_ones(
     p_morning = training.predict_scores(fitted[1], morning, "classification").mean()
     p_evening = training.predict_scores(fitted[1], evening, "classification").mean()
     assert p_evening > p_morning + 0.03
+
+
+def test_it_relies_on_departure_time_and_its_probabilities_rank_outcomes(
+    frames: tuple, fitted: tuple
+) -> None:
+    """Explainability on real data: the time of day leads the permutation importance, and the
+    observed late share rises along the calibration curve."""
+    from tasks import insights
+
+    _, holdout, schema = frames
+    X, y = holdout[schema.features], holdout[schema.target].astype(int)
+    Xs, ys = insights.sample_rows(X, y, 2000, seed=0)
+    importance = insights.permutation_table(fitted[1], Xs, ys, "roc_auc", repeats=2, seed=0)
+    assert {"hour", "sched_dep_time"} & set(importance["feature"].head(3))
+    scores = training.predict_scores(fitted[1], X, "classification")
+    curve = insights.calibration_table(y, scores, bins=5)
+    curve = curve[curve["n"] >= 50]
+    assert curve["fraction_positive"].is_monotonic_increasing
