@@ -1,5 +1,6 @@
 """Training flow: ingest -> validate -> version -> tune (CV) -> fit -> evaluate -> explain ->
-register and gate (metric, slices) -> promote -> drift. Only wiring here; the work is in tasks/."""
+register and gate (metric, slices) -> [approval: the run pauses] -> promote -> drift -> model card.
+Only wiring here; the work is in tasks/."""
 
 from __future__ import annotations
 
