@@ -29,8 +29,10 @@ help:
 	python3.11 -m venv .tools
 	.tools/bin/python -m pip install --quiet "uv==$(UV_VERSION)"
 
+# --compile-bytecode: byte code written once at install; without it every process compiles the
+# libraries it imports (tens of seconds per flow run where PYTHONDONTWRITEBYTECODE is set).
 .venv/.synced: uv.lock pyproject.toml | $(UV)
-	$(UV) sync --frozen --python 3.11
+	$(UV) sync --frozen --python 3.11 --compile-bytecode
 	@touch $@
 
 install: .venv/.synced

@@ -60,14 +60,17 @@ def _project(params: Path) -> Project:
 
 @app.command()
 def setup(params: ParamsOpt = Path("params.yaml")) -> None:
-    """Create the project folders and the local default DVC remote."""
-    from tasks import versioning
+    """Create the project folders, the local default DVC remote and the MLflow store."""
+    from tasks import pipeline, versioning
 
     project = _project(params)
     for name in ("batches", "quarantine", "reports", "models", "mlflow_artifacts"):
         project.path(name).mkdir(parents=True, exist_ok=True)
     versioning.ensure_remote(project.root, project.path("dvc_remote"))
-    typer.echo(f"ready: {project.root} (DVC remote {project.path('dvc_remote')})")
+    store = project.tracking_uri
+    if not store.startswith(("http://", "https://")):  # a tracking server manages its own store
+        pipeline.use_experiment(project)  # schema and experiment now, not in the first run
+    typer.echo(f"ready: {project.root} (DVC remote {project.path('dvc_remote')}, MLflow {store})")
 
 
 @app.command()
