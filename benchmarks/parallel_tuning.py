@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import sys
 import tempfile
 import time
@@ -61,6 +62,7 @@ BASELINE = "serial2"
 class Outcome:
     mode: str
     seconds: float
+    cpu_seconds: float  # this process and its finished children (local Dask workers included)
     fit_threads: int
     best_cv: float
     trials: int
@@ -128,18 +130,33 @@ def draw_points(project: Project, n: int) -> list[dict[str, Any]]:
     return [training.suggest(study.ask(), space) for _ in range(n)]
 
 
-def summarise(mode: str, seconds: float, threads: int, result: training.TuningResult) -> Outcome:
+def cpu_seconds() -> float:
+    """CPU time of this process and of its children that have exited (user + system)."""
+    me, kids = (
+        resource.getrusage(resource.RUSAGE_SELF),
+        resource.getrusage(resource.RUSAGE_CHILDREN),
+    )
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def summarise(
+    mode: str, seconds: float, cpu: float, threads: int, result: training.TuningResult
+) -> Outcome:
     fits = sum(len(t.fold_scores) for t in result.trials)
-    outcome = Outcome(mode, seconds, threads, result.cv_mean, len(result.trials), fits)
-    log(NAME, f"{mode}: {seconds:.1f} s, best CV {result.cv_mean:.5f}, {fits} fits")
+    outcome = Outcome(mode, seconds, cpu, threads, result.cv_mean, len(result.trials), fits)
+    log(
+        NAME,
+        f"{mode}: {seconds:.1f} s ({cpu:.1f} CPU s), best CV {result.cv_mean:.5f}, {fits} fits",
+    )
     return outcome
 
 
 def run_serial(args: argparse.Namespace, rows: pipeline.TrainingData, points: list, n_jobs: int):
     project = build_project(args, n_jobs)
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), cpu_seconds()
     result = training.tune(project.params, rows.schema, rows.X, rows.y, enqueue=points)
-    return summarise(f"serial{n_jobs}", time.perf_counter() - started, n_jobs, result)
+    seconds = time.perf_counter() - started
+    return summarise(f"serial{n_jobs}", seconds, cpu_seconds() - cpu, n_jobs, result)
 
 
 def run_parallel(
@@ -180,8 +197,9 @@ def run_parallel(
         )
         return time.perf_counter() - started, result
 
-    seconds, result = search()
-    return summarise(mode, seconds, plan.fit_threads, result)
+    cpu = cpu_seconds()
+    seconds, result = search()  # the cluster is closed: its workers' CPU time is counted
+    return summarise(mode, seconds, cpu_seconds() - cpu, plan.fit_threads, result)
 
 
 def warm_up(rows: pipeline.TrainingData, project: Project) -> None:
@@ -197,13 +215,15 @@ def table(outcomes: list[Outcome]) -> list[str]:
     base = next(o for o in outcomes if o.mode == BASELINE)
     one = next((o for o in outcomes if o.mode == "serial1"), None)
     lines = [
-        "| mode | fit threads | wall s | vs serial2 | vs serial1 | best CV | trials | fits |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| mode | fit threads | wall s | CPU s | cores busy | vs serial2 | vs serial1 | best CV "
+        "| trials | fits |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for o in outcomes:
         vs_one = f"{one.seconds / o.seconds:.2f}x" if one else "-"
         lines.append(
-            f"| {o.mode} | {o.fit_threads} | {o.seconds:.1f} | {base.seconds / o.seconds:.2f}x | "
+            f"| {o.mode} | {o.fit_threads} | {o.seconds:.1f} | {o.cpu_seconds:.1f} | "
+            f"{o.cpu_seconds / o.seconds:.2f} | {base.seconds / o.seconds:.2f}x | "
             f"{vs_one} | {o.best_cv:.5f} | {o.trials} | {o.fits} |"
         )
     return lines
