@@ -15,10 +15,10 @@ import optuna
 import pytest
 from prefect import flow
 
-from tasks import parallel
+from tasks import parallel, training
 from tasks import prefect_tasks as t
 from tests.conftest import ROOT, free_ports
-from tests.unit.test_training import _frame, _tuning_params
+from tests.unit.test_training import SCHEMA, _frame, _tuning_params
 
 BIN = ROOT / ".venv" / "bin"
 
@@ -60,8 +60,8 @@ def test_trials_run_on_a_local_dask_cluster(tmp_path: Path) -> None:
     _search(plan, trials=4)
 
 
-@pytest.fixture
-def dask_address(tmp_path: Path) -> Iterator[str]:
+@pytest.fixture(scope="module")
+def dask_address(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A `dask scheduler` and one `dask worker` (its task runs report to the session's Prefect
     server through PREFECT_API_URL in its environment), stopped afterwards."""
     from distributed import Client
@@ -83,7 +83,7 @@ def dask_address(tmp_path: Path) -> Iterator[str]:
         procs.append(
             subprocess.Popen(
                 [str(BIN / "dask"), "worker", address, "--nworkers", "1", "--nthreads", "1",
-                 "--local-directory", str(tmp_path / "dask"), *common],
+                 "--local-directory", str(tmp_path_factory.mktemp("dask")), *common],
                 env=env,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
@@ -105,3 +105,24 @@ def dask_address(tmp_path: Path) -> Iterator[str]:
 def test_trials_run_on_an_existing_dask_cluster(tmp_path: Path, dask_address: str) -> None:
     storage = f"sqlite:///{tmp_path / 'shared' / 'optuna.db'}"  # a shared volume's stand-in
     _search(parallel.ParallelPlan("dask", 1, storage, 1, dask_address), trials=2)
+
+
+def test_the_dvc_stage_runner_uses_the_same_cluster_without_prefect(
+    tmp_path: Path, dask_address: str
+) -> None:
+    """`ctloop stage train` runs trials through a plain `distributed` client (no task runs)."""
+    X, y = _frame(600)
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    plan = parallel.ParallelPlan("dask", 1, storage, 1, dask_address)
+    with parallel.plain_runner(plan) as runner:
+        tuning = training.tune(
+            _tuning_params(2, pruning=False),
+            SCHEMA,
+            X,
+            y,
+            storage=storage,
+            study_name="stage",
+            runner=runner,
+        )
+    assert len(optuna.load_study(study_name="stage", storage=storage).trials) == 2
+    assert len(tuning.fold_models) == 3
