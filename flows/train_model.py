@@ -47,8 +47,17 @@ def train_model(
     validation = t.gate_validation(reports)
 
     train, holdout = t.load_training_data(project, window)
+    fingerprint = t.fingerprint_run(project, data_version, window, train, holdout)
+    previous = t.find_unchanged(project, fingerprint)
+    if previous is not None:  # same data, params and code as a gated version: report it
+        reference = t.drift_reference(project, window)
+        drift, paths = t.report_drift(project, reference, window.current, None)
+        api = os.environ.get("PREFECT_API_URL")
+        return _publish(t.unchanged_summary(project, previous, drift, paths["html"], api))
+    early_reference = t.drift_reference(project, window)  # the champion's data before this run
+    early_drift = t.compute_drift.submit(project, early_reference, window.current)  # overlaps
     run_id = t.start_training_run(
-        project, window, data_version, validation, train, holdout, trigger
+        project, window, data_version, validation, train, holdout, trigger, fingerprint
     )
     try:
         plan = plan_parallel(project)  # sequential, threads or Dask (params `parallel`)
@@ -65,12 +74,12 @@ def train_model(
         answer = ask_approval(project, decision, draft)  # flow level: only a flow run can pause
         decision = t.apply_promotion(project, run_id, decision, answer)
         reference = t.drift_reference(project, window)
+        early_drift.wait()  # done while the model trained: report-drift takes it from the cache
         drift, paths = t.report_drift(project, reference, window.current, run_id)
         t.write_model_card(*facts, decision, answer, (reference, drift), insights)
     except BaseException:
         t.finish_run(run_id, failed=True)
         raise
-    t.finish_run(run_id)
 
     summary = TrainingSummary(
         data_version=data_version,
@@ -96,6 +105,13 @@ def train_model(
         mlflow_run_id=run_id,
         prefect_api_url=os.environ.get("PREFECT_API_URL"),
     )
+    t.record_summary(project, run_id, summary)  # an unchanged re-run reports it
+    t.finish_run(run_id)
+    return _publish(summary)
+
+
+def _publish(summary: TrainingSummary) -> TrainingSummary:
+    """Print the summary and keep it as the flow run's artifact."""
     text = summary.render()
     create_markdown_artifact(
         f"```\n{text}\n```", key="training-summary", description="ctloop training summary"

@@ -11,7 +11,7 @@ import json
 import logging
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -268,17 +268,38 @@ def _stattest_ids() -> dict[str, str]:
 # --- outputs ---------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class DriftOutputs:
+    """A drift computation as plain data (picklable, so a cache can keep it): our summary,
+    Evidently's self-contained HTML and its snapshot JSON."""
+
+    summary: DriftSummary
+    html: str = field(repr=False)
+    snapshot_json: str = field(repr=False)
+
+
+def render_outputs(snapshot: Any, summary: DriftSummary) -> DriftOutputs:
+    """The HTML and JSON of an Evidently snapshot, with our summary."""
+    return DriftOutputs(summary, snapshot.get_html_str(as_iframe=False), snapshot.json())
+
+
 def save_drift(snapshot: Any, summary: DriftSummary, out_dir: Path, name: str) -> dict[str, Path]:
     """Write <name>.html (self-contained Evidently), <name>.json (ours), <name>.evidently.json."""
+    return write_outputs(render_outputs(snapshot, summary), out_dir, name)
+
+
+def write_outputs(outputs: DriftOutputs, out_dir: Path, name: str) -> dict[str, Path]:
+    """Write the three report files of `outputs` (each atomically); returns their paths."""
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {
         "html": out_dir / f"{name}.html",
         "summary": out_dir / f"{name}.json",
         "snapshot": out_dir / f"{name}.evidently.json",
     }
-    _atomic(paths["html"], lambda tmp: snapshot.save_html(str(tmp)))
-    _atomic(paths["summary"], lambda tmp: _write_text(tmp, json.dumps(summary.to_dict(), indent=2)))
-    _atomic(paths["snapshot"], lambda tmp: _write_text(tmp, snapshot.json()))
+    summary_json = json.dumps(outputs.summary.to_dict(), indent=2)
+    _atomic(paths["html"], lambda tmp: tmp.write_text(outputs.html, encoding="utf-8"))
+    _atomic(paths["summary"], lambda tmp: _write_text(tmp, summary_json))
+    _atomic(paths["snapshot"], lambda tmp: _write_text(tmp, outputs.snapshot_json))
     return paths
 
 

@@ -21,9 +21,10 @@ from tasks import approval, data, locks, recovery, registry, tracking, training,
 if TYPE_CHECKING:
     from sklearn.pipeline import Pipeline
 
-    from tasks.drift import DriftSummary
+    from tasks.drift import DriftOutputs, DriftSummary
     from tasks.insights import Insights
     from tasks.model_card import ModelCard
+    from tasks.summary import TrainingSummary
     from tasks.validation import ValidationReport
 
 SUITE_REFERENCE_TAG = "ctloop.train_batches"
@@ -156,18 +157,43 @@ def run_validation(
 ) -> list[ValidationReport]:
     """Validate each batch; move critical failures to quarantine; save all results as JSON
     (`results`, under the reports folder)."""
+    reports = [validate_one(project, name) for name in names]
+    record_validation(project, reports, results)
+    return reports
+
+
+def validate_one(project: Project, name: str) -> ValidationReport:
+    """The suite's verdict on one batch (reads the batch file and the suite; writes nothing)."""
     from tasks import validation
 
-    ctx, suite = project.path("expectations"), project.params.validation.suite_name
-    reports = []
-    for name in names:
-        path = data.batch_path(project.path("batches"), name)
-        report = validation.validate_batch(pd.read_parquet(path), name, path, ctx, suite)
+    path = data.batch_path(project.path("batches"), name)
+    return validation.validate_batch(
+        pd.read_parquet(path),
+        name,
+        path,
+        project.path("expectations"),
+        project.params.validation.suite_name,
+    )
+
+
+def record_validation(
+    project: Project, reports: list[ValidationReport], results: str = "validation.json"
+) -> None:
+    """Move the batches that failed a critical rule to quarantine; save every result as JSON."""
+    from tasks import validation
+
+    for report in reports:
         if not report.success:
+            path = data.batch_path(project.path("batches"), report.batch)
             validation.quarantine_batch(path, report, project.path("quarantine"))
-        reports.append(report)
     validation.save_results(reports, project.path("reports") / results)
-    return reports
+
+
+def suite_file(project: Project) -> Path:
+    """The expectation suite's JSON (what a validation reads besides the batch)."""
+    from tasks import validation
+
+    return validation.suite_file(project.path("expectations"), project.params.validation.suite_name)
 
 
 def suite_ready(project: Project) -> bool:
@@ -225,11 +251,14 @@ def start_training_run(
     train: TrainingData,
     holdout: TrainingData,
     trigger: str = "manual",
+    fingerprint: str | None = None,
 ) -> str:
-    """Open the parent MLflow run with lineage and tags; returns its id."""
+    """Open the parent MLflow run with lineage and tags (with `fingerprint`, an unchanged re-run
+    finds it: `find_unchanged`); returns its id."""
     cfg = project.params
     exp = use_experiment(project)
     tags = {
+        **({FINGERPRINT_TAG: fingerprint} if fingerprint else {}),
         "ctloop.kind": "training",
         "ctloop.trigger": trigger,
         "ctloop.git_commit": tracking.git_commit(project.root),
@@ -557,6 +586,13 @@ def run_drift(
     project: Project, reference: tuple[str, ...], current: str, run_id: str | None = None
 ) -> tuple[DriftSummary, dict[str, Path]]:
     """Drift of one batch against reference batches: HTML + JSON reports, logged to MLflow."""
+    outputs = compute_drift(project, reference, current)
+    return outputs.summary, write_drift(project, outputs, current, run_id)
+
+
+def compute_drift(project: Project, reference: tuple[str, ...], current: str) -> DriftOutputs:
+    """Evidently's drift of `current` against the reference batches (reads them; writes
+    nothing): the same batches and settings always give the same outputs."""
     from tasks import drift
 
     ref, cur = load_batches(project, reference), load_batches(project, [current])
@@ -564,9 +600,23 @@ def run_drift(
     snapshot, summary = drift.compute_drift(
         ref, cur, schema, project.params.drift, project.params.seed
     )
-    paths = drift.save_drift(
-        snapshot, summary, project.path("reports") / "drift", f"drift-{current}"
-    )
+    return drift.render_outputs(snapshot, summary)
+
+
+def drift_files(project: Project, reference: tuple[str, ...], current: str) -> list[Path]:
+    """The batch files a drift computation reads: the reference ones, then the current one."""
+    folder = project.path("batches")
+    return [data.batch_path(folder, n) for n in (*reference, current)]
+
+
+def write_drift(
+    project: Project, outputs: DriftOutputs, current: str, run_id: str | None = None
+) -> dict[str, Path]:
+    """The drift reports under reports/drift/, and on the MLflow run when one is given."""
+    from tasks import drift
+
+    summary = outputs.summary
+    paths = drift.write_outputs(outputs, project.path("reports") / "drift", f"drift-{current}")
     if run_id is not None:
         use_experiment(project)
         tracking.log_artifact(run_id, paths["html"], "drift")
@@ -576,7 +626,7 @@ def run_drift(
             {"drifted_share": summary.drifted_share, "dataset_drift": float(summary.dataset_drift)},
             "drift_",
         )
-    return summary, paths
+    return paths
 
 
 # --- model card ------------------------------------------------------------------------
@@ -671,6 +721,87 @@ def publish_model_card(project: Project, run_id: str, card: ModelCard) -> Path:
     tracking.log_text(run_id, text, "model_card.md")
     tracking.set_version_description(card.model_name, card.version, card.for_registry())
     return path
+
+
+# --- unchanged runs --------------------------------------------------------------------
+
+FINGERPRINT_TAG = "ctloop.fingerprint"
+SUMMARY_ARTIFACT = "summary.json"
+
+
+def run_fingerprint(
+    project: Project, data_version: str, window: Window, train: TrainingData, holdout: TrainingData
+) -> str:
+    """What a training run's outcome depends on: data version, window, rows, params, code
+    (tasks/fingerprint.py)."""
+    from tasks import fingerprint
+
+    return fingerprint.training_fingerprint(
+        project.params, data_version, window, (train.X, train.y), (holdout.X, holdout.y)
+    )
+
+
+@dataclass(frozen=True)
+class PreviousTraining:
+    """A finished training run with the same fingerprint, its gated version and summary."""
+
+    run_id: str
+    version: str
+    summary: TrainingSummary
+
+
+def find_unchanged(project: Project, fingerprint: str) -> PreviousTraining | None:
+    """The newest FINISHED training run tagged with `fingerprint` whose version is READY, gated
+    and not interrupted, with its summary; None when there is none (then train)."""
+    from tasks.summary import TrainingSummary
+
+    exp = use_experiment(project)
+    name = project.params.promotion.model_name
+    for run_id in tracking.finished_runs_tagged(exp, FINGERPRINT_TAG, fingerprint):
+        version = registry.gated_version_of_run(name, run_id)
+        raw = tracking.read_json_artifact(run_id, SUMMARY_ARTIFACT) if version else None
+        if version is not None and raw is not None:
+            return PreviousTraining(run_id, str(version.version), TrainingSummary.from_dict(raw))
+    return None
+
+
+def record_summary(project: Project, run_id: str, summary: TrainingSummary) -> None:
+    """Keep the run's summary on the run (an unchanged re-run reports it instead of training)."""
+    use_experiment(project)
+    tracking.log_json(run_id, summary.to_dict(), SUMMARY_ARTIFACT)
+
+
+def unchanged_summary(
+    project: Project,
+    previous: PreviousTraining,
+    drift: DriftSummary,
+    drift_report: Path,
+    prefect_api_url: str | None,
+) -> TrainingSummary:
+    """The summary of a re-run that found nothing changed: the previous run's figures, where its
+    version stands now, and the drift of the newest batch against the current champion."""
+    from dataclasses import replace
+
+    name, version = project.params.promotion.model_name, previous.version
+    champion = registry.get_alias(name, registry.CHAMPION)
+    where = (
+        f"v{version} is @champion"
+        if champion is not None and str(champion.version) == version
+        else f"champion is {'v' + str(champion.version) if champion else 'none'}; "
+        f"v{version}'s gate: {previous.summary.promotion_reason}"
+    )
+    return replace(
+        previous.summary,
+        model_version=version,
+        promoted=False,
+        unchanged=True,
+        promotion_reason=f"same data, params and code as v{version} "
+        f"(run {previous.run_id}); {where}",
+        dataset_drift=drift.dataset_drift,
+        drifted_columns=tuple(drift.drifted_columns),
+        drift_report=drift_report,
+        prefect_api_url=prefect_api_url,
+    )
 
 
 # --- files -----------------------------------------------------------------------------

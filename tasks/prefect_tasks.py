@@ -3,26 +3,29 @@ transient I/O, caching of deterministic compute, artifacts for the Prefect UI)."
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from prefect import Task, task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact
-from prefect.cache_policies import INPUTS, NO_CACHE, TASK_SOURCE
+from prefect.cache_policies import NO_CACHE, TASK_SOURCE, CacheKeyFnPolicy, CachePolicy
 from prefect.client.schemas.objects import State, TaskRun
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
 from ctloop.config import Params, Project
-from tasks import parallel, pipeline, training
+from tasks import data, fingerprint, parallel, pipeline, training
 
 if TYPE_CHECKING:
     import pandas as pd
+    from prefect.context import TaskRunContext
     from sklearn.pipeline import Pipeline
 
     from tasks.approval import Approval
-    from tasks.drift import DriftSummary
+    from tasks.drift import DriftOutputs, DriftSummary
     from tasks.insights import Insights
     from tasks.registry import PromotionDecision
+    from tasks.summary import TrainingSummary
     from tasks.validation import ValidationReport
 
 TRANSIENT = (OSError, ConnectionError, TimeoutError)
@@ -40,6 +43,33 @@ def retry_transient(task: Task[..., Any], task_run: TaskRun, state: State[Any]) 
     except Exception:
         return False
     return False
+
+
+def cached_by(key: Callable[[dict[str, Any]], str]) -> CachePolicy:
+    """Cache on `key(inputs)` (a content fingerprint of what the step reads, tasks/fingerprint.py)
+    and the task's own source: unlike INPUTS, unrelated params (the model card text, the serving
+    port) and paths do not change it, and the data counts by content."""
+
+    def cache_key(ctx: TaskRunContext, inputs: dict[str, Any]) -> str:
+        return key(inputs)
+
+    return CacheKeyFnPolicy(cache_key_fn=cache_key) + TASK_SOURCE
+
+
+def _tuning_key(inputs: dict[str, Any]) -> str:
+    return fingerprint.tuning_key(inputs["params"], inputs["X"], inputs["y"], inputs.get("plan"))
+
+
+def _validation_key(inputs: dict[str, Any]) -> str:
+    project, name = inputs["project"], inputs["name"]
+    batch = data.batch_path(project.path("batches"), name)
+    return fingerprint.validation_key(batch, name, pipeline.suite_file(project))
+
+
+def _drift_key(inputs: dict[str, Any]) -> str:
+    project, reference, current = inputs["project"], inputs["reference"], inputs["current"]
+    files = pipeline.drift_files(project, reference, current)
+    return fingerprint.drift_key(project.params, files[:-1], files[-1], current)
 
 
 IO = dict(
@@ -85,13 +115,22 @@ def build_expectations(project: Project, reference: tuple[str, ...]) -> Path:
 def validate_batches(
     project: Project, names: list[str], results: str = "validation.json"
 ) -> list[ValidationReport]:
+    """Validate each batch (`validate-batch`: cached by content, so a batch validated before
+    with the same suite and code is not validated again), quarantine failures, save results."""
     from tasks.validation import summary_markdown
 
-    reports = pipeline.run_validation(project, names, results)
+    reports = [validate_batch(project, name) for name in names]
+    pipeline.record_validation(project, reports, results)
     markdown = summary_markdown(reports)
     create_markdown_artifact(markdown, key="validation", description="Great Expectations gate")
     print(markdown)
     return reports
+
+
+@task(name="validate-batch", cache_policy=cached_by(_validation_key))
+def validate_batch(project: Project, name: str) -> ValidationReport:
+    """One batch against the suite: keyed by the batch's and the suite's bytes and the code."""
+    return pipeline.validate_one(project, name)
 
 
 @task(name="gate-validation", cache_policy=NO_CACHE)
@@ -139,13 +178,14 @@ def start_training_run(
     train: pipeline.TrainingData,
     holdout: pipeline.TrainingData,
     trigger: str = "manual",
+    fingerprint: str | None = None,
 ) -> str:
     return pipeline.start_training_run(
-        project, window, data_version, validation, train, holdout, trigger
+        project, window, data_version, validation, train, holdout, trigger, fingerprint
     )
 
 
-@task(name="tune-and-fit", cache_policy=INPUTS + TASK_SOURCE)
+@task(name="tune-and-fit", cache_policy=cached_by(_tuning_key))
 def tune_and_fit(
     params: Params, X: pd.DataFrame, y: pd.Series, plan: parallel.ParallelPlan | None = None
 ) -> tuple[training.TuningResult, Pipeline]:
@@ -298,13 +338,21 @@ def apply_promotion(
     return decision
 
 
+@task(name="compute-drift", cache_policy=cached_by(_drift_key))
+def compute_drift(project: Project, reference: tuple[str, ...], current: str) -> DriftOutputs:
+    """Evidently's drift, keyed by both sides' bytes and the drift settings: the flow submits it
+    while the model trains, and an unchanged re-run takes it from the cache."""
+    return pipeline.compute_drift(project, reference, current)
+
+
 @task(name="report-drift", cache_policy=NO_CACHE)
 def report_drift(
     project: Project, reference: tuple[str, ...], current: str, run_id: str | None
 ) -> tuple[DriftSummary, dict[str, Path]]:
     from tasks.drift import drift_markdown
 
-    summary, paths = pipeline.run_drift(project, reference, current, run_id)
+    outputs = compute_drift(project, reference, current)
+    summary, paths = outputs.summary, pipeline.write_drift(project, outputs, current, run_id)
     create_markdown_artifact(
         drift_markdown(summary, f"Drift of {current}"),
         key="drift",
@@ -367,3 +415,42 @@ def finish_run(run_id: str, failed: bool = False) -> None:
     from tasks import tracking
 
     tracking.finish_run(run_id, failed)
+
+
+@task(name="fingerprint-run", cache_policy=NO_CACHE)
+def fingerprint_run(
+    project: Project,
+    data_version: str,
+    window: pipeline.Window,
+    train: pipeline.TrainingData,
+    holdout: pipeline.TrainingData,
+) -> str:
+    return pipeline.run_fingerprint(project, data_version, window, train, holdout)
+
+
+@task(name="find-unchanged", **IO)
+def find_unchanged(project: Project, fingerprint: str) -> pipeline.PreviousTraining | None:
+    """A finished training of the same data, params and code: nothing to train or register."""
+    previous = pipeline.find_unchanged(project, fingerprint)
+    if previous is not None:
+        print(
+            f"unchanged: same data, params and code as v{previous.version} "
+            f"(MLflow run {previous.run_id}): nothing to train or register"
+        )
+    return previous
+
+
+@task(name="unchanged-summary", **IO)
+def unchanged_summary(
+    project: Project,
+    previous: pipeline.PreviousTraining,
+    drift: DriftSummary,
+    drift_report: Path,
+    prefect_api_url: str | None,
+) -> TrainingSummary:
+    return pipeline.unchanged_summary(project, previous, drift, drift_report, prefect_api_url)
+
+
+@task(name="record-summary", **IO)
+def record_summary(project: Project, run_id: str, summary: TrainingSummary) -> None:
+    pipeline.record_summary(project, run_id, summary)

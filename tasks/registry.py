@@ -186,6 +186,21 @@ def versions(name: str) -> list[ModelVersion]:
     return sorted(found, key=lambda v: int(v.version))
 
 
+def gated_version_of_run(name: str, run_id: str) -> ModelVersion | None:
+    """The version `run_id` registered, if it is READY, went through the gate (its decision is
+    tagged) and was not left by an interrupted run; else None."""
+    from mlflow import MlflowClient
+
+    from tasks.recovery import VERSION_TAG as INTERRUPTED
+
+    found = MlflowClient().search_model_versions(f"name = '{name}' and run_id = '{run_id}'")
+    for version in sorted(found, key=lambda v: -int(v.version)):
+        tags = version.tags or {}
+        if version.status == "READY" and "promotion.promote" in tags and INTERRUPTED not in tags:
+            return version
+    return None
+
+
 def load_version(name: str, version: str) -> Pipeline:
     """Load a registered scikit-learn pipeline.
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,21 @@ class TrainingSummary:
     tracking_uri: str
     mlflow_run_id: str
     prefect_api_url: str | None = None  # PREFECT_API_URL of a running server, if any
+    unchanged: bool = False  # same data, params and code as model_version: nothing trained
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON types (paths as strings): kept on the run as summary.json."""
+        return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> TrainingSummary:
+        """Inverse of to_dict (keys this version does not know are ignored)."""
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in raw.items() if k in known}
+        for key in ("drift_report", "validation_report"):
+            values[key] = Path(values[key])
+        values["drifted_columns"] = tuple(values["drifted_columns"])
+        return cls(**values)
 
     def render(self) -> str:
         params = ", ".join(f"{k}={_short(v)}" for k, v in self.best_params.items())
@@ -44,8 +60,7 @@ class TrainingSummary:
                 f"({self.n_trials} trials, {self.n_pruned} pruned)",
                 f"  {'holdout ' + self.metric:<17}: {self.holdout_score:.4f} "
                 f"(batch {self.holdout_batches})",
-                f"  promotion        : v{self.model_version} "
-                f"{'PROMOTED to @champion' if self.promoted else 'not promoted'} - "
+                f"  promotion        : v{self.model_version} {self._verdict()} - "
                 f"{self.promotion_reason}",
                 f"  drift            : {self.drift_batch}: dataset drift "
                 f"{'YES' if self.dataset_drift else 'no'}; drifted columns: {drifted}",
@@ -55,6 +70,11 @@ class TrainingSummary:
                 f"  Prefect UI : {self._prefect_ui()}",
             ]
         )
+
+    def _verdict(self) -> str:
+        if self.unchanged:
+            return "UNCHANGED (nothing trained or registered)"
+        return "PROMOTED to @champion" if self.promoted else "not promoted"
 
     def _mlflow_ui(self) -> str:
         if self.tracking_uri.startswith(("http://", "https://")):

@@ -245,6 +245,41 @@ def log_artifact(run_id: str, path: Path, folder: str) -> None:
     MlflowClient().log_artifact(run_id, str(path), folder)
 
 
+def log_json(run_id: str, payload: dict[str, Any], path: str) -> None:
+    """A JSON document as an artifact of the run (e.g. summary.json)."""
+    from mlflow import MlflowClient
+
+    MlflowClient().log_dict(run_id, payload, path)
+
+
+def read_json_artifact(run_id: str, path: str) -> dict[str, Any] | None:
+    """A JSON artifact of a run; None when the run has no such artifact."""
+    import json
+    import tempfile
+
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    folder = path.rsplit("/", 1)[0] if "/" in path else None
+    if path not in {a.path for a in client.list_artifacts(run_id, folder)}:
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        return json.loads(Path(client.download_artifacts(run_id, path, tmp)).read_text())
+
+
+def finished_runs_tagged(experiment_id: str, key: str, value: str, limit: int = 5) -> list[str]:
+    """Ids of the experiment's FINISHED runs with tag `key` = `value`, newest first."""
+    from mlflow import MlflowClient
+
+    runs = MlflowClient().search_runs(
+        [experiment_id],
+        f"tags.`{key}` = '{value}' and attributes.status = 'FINISHED'",
+        order_by=["attributes.start_time DESC"],
+        max_results=limit,
+    )
+    return [r.info.run_id for r in runs]
+
+
 def read_csv_artifact(run_id: str, path: str) -> pd.DataFrame | None:
     """A CSV artifact of a run as a table; None when the run has no such artifact."""
     import tempfile

@@ -386,6 +386,11 @@ def _suite_path(context_root: Path, suite_name: str) -> Path:
     return Path(context_root) / GX_DIR / "expectations" / f"{suite_name}.json"
 
 
+def suite_file(context_root: Path, suite_name: str) -> Path:
+    """The suite's JSON file in the file-backed context (it may not exist yet)."""
+    return _suite_path(context_root, suite_name)
+
+
 def save_suite(context_root: Path, suite: ExpectationSuite) -> Path:
     """Store the suite in the file context, replacing one of the same name; returns its JSON."""
     with _LOCK:

@@ -16,6 +16,7 @@ from typing import Any
 
 import pandas as pd
 import pytest
+import yaml
 from mlflow import MlflowClient
 from mlflow.entities import Run
 from typer.testing import CliRunner
@@ -148,6 +149,12 @@ def _train_here(project: Project) -> TrainingSummary:
 def _first_champion(project: Project) -> None:
     summary = _train_here(project)
     assert summary.promoted and summary.model_version == "1"
+    # the next runs must train again to reach their kill point: the same model (margin 0 still
+    # promotes it), but a different run (an unchanged re-run would only report v1)
+    path = project.root / "params.yaml"
+    raw = yaml.safe_load(path.read_text())
+    raw["model_card"]["intended_use"] = "crash tests: the same model trained again"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
 
 
 def _version_tags(project: Project, version: str) -> dict[str, Any]:

@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 from typing import Any
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import pandas as pd
 import pytest
+import yaml
 from mlflow import MlflowClient
 from prefect import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
@@ -104,31 +105,57 @@ def _artifact(key: str) -> Any:
     return found[0] if found else None
 
 
-def _task_states(flow_run_id: UUID) -> dict[str, str]:
-    """Task name -> state name of one flow run, from the Prefect API."""
+def _task_runs(flow_run_id: UUID) -> list[tuple[str, str]]:
+    """(task name, state name) of every task run of one flow run, from the Prefect API."""
     with get_client(sync_client=True) as client:
         runs = client.read_task_runs(
             flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
         )
-    return {run.name.rsplit("-", 1)[0]: run.state.name for run in runs if run.state}
+    return [(run.name.rsplit("-", 1)[0], run.state.name) for run in runs if run.state]
 
 
-def test_rerun_is_idempotent_cached_and_gates_an_equal_challenger(small_project: Project) -> None:
+def _states(runs: list[tuple[str, str]], name: str) -> set[str]:
+    return {state for task, state in runs if task == name}
+
+
+def test_unchanged_rerun_reports_its_version_and_a_new_search_space_only_retrains(
+    small_project: Project,
+) -> None:
     p = small_project
-    first = train_model(params_path=str(p.root / "params.yaml"))
-    state = train_model(params_path=str(p.root / "params.yaml"), return_state=True)
+    params_file = p.root / "params.yaml"
+    first = train_model(params_path=str(params_file))
+    batches = p.path("batches")
+    written = {
+        n: data.batch_path(batches, n).stat().st_mtime_ns for n in data.list_batches(batches)
+    }
+
+    # same data, params and code: v1 is reported; nothing is trained, registered or re-validated
+    state = train_model(params_path=str(params_file), return_state=True)
     second = state.result()
-    assert second.data_version == first.data_version  # identical batches: re-ingest is a no-op
+    assert second.unchanged and not second.promoted and second.model_version == "1"
     assert (second.cv_mean, second.holdout_score) == (first.cv_mean, first.holdout_score)
-    tasks = _task_states(state.state_details.flow_run_id)
-    assert tasks["tune-and-fit"] == "Cached"
-    assert tasks["register-challenger"] == "Completed"
-    assert tasks["apply-promotion"] == "Completed"
-    assert second.model_version == "2" and not second.promoted
-    assert "margin" in second.promotion_reason
+    assert second.mlflow_run_id == first.mlflow_run_id
+    assert "UNCHANGED" in second.render() and "v1 is @champion" in second.promotion_reason
+    runs = _task_runs(state.state_details.flow_run_id)
+    assert not _states(runs, "tune-and-fit") and not _states(runs, "register-challenger")
+    assert _states(runs, "validate-batch") == _states(runs, "compute-drift") == {"Cached"}
     _client(p)
-    assert str(registry.get_alias("ctloop-test", registry.CHAMPION).version) == "1"
-    assert str(registry.get_alias("ctloop-test", registry.CHALLENGER).version) == "2"
+    assert len(MlflowClient().search_model_versions("name = 'ctloop-test'")) == 1
+
+    # a new search space (never searched before: no cached result from another session) is
+    # tuned and registered; the batches are neither re-ingested nor re-validated
+    raw = yaml.safe_load(params_file.read_text())
+    raw["model"]["search_space"]["xgboost"]["learning_rate"]["high"] = (
+        0.3 + (uuid4().int % 997) * 1e-9
+    )
+    params_file.write_text(yaml.safe_dump(raw, sort_keys=False))
+    state = train_model(params_path=str(params_file), return_state=True)
+    third = state.result()
+    runs = _task_runs(state.state_details.flow_run_id)
+    assert _states(runs, "tune-and-fit") == {"Completed"}
+    assert _states(runs, "validate-batch") == {"Cached"}
+    assert third.data_version == first.data_version and third.model_version == "2"
+    assert written == {n: data.batch_path(batches, n).stat().st_mtime_ns for n in written}
     _assert_slice_regression_refused(p)
 
 
