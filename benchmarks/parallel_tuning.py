@@ -1,6 +1,6 @@
 """Parallel tuning: the same Optuna search run serially, on Prefect threads and on prefect-dask.
 
-Run from the project root (defaults: Jan-Jun 2013, 10 trials, 5 folds; about 8 minutes on an
+Run from the project root (defaults: Jan-Jun 2013, 10 trials, 5 folds; an estimated 10 minutes on an
 idle 2-core machine):
 
     .venv/bin/python benchmarks/parallel_tuning.py [--trials 10] [--folds 5] [--rows N] \
