@@ -14,7 +14,7 @@ ENV_DEFAULTS = {
     "GX_ANALYTICS_ENABLED": "false",
     "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
     # OpenMP threads (XGBoost) sleep instead of spinning while they wait: on a busy or
-    # oversubscribed machine spinning cost 2-3x the CPU and up to 9x the wall time of a fit
+    # oversubscribed machine spinning cost 2-4x the CPU and up to 14x the wall time of a fit
     # (benchmarks/scale.py); read when libgomp loads, so it must be set before xgboost is imported
     "OMP_WAIT_POLICY": "PASSIVE",
 }
