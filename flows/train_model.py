@@ -8,6 +8,7 @@ import os
 
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
+from prefect.task_runners import ProcessPoolTaskRunner
 
 from ctloop.config import load_project, override
 from tasks import approval, pipeline
@@ -17,7 +18,9 @@ from tasks.prefect_approval import ask_approval
 from tasks.summary import TrainingSummary
 
 
-@flow(name="train-model", log_prints=True)
+# `.submit` goes to a process of its own: the drift report computes beside validation and
+# tuning on the other core (a thread would fight the tuning for the GIL and slow it down)
+@flow(name="train-model", log_prints=True, task_runner=ProcessPoolTaskRunner(max_workers=1))
 def train_model(
     params_path: str = "params.yaml",
     n_trials: int | None = None,
@@ -40,6 +43,8 @@ def train_model(
     t.reconcile_runs(project)  # runs left RUNNING by a killed process are marked FAILED first
     t.ingest_batches(project)
     window = t.plan_window(project)
+    early_reference = t.drift_reference(project, window)  # the champion's data before this run
+    early_drift = t.compute_drift.submit(project, early_reference, window.current)  # beside
     if not pipeline.suite_ready(project):
         t.build_expectations(project, window.train)
     reports = t.validate_batches(project, window.used)
@@ -50,12 +55,10 @@ def train_model(
     fingerprint = t.fingerprint_run(project, data_version, window, train, holdout)
     previous = t.find_unchanged(project, fingerprint)
     if previous is not None:  # same data, params and code as a gated version: report it
-        reference = t.drift_reference(project, window)
-        drift, paths = t.report_drift(project, reference, window.current, None)
+        early_drift.wait()
+        drift, paths = t.report_drift(project, early_reference, window.current, None)
         api = os.environ.get("PREFECT_API_URL")
         return _publish(t.unchanged_summary(project, previous, drift, paths["html"], api))
-    early_reference = t.drift_reference(project, window)  # the champion's data before this run
-    early_drift = t.compute_drift.submit(project, early_reference, window.current)  # overlaps
     run_id = t.start_training_run(
         project, window, data_version, validation, train, holdout, trigger, fingerprint
     )
@@ -74,7 +77,7 @@ def train_model(
         answer = ask_approval(project, decision, draft)  # flow level: only a flow run can pause
         decision = t.apply_promotion(project, run_id, decision, answer)
         reference = t.drift_reference(project, window)
-        early_drift.wait()  # done while the model trained: report-drift takes it from the cache
+        early_drift.wait()  # computed beside the main line: report-drift takes it from the cache
         drift, paths = t.report_drift(project, reference, window.current, run_id)
         t.write_model_card(*facts, decision, answer, (reference, drift), insights)
     except BaseException:
