@@ -135,7 +135,8 @@ def main(argv: list[str] | None = None) -> int:
         results[mode] = {"seconds": timed.seconds, "cpu": timed.cpu_seconds, "ratio": ratio}
         log("overhead", f"{mode}: {timed.seconds:.1f} s, ratio {ratio:.3f}")
         rows.append(
-            f"| flow, {mode} server | {timed.seconds:.1f} | {timed.cpu_seconds:.1f} | "
+            f"| flow, {'running' if mode == 'server' else 'temporary'} server | "
+            f"{timed.seconds:.1f} | {timed.cpu_seconds:.1f} | "
             f"{ratio:.3f} | {timed.cpu_seconds / plain_t.cpu_seconds:.3f} | "
             f"{same_work(plain_out, metrics, metric)} |"
         )

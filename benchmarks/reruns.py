@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
             }
             rows.append(
                 f"| {label} | {what} | {timed.seconds:.1f} | {timed.cpu_seconds:.1f} | "
-                f"{printed(timed, 'promotion        :')} |"
+                f"{printed(timed, 'promotion        :').split(':', 1)[-1].strip()} |"
             )
 
     first = runs["first run"][0].seconds
