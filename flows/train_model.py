@@ -44,7 +44,7 @@ def train_model(
     t.ingest_batches(project)
     window = t.plan_window(project)
     early_reference = t.drift_reference(project, window)  # the champion's data before this run
-    early_drift = t.compute_drift.submit(project, early_reference, window.current)  # beside
+    early_drift = t.drift_beside(project, early_reference, window.current)  # worker process
     if not pipeline.suite_ready(project):
         t.build_expectations(project, window.train)
     reports = t.validate_batches(project, window.used)
@@ -55,7 +55,7 @@ def train_model(
     fingerprint = t.fingerprint_run(project, data_version, window, train, holdout)
     previous = t.find_unchanged(project, fingerprint)
     if previous is not None:  # same data, params and code as a gated version: report it
-        early_drift.wait()
+        t.wait_for(early_drift)
         drift, paths = t.report_drift(project, early_reference, window.current, None)
         api = os.environ.get("PREFECT_API_URL")
         return _publish(t.unchanged_summary(project, previous, drift, paths["html"], api))
@@ -77,7 +77,7 @@ def train_model(
         answer = ask_approval(project, decision, draft)  # flow level: only a flow run can pause
         decision = t.apply_promotion(project, run_id, decision, answer)
         reference = t.drift_reference(project, window)
-        early_drift.wait()  # computed beside the main line: report-drift takes it from the cache
+        t.wait_for(early_drift)  # computed beside the main line: report-drift takes it cached
         drift, paths = t.report_drift(project, reference, window.current, run_id)
         t.write_model_card(*facts, decision, answer, (reference, drift), insights)
     except BaseException:

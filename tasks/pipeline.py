@@ -587,7 +587,7 @@ def run_drift(
 ) -> tuple[DriftSummary, dict[str, Path]]:
     """Drift of one batch against reference batches: HTML + JSON reports, logged to MLflow."""
     outputs = compute_drift(project, reference, current)
-    return outputs.summary, write_drift(project, outputs, current, run_id)
+    return outputs.summary, write_drift(project, outputs, reference, current, run_id)
 
 
 def compute_drift(project: Project, reference: tuple[str, ...], current: str) -> DriftOutputs:
@@ -609,14 +609,41 @@ def drift_files(project: Project, reference: tuple[str, ...], current: str) -> l
     return [data.batch_path(folder, n) for n in (*reference, current)]
 
 
+def drift_key(project: Project, reference: tuple[str, ...], current: str) -> str:
+    """Fingerprint of a drift computation's inputs (both sides' bytes, settings, code)."""
+    from tasks import fingerprint
+
+    files = drift_files(project, reference, current)
+    return fingerprint.drift_key(project.params, files[:-1], files[-1], current)
+
+
+def _drift_marker(project: Project, current: str) -> Path:
+    return project.path("reports") / "drift" / f"drift-{current}.inputs"
+
+
+def drift_reported(project: Project, reference: tuple[str, ...], current: str) -> bool:
+    """Whether reports/drift/ already holds the report of exactly these inputs."""
+    try:
+        recorded = _drift_marker(project, current).read_text(encoding="utf-8").strip()
+        return recorded == drift_key(project, reference, current)
+    except FileNotFoundError:
+        return False
+
+
 def write_drift(
-    project: Project, outputs: DriftOutputs, current: str, run_id: str | None = None
+    project: Project,
+    outputs: DriftOutputs,
+    reference: tuple[str, ...],
+    current: str,
+    run_id: str | None = None,
 ) -> dict[str, Path]:
-    """The drift reports under reports/drift/, and on the MLflow run when one is given."""
+    """The drift reports under reports/drift/ (with the fingerprint of their inputs, see
+    drift_reported), and on the MLflow run when one is given."""
     from tasks import drift
 
     summary = outputs.summary
     paths = drift.write_outputs(outputs, project.path("reports") / "drift", f"drift-{current}")
+    write_text_atomic(_drift_marker(project, current), drift_key(project, reference, current))
     if run_id is not None:
         use_experiment(project)
         tracking.log_artifact(run_id, paths["html"], "drift")
@@ -805,6 +832,15 @@ def unchanged_summary(
 
 
 # --- files -----------------------------------------------------------------------------
+
+
+def write_text_atomic(path: Path, text: str) -> Path:
+    """Write a small text file atomically (temporary sibling, then rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text + "\n", encoding="utf-8")
+    tmp.replace(path)
+    return path
 
 
 def write_json(path: Path, payload: Any) -> Path:

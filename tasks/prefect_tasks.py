@@ -19,6 +19,7 @@ from tasks import data, fingerprint, parallel, pipeline, training
 if TYPE_CHECKING:
     import pandas as pd
     from prefect.context import TaskRunContext
+    from prefect.futures import PrefectFuture
     from sklearn.pipeline import Pipeline
 
     from tasks.approval import Approval
@@ -67,9 +68,7 @@ def _validation_key(inputs: dict[str, Any]) -> str:
 
 
 def _drift_key(inputs: dict[str, Any]) -> str:
-    project, reference, current = inputs["project"], inputs["reference"], inputs["current"]
-    files = pipeline.drift_files(project, reference, current)
-    return fingerprint.drift_key(project.params, files[:-1], files[-1], current)
+    return pipeline.drift_key(inputs["project"], inputs["reference"], inputs["current"])
 
 
 IO = dict(
@@ -345,6 +344,23 @@ def compute_drift(project: Project, reference: tuple[str, ...], current: str) ->
     return pipeline.compute_drift(project, reference, current)
 
 
+def drift_beside(
+    project: Project, reference: tuple[str, ...], current: str
+) -> PrefectFuture[DriftOutputs] | None:
+    """Submit compute-drift to the flow's task runner (a worker process in train-model) unless
+    reports/drift/ already holds this very report (its result is then in the cache: no process
+    is started for it). Call from a flow; pass the future to `wait_for`."""
+    if pipeline.drift_reported(project, reference, current):
+        return None
+    return compute_drift.submit(project, reference, current)
+
+
+def wait_for(future: PrefectFuture[Any] | None) -> None:
+    """Wait until a step submitted beside the main line is done (its result is in the cache)."""
+    if future is not None:
+        future.wait()
+
+
 @task(name="report-drift", cache_policy=NO_CACHE)
 def report_drift(
     project: Project, reference: tuple[str, ...], current: str, run_id: str | None
@@ -352,7 +368,8 @@ def report_drift(
     from tasks.drift import drift_markdown
 
     outputs = compute_drift(project, reference, current)
-    summary, paths = outputs.summary, pipeline.write_drift(project, outputs, current, run_id)
+    paths = pipeline.write_drift(project, outputs, reference, current, run_id)
+    summary = outputs.summary
     create_markdown_artifact(
         drift_markdown(summary, f"Drift of {current}"),
         key="drift",
