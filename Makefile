@@ -16,13 +16,14 @@ UV := $(or $(shell command -v uv 2>/dev/null),.tools/bin/uv)
 BIN := .venv/bin
 PYTEST_ARGS ?=
 
-.PHONY: help install setup run test test-slow lint format repro clean
+.PHONY: help install setup run test test-slow lint format repro bench clean
 
 help:
 	@echo "make run        set up from uv.lock and run the training flow on the bundled data"
 	@echo "make test       set up from uv.lock and run lint + the test suite (no slow tests)"
 	@echo "make test-slow  the slow, large-data tests"
 	@echo "make repro      the same pipeline through DVC (dvc repro)"
+	@echo "make bench      every issue-4 benchmark in sequence (about 1.5 h; see benchmarks/RESULTS.md)"
 	@echo "make lint       ruff check + format check"
 
 .tools/bin/uv:
@@ -59,6 +60,17 @@ format: install
 
 repro: setup
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
+
+# One after another (each needs the cores to itself); tables in benchmarks/out/<name>.md, the
+# headline `name: value` of each printed at the end. BENCHMARKS="startup reruns" runs a subset.
+BENCHMARKS ?= startup overhead reruns tuning_efficiency parallel_tuning scale
+bench: install
+	@mkdir -p benchmarks/out
+	@set -o pipefail; for b in $(BENCHMARKS); do \
+		echo "== $(BIN)/python benchmarks/$$b.py"; \
+		$(BIN)/python benchmarks/$$b.py | tee benchmarks/out/$$b.md || exit 1; \
+	done
+	@echo "== headlines"; for b in $(BENCHMARKS); do tail -n 1 benchmarks/out/$$b.md; done
 
 clean:
 	rm -rf reports models mlartifacts mlflow.db data/batches data/quarantine

@@ -49,6 +49,7 @@ from harness import (
     merge,
     prefect_server,
     run,
+    timing_table,
 )
 
 RERUN_TARGET = 0.10
@@ -124,8 +125,10 @@ def main(argv: list[str] | None = None) -> int:
                 "change": what,
                 "tasks": [t.__dict__ for t in timings],
             }
+            tuned_s = sum(t.seconds for t in timings if t.name == "tune-and-fit")
             rows.append(
                 f"| {label} | {what} | {timed.seconds:.1f} | {timed.cpu_seconds:.1f} | "
+                f"{tuned_s:.1f} | "
                 f"{printed(timed, 'promotion        :').split(':', 1)[-1].strip()} |"
             )
 
@@ -149,8 +152,8 @@ def main(argv: list[str] | None = None) -> int:
         f"machine: {figures['machine']}",
         f"params changes (all runs): {json.dumps(changes)}",
         "",
-        "| run | change | wall s | CPU s | summary: promotion |",
-        "| --- | --- | ---: | ---: | --- |",
+        "| run | change | wall s | CPU s | tune-and-fit s | summary: promotion |",
+        "| --- | --- | ---: | ---: | ---: | --- |",
         *rows,
         "",
         "| figure | target | measured | met |",
@@ -170,6 +173,10 @@ def main(argv: list[str] | None = None) -> int:
         *(f"task runs, {label}: {states(timings)}" for label, (_, timings) in runs.items()),
         "",
         f"ingest-batches in the changed run: {ingested}",
+        "",
+        "Task runs of the unchanged re-run:",
+        "",
+        *timing_table(runs["unchanged re-run"][1]),
     ]
     if args.json is not None:
         args.json.write_text(json.dumps(figures, indent=2, default=str) + "\n", encoding="utf-8")
