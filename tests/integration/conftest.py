@@ -39,6 +39,13 @@ SMALL = {
     "model": {"fixed": {"xgboost": {"n_estimators": 60, "tree_method": "hist", "n_jobs": 1}}},
     "tune": {"n_trials": 3, "timeout_s": None, "show_progress_bar": False},
     "promotion": {"min_score": 0.55, "model_name": "ctloop-test"},
+    # every report still produced, on fewer rows and repeats: seconds less per flow run
+    "insights": {
+        "permutation_repeats": 2,
+        "sample_rows": 1500,
+        "shap_rows": 50,
+        "learning_curve": [0.5, 1.0],
+    },
 }
 
 
