@@ -56,7 +56,8 @@ def retrain_model(
             window_end=plan.holdout[-1],
             trigger=trigger,
         )
-        ct.tag_training(project, summary.mlflow_run_id, summary.model_version, trigger, cause)
+        if not summary.unchanged:  # an unchanged run trained nothing: keep the version's trigger
+            ct.tag_training(project, summary.mlflow_run_id, summary.model_version, trigger, cause)
     result = RetrainResult(
         trigger,
         batch,
