@@ -1,7 +1,7 @@
 """Re-runs: the train-model flow run first, then again with nothing changed, then with a changed
 search space; and `dvc repro` with nothing changed.
 
-Run from the project root (defaults: about 6 minutes on 2 quiet cores):
+Run from the project root (defaults: about 8 minutes on 2 quiet cores):
 
     .venv/bin/python benchmarks/reruns.py [--n-trials N] [--set KEY=VALUE ...] [--repro-runs 3]
         [--keep DIR] [--json PATH]

@@ -1,7 +1,7 @@
 """Start-up cost: `ctloop --help` wall time, and which libraries each module of ctloop/, flows/,
 tasks/ and deployments/ loads at import time.
 
-Run from the project root (about 30 s on 2 cores):
+Run from the project root (about a minute on 2 cores):
 
     .venv/bin/python benchmarks/startup.py [--repeats 9]
 

@@ -1,7 +1,7 @@
 """Tuning efficiency: ctloop's pruned TPE with XGBoost early stopping against an exhaustive grid
 over the same discretised search space, on the same rows, folds and seed.
 
-Run from the project root (defaults: about 5 minutes on 2 quiet cores):
+Run from the project root (defaults: about 8 minutes on 2 cores):
 
     .venv/bin/python benchmarks/tuning_efficiency.py [--rows 30000] [--n-trials 16] [--json PATH]
 
