@@ -7,6 +7,7 @@ its own temporary folder: the user's projects, ~/.prefect and servers are never 
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import resource
@@ -16,6 +17,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -52,6 +54,17 @@ def base_env(**extra: str) -> dict[str, str]:
 
 
 # --- projects --------------------------------------------------------------------------
+
+
+def work_dir(keep: Path | None, prefix: str) -> Path:
+    """`keep` (created if needed, left in place), else a temporary folder removed when this
+    process exits."""
+    if keep is not None:
+        keep.mkdir(parents=True, exist_ok=True)
+        return keep
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+    return path
 
 
 def merge(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:

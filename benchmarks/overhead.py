@@ -30,7 +30,6 @@ import argparse
 import contextlib
 import json
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +50,7 @@ from harness import (
     prefect_server,
     run,
     timing_table,
+    work_dir,
 )
 
 RATIO_TARGET = 1.10
@@ -112,8 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.n_trials is not None:
         changes = merge(changes, {"tune": {"n_trials": args.n_trials}})
 
-    work = args.keep or Path(tempfile.mkdtemp(prefix="ctloop-bench-overhead-"))
-    work.mkdir(parents=True, exist_ok=True)
+    work = work_dir(args.keep, "ctloop-bench-overhead-")
     log("overhead", f"working in {work}; {load_state()}")
     metric = "roc_auc"
     results: dict[str, Any] = {"changes": changes, "machine": load_state(), "rounds": []}

@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tempfile
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -50,6 +49,7 @@ from harness import (
     prefect_server,
     run,
     timing_table,
+    work_dir,
 )
 
 RERUN_TARGET = 0.10
@@ -100,8 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.n_trials is not None:
         changes = merge(changes, {"tune": {"n_trials": args.n_trials}})
 
-    work = args.keep or Path(tempfile.mkdtemp(prefix="ctloop-bench-reruns-"))
-    work.mkdir(parents=True, exist_ok=True)
+    work = work_dir(args.keep, "ctloop-bench-reruns-")
     log("reruns", f"working in {work}; {load_state()}")
     params = make_project(work / "flow", changes)
     home = work / "prefect"
