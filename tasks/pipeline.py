@@ -425,19 +425,6 @@ def importance_over_versions(project: Project, run_id: str) -> pd.DataFrame:
 # --- registry --------------------------------------------------------------------------
 
 
-def register_and_promote(
-    project: Project,
-    run_id: str,
-    model: Pipeline,
-    holdout: TrainingData,
-    evaluation: Evaluation,
-    window: Window,
-) -> registry.PromotionDecision:
-    """Register the challenger, apply the gate and move `champion` when it passes."""
-    decision = register_challenger(project, run_id, model, holdout, evaluation, window)
-    return apply_promotion(project, run_id, decision)
-
-
 def register_challenger(
     project: Project,
     run_id: str,
