@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from ctloop.env import apply_env_defaults
+from ctloop.env import apply_env_defaults, freeze_at_exit
 
 if TYPE_CHECKING:
     from ctloop.config import Project
@@ -26,8 +26,9 @@ app.add_typer(expectations_app, name="expectations")
 
 @app.callback()
 def _defaults() -> None:
-    """Telemetry off and Prefect start-up defaults, before any heavy import."""
+    """Telemetry off and Prefect start-up defaults, before any heavy import; a quick exit."""
     apply_env_defaults()
+    freeze_at_exit()
 
 
 ParamsOpt = Annotated[Path, typer.Option("--params", "-p", help="Path to params.yaml.")]

@@ -92,6 +92,8 @@ def evaluate(project: Project) -> None:
     run_id = record["run_id"]
     evaluation = pipeline.evaluate_holdout(project, run_id, model, holdout, tuning)
     insights = pipeline.explain_model(project, run_id, model, train_data, holdout, tuning)
+    curve = pipeline.learning_curve(project, model, train_data, holdout, tuning)
+    pipeline.record_learning_curve(project, run_id, curve)
     gate = pipeline.register_challenger(project, run_id, model, holdout, evaluation, window)
     answer = pipeline.no_reviewer(project, gate)  # a DVC stage cannot pause for a reviewer
     decision = pipeline.apply_promotion(project, run_id, gate, answer)

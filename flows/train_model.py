@@ -1,5 +1,6 @@
 """Training flow: ingest -> validate -> version -> tune (CV) -> fit -> evaluate -> explain ->
 register and gate (metric, slices) -> [approval: the run pauses] -> promote -> drift -> model card.
+The drift report and the learning curve compute beside the main line, in a worker process.
 Only wiring here; the work is in tasks/."""
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.task_runners import ProcessPoolTaskRunner
 
 from ctloop.config import load_project, override
+from ctloop.env import background_worker
 from tasks import approval, pipeline
 from tasks import prefect_tasks as t
 from tasks.parallel import plan_parallel
@@ -19,8 +21,13 @@ from tasks.summary import TrainingSummary
 
 
 # `.submit` goes to a process of its own: the drift report computes beside validation and
-# tuning on the other core (a thread would fight the tuning for the GIL and slow it down)
-@flow(name="train-model", log_prints=True, task_runner=ProcessPoolTaskRunner(max_workers=1))
+# tuning, the learning curve beside explanation and registration, on the other core (a thread
+# would fight the main line for the GIL and slow it down)
+@flow(
+    name="train-model",
+    log_prints=True,
+    task_runner=ProcessPoolTaskRunner(max_workers=1, initializer=background_worker),
+)
 def train_model(
     params_path: str = "params.yaml",
     n_trials: int | None = None,
@@ -65,11 +72,15 @@ def train_model(
     try:
         plan = plan_parallel(project)  # sequential, threads or Dask (params `parallel`)
         tuning, model = t.tune_and_fit(project.params, train.X, train.y, plan)
+        # the learning curve's refits run in the worker process while this line explains and
+        # registers; they are recorded before any decision is applied
+        curve = t.learning_curve.submit(project, model, train, holdout, tuning)
         t.record_tuning(project, run_id, tuning)
         evaluation = t.evaluate_holdout(project, run_id, model, holdout, tuning)
         insights = t.explain_model(project, run_id, model, train, holdout, tuning)
         decision = t.register_challenger(project, run_id, model, holdout, evaluation, window)
         t.importance_over_versions(project, run_id)
+        t.record_learning_curve(project, run_id, curve.result())
         facts = (project, run_id, window, data_version, train, holdout, tuning, evaluation)
         draft = None
         if approval.needed(project.params.promotion.require_approval, decision):

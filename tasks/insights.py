@@ -44,7 +44,6 @@ class Insights:
     brier: float | None
     interval: dict[str, float] | None  # coverage_target, half_width, coverage_holdout
     trials: pd.DataFrame  # trial, state, folds, train, validation, gap
-    learning_curve: pd.DataFrame | None  # share, rows, train, holdout
     slices: pd.DataFrame  # column, value, n, challenger, champion, gated, regression
     sample_rows: int = 0  # holdout rows behind importance and SHAP
     seconds: dict[str, float] = field(default_factory=dict)  # cost of each part
@@ -56,7 +55,6 @@ class Insights:
             "shap_importance": self.shap,
             "calibration": self.calibration,
             "train_vs_validation": self.trials,
-            "learning_curve": self.learning_curve,
             "slices": self.slices,
         }
         return {k: v for k, v in named.items() if v is not None}
@@ -333,7 +331,8 @@ def compute(
     y_holdout: pd.Series,
     champion_scores: np.ndarray | None = None,
 ) -> Insights:
-    """All reports of one trained version (the holdout is the one the gate uses)."""
+    """All reports of one trained version but the learning curve, whose refits run apart
+    (`learning_curve`); the holdout is the one the gate uses."""
     cfg, metric, seed = params.insights, params.metric, params.seed
     clock: dict[str, float] = {}
     started = time.perf_counter()
@@ -359,10 +358,6 @@ def compute(
             y_train, tuning.oof_scores, y_holdout, scores, cfg.interval_coverage
         )
     lap("calibration_intervals")
-    curve = learning_curve(
-        params, schema, model, tuning.best_params, X_train, y_train, X_holdout, y_holdout
-    )
-    lap("learning_curve")
     slices = slice_scores(
         X_holdout,
         y_holdout,
@@ -382,7 +377,6 @@ def compute(
         brier=bs,
         interval=interval,
         trials=trials_table(tuning.trials, params.greater_is_better),
-        learning_curve=curve,
         slices=slice_table(slices, params.greater_is_better, params.slices.tolerance),
         sample_rows=len(Xs),
         seconds=clock,
@@ -447,8 +441,6 @@ def figures(ins: Insights, top: int) -> dict[str, Figure]:
         out["calibration"] = _calibration(ins.calibration, ins.brier)
     if not ins.trials.empty:
         out["train_vs_validation"] = _trials(ins.trials, ins.metric)
-    if ins.learning_curve is not None and not ins.learning_curve.empty:
-        out["learning_curve"] = _curve(ins.learning_curve, ins.metric)
     if not ins.slices.empty:
         out["slices"] = slices_figure(ins.slices, ins.metric)
     return out
@@ -488,7 +480,8 @@ def _trials(table: pd.DataFrame, metric: str) -> Figure:
     return fig
 
 
-def _curve(table: pd.DataFrame, metric: str) -> Figure:
+def curve_figure(table: pd.DataFrame, metric: str) -> Figure:
+    """The learning curve (`learning_curve`): score against training rows, own rows and holdout."""
     fig, ax = _figure()
     ax.plot(table["rows"], table["train"], marker="o", label="own training rows")
     ax.plot(table["rows"], table["holdout"], marker="o", label="holdout")

@@ -351,7 +351,8 @@ def explain_model(
     holdout: TrainingData,
     tuning: training.TuningResult,
 ) -> Insights:
-    """Explainability, uncertainty and fit reports of the run's model (tasks/insights.py): tables
+    """Explainability, uncertainty and fit reports of the run's model (tasks/insights.py; the
+    learning curve apart: `learning_curve`): tables
     as insights/<name>.csv and figures as plots/<name>.png on the run, CSVs under reports/plots;
     the fold models (and the conformal interval) as uncertainty/ artifacts for serving. The slice
     table is published by the gate (register_challenger), which has the champion's figures."""
@@ -380,6 +381,46 @@ def explain_model(
     }
     tracking.log_metrics(run_id, {**ins.metrics(), **cost}, prefix="")
     return ins
+
+
+LEARNING_CURVE = "learning_curve"
+
+
+def learning_curve(
+    project: Project,
+    model: Pipeline,
+    train: TrainingData,
+    holdout: TrainingData,
+    tuning: training.TuningResult,
+) -> pd.DataFrame | None:
+    """The learning curve of the run's model (`insights.learning_curve`): one refit with the best
+    parameters per share of the training rows below 1. The slowest report, and it needs no
+    tracking: the flow computes it in its worker process while the main line explains and
+    registers; `record_learning_curve` publishes it."""
+    from tasks import insights
+
+    return insights.learning_curve(
+        project.params,
+        train.schema,
+        model,
+        tuning.best_params,
+        train.X,
+        train.y,
+        holdout.X,
+        holdout.y,
+    )
+
+
+def record_learning_curve(project: Project, run_id: str, curve: pd.DataFrame | None) -> None:
+    """insights/learning_curve.csv and plots/learning_curve.png on the run, and the CSV under
+    reports/plots (nothing when `insights.learning_curve` is empty)."""
+    from tasks import insights
+
+    if curve is None or curve.empty:
+        return
+    use_experiment(project)
+    figure = insights.curve_figure(curve, project.params.metric)
+    publish_tables(project, run_id, {LEARNING_CURVE: curve}, {LEARNING_CURVE: figure})
 
 
 def publish_tables(

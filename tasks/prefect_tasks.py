@@ -296,12 +296,38 @@ def explain_model(
     holdout: pipeline.TrainingData,
     tuning: training.TuningResult,
 ) -> Insights:
-    """Importance, SHAP, calibration or intervals, train vs validation, learning curve."""
+    """Importance, SHAP, calibration or intervals, train vs validation (learning-curve apart)."""
     ins = pipeline.explain_model(project, run_id, model, train, holdout, tuning)
     top = ", ".join(ins.importance["feature"].head(5))
     cost = ", ".join(f"{k} {v:.1f}s" for k, v in ins.seconds.items())
     print(f"insights: top features by permutation importance: {top} ({cost})")
     return ins
+
+
+@task(name="learning-curve", cache_policy=NO_CACHE)
+def learning_curve(
+    project: Project,
+    model: Pipeline,
+    train: pipeline.TrainingData,
+    holdout: pipeline.TrainingData,
+    tuning: training.TuningResult,
+) -> pd.DataFrame | None:
+    """Refits on growing shares of the training rows (compute only: the flow runs it in its
+    worker process beside explain-model and register-challenger)."""
+    import time
+
+    started = time.perf_counter()
+    curve = pipeline.learning_curve(project, model, train, holdout, tuning)
+    print(
+        f"learning curve: {0 if curve is None else len(curve)} point(s) in "
+        f"{time.perf_counter() - started:.1f}s"
+    )
+    return curve
+
+
+@task(name="record-learning-curve", **IO)
+def record_learning_curve(project: Project, run_id: str, curve: pd.DataFrame | None) -> None:
+    pipeline.record_learning_curve(project, run_id, curve)
 
 
 @task(name="importance-over-versions", **IO)

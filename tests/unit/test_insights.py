@@ -159,6 +159,8 @@ def test_learning_curve_improves_with_rows_and_reuses_the_final_model(fitted: An
     assert curve["holdout"].iloc[-1] == pytest.approx(full["roc_auc"])  # share 1 = the model
     assert curve["holdout"].iloc[-1] > curve["holdout"].iloc[0]
     assert (curve["train"] >= curve["holdout"]).all()
+    axes = insights.curve_figure(curve, "roc_auc").axes[0]
+    assert [list(line.get_xdata()) for line in axes.get_lines()] == [[100, N], [100, N]]
     assert (
         insights.learning_curve(
             _params(insights={"learning_curve": []}), _schema(), model, best, X, y, Xh, yh
@@ -210,8 +212,8 @@ def test_compute_gives_every_report_for_classification_and_regression() -> None:
         ins = insights.compute(params, _schema(task), model, tuning, X, y, Xh, yh)
         assert ins.importance["feature"].iloc[0] == "signal"
         assert ins.shap is not None and ins.shap["feature"].iloc[0] == "signal"
-        assert ins.sample_rows == 800 and set(ins.seconds) >= {"shap", "learning_curve"}
-        assert ins.learning_curve is not None and len(ins.learning_curve) == 2
+        assert ins.sample_rows == 800 and set(ins.seconds) >= {"shap", "slices"}
+        assert "learning_curve" not in ins.tables()  # refits apart: insights.learning_curve
         assert (
             ins.slices["value"].tolist() == ["a", "b", "c"] and ins.slices["champion"].isna().all()
         )
@@ -222,9 +224,7 @@ def test_compute_gives_every_report_for_classification_and_regression() -> None:
             assert ins.metrics()["interval_coverage_target"] == 0.9
         figures = insights.figures(ins, top=5)
         assert set(figures) == set(ins.tables())
-        assert {"permutation_importance", "shap_importance", "slices", "learning_curve"} <= set(
-            figures
-        )
+        assert {"permutation_importance", "shap_importance", "slices"} <= set(figures)
 
 
 def test_importance_history_orders_versions_and_plots_top_features() -> None:
