@@ -7,6 +7,8 @@ from __future__ import annotations
 import atexit
 import gc
 import os
+import threading
+import time
 
 ENV_DEFAULTS = {
     "DO_NOT_TRACK": "true",
@@ -50,7 +52,22 @@ BACKGROUND_NICENESS = 10  # CFS weight about 1/10 of a default-priority thread
 def background_worker() -> None:
     """Initializer of a worker process that computes beside the flow's main line (the drift
     report, the learning curve): a lower CPU priority, so that its work fills the cores the main
-    line leaves idle instead of slowing the search (XGBoost keeps about 1.7 of 2 cores busy), and
-    a quick exit."""
+    line leaves idle instead of slowing the search (XGBoost keeps about 1.7 of 2 cores busy), a
+    quick exit, and no orphan when the flow's process is killed."""
     os.nice(BACKGROUND_NICENESS)
     freeze_at_exit()
+    exit_with_parent()
+
+
+def exit_with_parent(poll_s: float = 0.5) -> None:
+    """Exit this worker process as soon as the process that started it is gone. A parent killed
+    by SIGKILL or the OOM killer cannot stop its process pool: the worker would linger for ever
+    (blocked on its task queue, still holding the parent's stdout) instead of dying with it."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(poll_s)
+        os._exit(1)  # orphaned: nobody is left to take a result
+
+    threading.Thread(target=watch, name="ctloop-exit-with-parent", daemon=True).start()

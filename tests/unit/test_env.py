@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+import time
+from pathlib import Path
 
 
 def _run(code: str) -> str:
@@ -36,3 +38,38 @@ def test_background_worker_lowers_priority_and_freezes_at_exit_after_other_handl
     assert "frozen while running: False" in out  # nothing frozen before the exit
     assert "frozen at exit: True" in out
     assert "niceness raised: True" in out and "handlers added: 1" in out
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie (an orphan that exited waits for its new parent to reap it)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+    return "\nState:\tZ" not in status
+
+
+def test_a_worker_exits_when_the_process_that_started_it_is_killed() -> None:
+    """The parent dies without a word (as under SIGKILL): its worker must not linger."""
+    out = _run(
+        """
+        import subprocess, sys, os
+        child = subprocess.Popen(
+            [sys.executable, "-c",
+             "import sys, time\\n"
+             "from ctloop.env import exit_with_parent\\n"
+             "exit_with_parent(poll_s=0.1)\\n"
+             "print('ready', flush=True)\\n"
+             "time.sleep(60)"],
+            stdout=subprocess.PIPE, text=True,
+        )
+        assert child.stdout.readline().strip() == "ready"
+        print(child.pid, flush=True)
+        os._exit(0)  # no cleanup, no wait: the child is orphaned
+        """
+    )
+    pid = int(out.split()[0])
+    deadline = time.monotonic() + 15
+    while _running(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _running(pid), f"worker {pid} outlived its parent"
