@@ -873,11 +873,7 @@ def write_text_atomic(path: Path, text: str) -> Path:
 
 def write_json(path: Path, payload: Any) -> Path:
     """Atomic JSON write (numpy scalars and dataclasses converted)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(payload, indent=2, default=_jsonable) + "\n", encoding="utf-8")
-    tmp.replace(path)
-    return path
+    return write_text_atomic(path, json.dumps(payload, indent=2, default=_jsonable))
 
 
 def _jsonable(value: Any) -> Any:
