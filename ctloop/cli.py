@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -12,6 +15,7 @@ from ctloop.env import apply_env_defaults, freeze_at_exit
 
 if TYPE_CHECKING:
     from ctloop.config import Project
+    from ctloop.run_api import PrefectApi
 
 app = typer.Typer(
     help="ctloop: continuous training for tabular ML (Prefect, DVC, Great Expectations, "
@@ -57,6 +61,66 @@ def _project(params: Path) -> Project:
         return load_project(params)
     except ConfigError as err:
         raise _fail(err) from None
+
+
+@contextlib.contextmanager
+def _prefect_api(project: Project) -> Iterator[PrefectApi]:
+    """The one Prefect API of this command's process tree (ctloop/run_api.py): PREFECT_API_URL,
+    else the running `ctloop up` stack, else the project's run server, stopped when the last
+    command using it ends (also on Ctrl-C and SIGTERM). Enter it before importing Prefect."""
+    from ctloop import run_api
+    from ctloop.stack import stack_dir, stack_env, urls
+
+    run_api.sigterm_as_exit()  # `finally` blocks run: the lease is dropped, runs are finished
+    try:
+        with run_api.prefect_api(
+            stack_dir(project),
+            lambda: stack_env(project).get("PREFECT_API_URL"),
+            ui_url=urls(project)[1],
+        ) as api:
+            try:
+                yield api
+            finally:
+                _drain_prefect()
+    except run_api.ApiError as err:
+        raise _fail(err) from None
+
+
+def _api_ready(api: PrefectApi, project: Project) -> None:
+    """Wait for the API (a run server starts while the flow's libraries import), say which."""
+    from ctloop.run_api import ApiError
+
+    try:
+        api.wait_ready(project.params.stack.startup_timeout_s)
+    except ApiError as err:
+        raise _fail(err) from None
+    if api.source == "run-server":
+        typer.echo(
+            f"Prefect: run server {api.url} (database {project.path('stack') / 'prefect.db'}; "
+            "the runs show in `ctloop up`'s UI)"
+        )
+
+
+@contextlib.contextmanager
+def _api_here(project: Project, mode: str) -> Iterator[None]:
+    """The Prefect API for flows run in this process (`mode` "here"); nothing otherwise."""
+    if mode != "here":
+        yield
+        return
+    with _prefect_api(project) as api:
+        _api_ready(api, project)
+        yield
+
+
+def _drain_prefect() -> None:
+    """Send the logs and events Prefect still holds before the API server stops."""
+    if "prefect" not in sys.modules:
+        return
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    APILogWorker.drain_all(timeout=10)
+    EventsWorker.drain_all(timeout=10)
 
 
 @app.command()
@@ -138,7 +202,8 @@ def run(
     n_trials: Annotated[int | None, typer.Option(help="Override tune.n_trials.")] = None,
     family: Annotated[str | None, typer.Option(help="Override model.family.")] = None,
 ) -> None:
-    """Run the training flow (against PREFECT_API_URL, else a temporary Prefect server)."""
+    """Run the training flow (against PREFECT_API_URL, else the running `ctloop up` stack, else
+    one Prefect server for this command, on the project's database)."""
     from ctloop.preflight import UnreachableError, check_servers
 
     project = _project(params)
@@ -146,12 +211,14 @@ def run(
         check_servers(project.tracking_uri)
     except UnreachableError as err:
         raise _fail(err) from None
-    from flows.train_model import train_model
+    with _prefect_api(project) as api:
+        from flows.train_model import train_model
 
-    try:
-        train_model(params_path=str(params), n_trials=n_trials, model_family=family)
-    except _known_errors() as err:
-        raise _fail(err) from None
+        _api_ready(api, project)
+        try:
+            train_model(params_path=str(params), n_trials=n_trials, model_family=family)
+        except _known_errors() as err:
+            raise _fail(err) from None
 
 
 @app.command()
@@ -310,6 +377,8 @@ def _hand_over(landed: Path, project: Project, mode: str, params: Path) -> None:
 
 
 def _monitor_here(landed: Path, params: Path) -> None:
+    """Run the monitor flow in this process (within the command's Prefect API, see
+    `_prefect_api`)."""
     from flows.monitor_batch import monitor_batch
 
     try:
@@ -348,7 +417,9 @@ def ingest(
     except _loop_errors() as err:
         raise _fail(err) from None
     typer.echo(f"landed: {landed}")
-    _hand_over(landed, project, _delivery(project, here), params)
+    mode = _delivery(project, here)
+    with _api_here(project, mode):
+        _hand_over(landed, project, mode, params)
 
 
 @app.command()
@@ -357,7 +428,8 @@ def monitor(
     params: ParamsOpt = Path("params.yaml"),
 ) -> None:
     """Run the monitor flow here on a landed file."""
-    _monitor_here(Path(path), params)
+    with _api_here(_project(params), "here"):
+        _monitor_here(Path(path), params)
 
 
 @app.command()
@@ -366,12 +438,14 @@ def retrain(
     reason: Annotated[str, typer.Option(help="Why (recorded with the run).")] = "by hand",
 ) -> None:
     """Run the retrain flow here: the policy's window, skipped when unchanged or cooling down."""
-    from flows.retrain_model import retrain_model
+    with _prefect_api(_project(params)) as api:
+        from flows.retrain_model import retrain_model
 
-    try:
-        result = retrain_model(params_path=str(params), trigger="manual", reason=reason)
-    except _loop_errors() as err:
-        raise _fail(err) from None
+        _api_ready(api, _project(params))
+        try:
+            result = retrain_model(params_path=str(params), trigger="manual", reason=reason)
+        except _loop_errors() as err:
+            raise _fail(err) from None
     typer.echo(f"skipped: {result.skipped}" if result.skipped else result.decision)
 
 
@@ -412,22 +486,23 @@ def replay(
     deliveries = replay.plan(periods, delay)
     mode = _delivery(project, here)
     typer.echo(f"replaying {len(periods)} period(s): {len(deliveries)} deliveries, {gap:g} s gap")
-    for i, delivery in enumerate(deliveries):
-        if i:
-            time.sleep(gap)
-        rows = raw.loc[(labels == delivery.period).to_numpy()].reset_index(drop=True)
-        frame = replay.delivery_frame(rows, cfg.data, delivery.labelled)
-        waiting = mode != "here" and (cfg.replay.wait if wait is None else wait)
-        if waiting:
-            from tasks.prefect_ct import count_runs
+    with _api_here(project, mode):
+        for i, delivery in enumerate(deliveries):
+            if i:
+                time.sleep(gap)
+            rows = raw.loc[(labels == delivery.period).to_numpy()].reset_index(drop=True)
+            frame = replay.delivery_frame(rows, cfg.data, delivery.labelled)
+            waiting = mode != "here" and (cfg.replay.wait if wait is None else wait)
+            if waiting:
+                from tasks.prefect_ct import count_runs
 
-            before = count_runs("monitor")
-        landed = replay.write_delivery(frame, project.path("landing"), delivery)
-        typer.echo(f"[{i + 1}/{len(deliveries)}] delivered {landed.name} ({len(frame)} rows)")
-        _hand_over(landed, project, mode, params)
-        if waiting:
-            _wait_for_loop(before, cfg.replay.wait_timeout_s)
-            typer.echo("  the monitor and any retrain it triggered have finished")
+                before = count_runs("monitor")
+            landed = replay.write_delivery(frame, project.path("landing"), delivery)
+            typer.echo(f"[{i + 1}/{len(deliveries)}] delivered {landed.name} ({len(frame)} rows)")
+            _hand_over(landed, project, mode, params)
+            if waiting:
+                _wait_for_loop(before, cfg.replay.wait_timeout_s)
+                typer.echo("  the monitor and any retrain it triggered have finished")
 
 
 # --- serving -------------------------------------------------------------------------------

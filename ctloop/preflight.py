@@ -33,7 +33,8 @@ def check_servers(tracking_uri: str) -> None:
         check_http(
             "Prefect API",
             f"{prefect_api.rstrip('/')}/health",
-            "start it (prefect server start) or unset PREFECT_API_URL to use a temporary server",
+            "start it (`ctloop up`, prefect server start) or unset PREFECT_API_URL to use the "
+            "project's own",
         )
     if tracking_uri.startswith(("http://", "https://")):
         check_http(

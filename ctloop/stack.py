@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 
 from ctloop.env import ENV_DEFAULTS
 from ctloop.preflight import UnreachableError, check_http
+from ctloop.run_api import database_url
 
 if TYPE_CHECKING:
     from ctloop.config import Project
@@ -127,9 +128,8 @@ def child_env(project: Project, name: str) -> dict[str, str]:
     env["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
     env["PYTHONUNBUFFERED"] = "1"  # log lines reach the files as they are written
     env["PREFECT_API_URL"] = api  # the server's UI talks to this API; serve registers there
-    if name == "prefect":
-        db = stack_dir(project).resolve() / "prefect.db"  # per project, not ~/.prefect
-        env.setdefault("PREFECT_SERVER_DATABASE_CONNECTION_URL", f"sqlite+aiosqlite:///{db}")
+    if name == "prefect":  # per project, not ~/.prefect: the database the run server uses too
+        env["PREFECT_SERVER_DATABASE_CONNECTION_URL"] = database_url(stack_dir(project))
     elif name == "mlflow":
         env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
     else:
@@ -384,7 +384,26 @@ def _wait_healthy(
 
 
 def up(project: Project, serve: bool = True, params_path: Path | None = None) -> StackInfo:
-    """Start the stack, record it in stack.json and wait until both servers are healthy."""
+    """Start the stack, record it in stack.json and wait until both servers are healthy.
+
+    Holds the project's server start lock (ctloop/run_api.py) meanwhile, and refuses while a
+    ctloop command's run server uses the project's Prefect database: one server per database."""
+    from ctloop import run_api
+
+    try:
+        with run_api.start_lock(stack_dir(project)):
+            if record := run_api.run_server_record(stack_dir(project)):
+                raise StackError(
+                    f"a ctloop command is using the project's Prefect database through its run "
+                    f"server (pid {record.pid}, {record.url}): wait until it ends, then run "
+                    "`ctloop up` again"
+                )
+            return _up(project, serve, params_path)
+    except run_api.ApiError as err:
+        raise StackError(str(err)) from None
+
+
+def _up(project: Project, serve: bool, params_path: Path | None) -> StackInfo:
     cfg = project.params.stack
     previous = read_info(project)
     if previous is not None:
@@ -483,13 +502,20 @@ def stack_env(project: Project) -> dict[str, str]:
 
 
 def status(project: Project) -> list[str]:
-    """One line per recorded process: name, pid, running or not, URL and log."""
+    """One line per recorded process: name, pid, running or not, URL and log; and the run
+    server of a ctloop command, when one runs."""
+    from ctloop.run_api import run_server_record
+
+    record = run_server_record(stack_dir(project))
+    busy = []
+    if record:
+        busy.append(f"run server pid {record.pid:<7} running  {record.url}  (a ctloop command's)")
     info = read_info(project)
     if info is None:
-        return []
+        return busy
     where = {"prefect": info.prefect_ui_url, "mlflow": info.mlflow_url}
     alive = set(running(info))
-    return [
+    return busy + [
         f"{name:8} pid {pid:<7} {'running' if name in alive else 'STOPPED':8} "
         f"{where.get(name, '-')}  log {info.logs.get(name, '-')}"
         for name, pid in info.processes.items()

@@ -7,11 +7,13 @@ Called from the flow body, never from a task: a pause belongs to the flow run. T
 from __future__ import annotations
 
 import math
+import os
 
 from prefect.input import RunInput
 from pydantic import Field
 
 from ctloop.config import Project
+from ctloop.run_api import RUN_SERVER_ENV
 from tasks import approval
 from tasks.registry import PromotionDecision
 
@@ -40,9 +42,9 @@ def ask_approval(
     cfg = project.params.promotion
     if not approval.needed(cfg.require_approval, decision):
         return approval.not_required()
-    if not PREFECT_API_URL.value():
+    if not PREFECT_API_URL.value() or PREFECT_API_URL.value() == os.environ.get(RUN_SERVER_ENV):
         answer = approval.unavailable(
-            "no Prefect server with a UI (a temporary one has none): start one "
+            "no Prefect server with a UI (a command's run server has none): start one "
             "(`ctloop up`) or set PREFECT_API_URL"
         )
         print(

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
+
+from ctloop.run_api import RUN_SERVER_ENV
 
 
 @dataclass(frozen=True)
@@ -82,9 +85,12 @@ class TrainingSummary:
         return f"mlflow ui --backend-store-uri {self.tracking_uri} --port 5000"
 
     def _prefect_ui(self) -> str:
+        if self.prefect_api_url and self.prefect_api_url == os.environ.get(RUN_SERVER_ENV):
+            ui = os.environ.get("PREFECT_UI_URL", "http://127.0.0.1:4200")
+            return f"`ctloop up`, then {ui} (the run is stored in the project's database)"
         if self.prefect_api_url:
             return self.prefect_api_url.removesuffix("/").removesuffix("/api")
-        return "prefect server start   (then http://127.0.0.1:4200)"
+        return "`ctloop up`   (then http://127.0.0.1:4200)"
 
 
 def _short(value: object) -> str:

@@ -3,10 +3,13 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
+import pytest
+
+from ctloop.run_api import RUN_SERVER_ENV
 from tasks.summary import TrainingSummary
 
 
-def test_summary_names_every_figure_in_aligned_lines() -> None:
+def test_summary_names_every_figure_in_aligned_lines(monkeypatch: pytest.MonkeyPatch) -> None:
     summary = TrainingSummary(
         data_version="abc.dir",
         batches="2013-01..2013-07",
@@ -41,7 +44,7 @@ def test_summary_names_every_figure_in_aligned_lines() -> None:
         "temp, dewp",
         "learning_rate=0.07315",
         "mlflow ui --backend-store-uri sqlite:///mlflow.db",
-        "prefect server start",
+        "`ctloop up`",
     ):
         assert expected in text
     labelled = [line for line in text.splitlines()[1:7]]
@@ -50,4 +53,10 @@ def test_summary_names_every_figure_in_aligned_lines() -> None:
     )
     assert "MLflow UI  : http://127.0.0.1:5000 (run r1)" in served.render()
     assert "Prefect UI : http://h:4200" in served.render().splitlines()[-1]
+    # a command's run server has no UI: the line says where the run will show up instead
+    monkeypatch.setenv(RUN_SERVER_ENV, "http://127.0.0.1:41234/api")
+    monkeypatch.setenv("PREFECT_UI_URL", "http://127.0.0.1:4200")
+    on_run_server = replace(summary, prefect_api_url="http://127.0.0.1:41234/api").render()
+    assert "`ctloop up`, then http://127.0.0.1:4200" in on_run_server.splitlines()[-1]
+    assert "41234" not in on_run_server
     assert len({line.index(":") for line in labelled}) == 1  # the colons line up
