@@ -78,7 +78,9 @@ def train_model(
         t.record_tuning(project, run_id, tuning)
         evaluation = t.evaluate_holdout(project, run_id, model, holdout, tuning)
         insights = t.explain_model(project, run_id, model, train, holdout, tuning)
-        decision = t.register_challenger(project, run_id, model, holdout, evaluation, window)
+        decision = t.register_challenger(
+            project, run_id, model, holdout, evaluation, window, fingerprint
+        )
         t.importance_over_versions(project, run_id)
         t.record_learning_curve(project, run_id, curve.result())
         facts = (project, run_id, window, data_version, train, holdout, tuning, evaluation)
@@ -91,8 +93,8 @@ def train_model(
         t.wait_for(early_drift)  # computed beside the main line: report-drift takes it cached
         drift, paths = t.report_drift(project, reference, window.current, run_id)
         t.write_model_card(*facts, decision, answer, (reference, drift), insights)
-    except BaseException:
-        t.finish_run(run_id, failed=True)
+    except BaseException as err:  # the MLflow run says what failed; a re-run finishes it
+        t.finish_run(run_id, failed=True, error=f"{type(err).__name__}: {err}")
         raise
 
     summary = TrainingSummary(

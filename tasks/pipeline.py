@@ -473,28 +473,45 @@ def register_challenger(
     holdout: TrainingData,
     evaluation: Evaluation,
     window: Window,
+    fingerprint: str | None = None,
 ) -> registry.PromotionDecision:
     """Register the challenger and score the champion on the same holdout: the gate's decision,
-    not yet applied (an approval step may sit between the two)."""
+    not yet applied (an approval step may sit between the two).
+
+    With `fingerprint`, a version that a failed training run of the same data, params and code
+    registered is adopted instead of registering an identical one (`find_failed_registration`);
+    when that version already holds `champion`, its recorded decision is returned as it was."""
     cfg, metric = project.params, project.params.metric
     name = cfg.promotion.model_name
     use_experiment(project)
-    example = holdout.X.head(5)
-    version = tracking.log_model(
-        run_id, model, example, training.predict_scores(model, example, holdout.schema.task), name
-    )
-    crash_point("registration")  # tests only (CTLOOP_CRASH_AT): version without its tags
+    adopted = find_failed_registration(project, fingerprint) if fingerprint else None
+    if adopted is None:
+        example = holdout.X.head(5)
+        scores = training.predict_scores(model, example, holdout.schema.task)
+        version = tracking.log_model(run_id, model, example, scores, name)
+        crash_point("registration")  # tests only (CTLOOP_CRASH_AT): version without its tags
+    else:
+        version = adopted.version
+        registry.adopt_version(name, version, run_id, adopted.run_id)
+        print(
+            f"v{version} was registered by the failed run {adopted.run_id} with the same data, "
+            "params and code: this run finishes it (no second version)"
+        )
+    champion = registry.get_alias(name, registry.CHAMPION)
+    if adopted is not None and champion is not None and str(champion.version) == version:
+        recorded = registry.PromotionDecision.from_tags(adopted.tags)
+        if recorded is not None:
+            return recorded
     registry.mark_challenger(
         name,
         version,
         {
-            "ctloop.run_id": run_id,
+            registry.RUN_TAG: run_id,
             SUITE_REFERENCE_TAG: ",".join(window.train),
             "ctloop.holdout_batches": ",".join(window.holdout),
             f"ctloop.holdout_{metric}": str(evaluation.metrics[metric]),
         },
     )
-    champion = registry.get_alias(name, registry.CHAMPION)
     champion_scores = _champion_scores(name, champion, holdout) if champion else None
     champion_score = (
         None
@@ -515,6 +532,27 @@ def register_challenger(
     )
     publish_slices(project, run_id, decision)
     return decision
+
+
+@dataclass(frozen=True)
+class FailedRegistration:
+    """A READY version registered by a FAILED training run (`run_id`), with its tags."""
+
+    run_id: str
+    version: str
+    tags: dict[str, str]
+
+
+def find_failed_registration(project: Project, fingerprint: str) -> FailedRegistration | None:
+    """The newest READY version registered by a FAILED training run (an exception after
+    registration, or a killed process once reconciled) with `fingerprint`: the same data,
+    params and code. A re-run finishes that version instead of registering a duplicate."""
+    exp = use_experiment(project)
+    name = project.params.promotion.model_name
+    for failed in tracking.finished_runs_tagged(exp, FINGERPRINT_TAG, fingerprint, status="FAILED"):
+        for version in registry.registered_by(name, failed):
+            return FailedRegistration(failed, str(version.version), dict(version.tags or {}))
+    return None
 
 
 def apply_promotion(

@@ -344,9 +344,13 @@ def register_challenger(
     holdout: pipeline.TrainingData,
     evaluation: pipeline.Evaluation,
     window: pipeline.Window,
+    fingerprint: str | None = None,
 ) -> PromotionDecision:
-    """Register the challenger and take the gate's decision (applied by `apply_promotion`)."""
-    return pipeline.register_challenger(project, run_id, model, holdout, evaluation, window)
+    """Register the challenger and take the gate's decision (applied by `apply_promotion`); a
+    version a failed run of the same fingerprint registered is finished, not registered again."""
+    return pipeline.register_challenger(
+        project, run_id, model, holdout, evaluation, window, fingerprint
+    )
 
 
 @task(name="apply-promotion", cache_policy=NO_CACHE)
@@ -454,10 +458,10 @@ def write_model_card(
 
 
 @task(name="finish-run", **IO)
-def finish_run(run_id: str, failed: bool = False) -> None:
+def finish_run(run_id: str, failed: bool = False, error: str | None = None) -> None:
     from tasks import tracking
 
-    tracking.finish_run(run_id, failed)
+    tracking.finish_run(run_id, failed, error)
 
 
 @task(name="fingerprint-run", cache_policy=NO_CACHE)

@@ -74,6 +74,32 @@ class PromotionDecision:
             out[f"promotion.{key}"] = "" if value is None else str(value)
         return out
 
+    @classmethod
+    def from_tags(cls, tags: dict[str, str]) -> PromotionDecision | None:
+        """The decision recorded on a version by `apply_decision` (`promotion.*` tags); None when
+        none was recorded. The per-slice table is not in tags: `slices` comes back empty."""
+        if "promotion.promote" not in tags:
+            return None
+
+        def num(key: str) -> float | None:
+            raw = tags.get(f"promotion.{key}", "")
+            return float(raw) if raw else None
+
+        regressions = tags.get("promotion.slice_regressions", "")
+        return cls(
+            promote=tags["promotion.promote"] == "True",
+            reason=tags.get("promotion.reason", ""),
+            metric=tags.get("promotion.metric", ""),
+            challenger_version=tags.get("promotion.challenger_version", ""),
+            challenger_score=num("challenger_score") or math.nan,
+            champion_version=tags.get("promotion.champion_version") or None,
+            champion_score=num("champion_score"),
+            margin=num("margin") or 0.0,
+            min_score=num("min_score") or 0.0,
+            slice_tolerance=num("slice_tolerance") or 0.0,
+            slice_regressions=tuple(regressions.split("; ")) if regressions else (),
+        )
+
 
 def _clip(text: str, limit: int = 4000) -> str:
     """Registry tag values are limited in length: keep the head, say how much was cut."""
@@ -186,19 +212,53 @@ def versions(name: str) -> list[ModelVersion]:
     return sorted(found, key=lambda v: int(v.version))
 
 
+RUN_TAG = "ctloop.run_id"  # the training run that gated the version (a re-run may adopt one)
+RECOVERED_TAG = "ctloop.recovered_from"
+
+
 def gated_version_of_run(name: str, run_id: str) -> ModelVersion | None:
-    """The version `run_id` registered, if it is READY, went through the gate (its decision is
-    tagged) and was not left by an interrupted run; else None."""
+    """The version `run_id` registered or adopted (`adopt_version`), if it is READY, went
+    through the gate (its decision is tagged) and was not left by an interrupted run; else
+    None."""
     from mlflow import MlflowClient
 
     from tasks.recovery import VERSION_TAG as INTERRUPTED
 
-    found = MlflowClient().search_model_versions(f"name = '{name}' and run_id = '{run_id}'")
+    client = MlflowClient()
+    found = client.search_model_versions(f"name = '{name}' and run_id = '{run_id}'")
+    found += client.search_model_versions(f"name = '{name}' and tags.`{RUN_TAG}` = '{run_id}'")
     for version in sorted(found, key=lambda v: -int(v.version)):
         tags = version.tags or {}
         if version.status == "READY" and "promotion.promote" in tags and INTERRUPTED not in tags:
             return version
     return None
+
+
+def registered_by(name: str, run_id: str) -> list[ModelVersion]:
+    """The READY versions `run_id` registered, newest first."""
+    from mlflow import MlflowClient
+
+    found = MlflowClient().search_model_versions(f"name = '{name}' and run_id = '{run_id}'")
+    ready = [v for v in found if v.status == "READY"]
+    return sorted(ready, key=lambda v: -int(v.version))
+
+
+def adopt_version(name: str, version: str, run_id: str, failed_run_id: str) -> None:
+    """Let the training run `run_id` finish a version that the failed run `failed_run_id`
+    registered with the same fingerprint (instead of registering an identical one): the version
+    is tagged with the new run and where it came from; the interrupted mark (kept in the
+    `ctloop.recovered_from` tag) no longer hides it from the gate's bookkeeping."""
+    from mlflow import MlflowClient
+
+    from tasks.recovery import VERSION_TAG as INTERRUPTED
+
+    client = MlflowClient()
+    tags = client.get_model_version(name, version).tags or {}
+    note = f"{failed_run_id}: {tags[INTERRUPTED]}" if INTERRUPTED in tags else failed_run_id
+    client.set_model_version_tag(name, version, RECOVERED_TAG, note)
+    client.set_model_version_tag(name, version, RUN_TAG, run_id)
+    if INTERRUPTED in tags:
+        client.delete_model_version_tag(name, version, INTERRUPTED)
 
 
 def load_version(name: str, version: str) -> Pipeline:
@@ -235,6 +295,9 @@ def apply_decision(name: str, decision: PromotionDecision) -> None:
         client.set_model_version_tag(name, decision.challenger_version, key, value)
     if not decision.promote:
         return
+    current = get_alias(name, CHAMPION)
+    if current is not None and str(current.version) == decision.challenger_version:
+        return  # applied already (a re-run finishing a failed run's version): no second event
     status = client.get_model_version(name, decision.challenger_version).status
     if status != "READY":
         raise RegistryError(

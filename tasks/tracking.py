@@ -102,10 +102,18 @@ def resumed(run_id: str) -> Iterator[None]:
         mlflow.end_run(status="RUNNING")
 
 
-def finish_run(run_id: str, failed: bool = False) -> None:
+FAILURE_TAG = "ctloop.failure"
+
+
+def finish_run(run_id: str, failed: bool = False, error: str | None = None) -> None:
+    """End a run FINISHED, or FAILED with `error` (what went wrong) in the `ctloop.failure` tag,
+    so the MLflow UI shows why a step after registration failed."""
     from mlflow import MlflowClient
 
-    MlflowClient().set_terminated(run_id, "FAILED" if failed else "FINISHED")
+    client = MlflowClient()
+    if failed and error:
+        client.set_tag(run_id, FAILURE_TAG, error[:4000])
+    client.set_terminated(run_id, "FAILED" if failed else "FINISHED")
 
 
 def log_trial(parent_run_id: str, experiment_id: str, rec: TrialRecord, metric: str) -> None:
@@ -290,13 +298,16 @@ def read_json_artifact(run_id: str, path: str) -> dict[str, Any] | None:
         return json.loads(Path(client.download_artifacts(run_id, path, tmp)).read_text())
 
 
-def finished_runs_tagged(experiment_id: str, key: str, value: str, limit: int = 5) -> list[str]:
-    """Ids of the experiment's FINISHED runs with tag `key` = `value`, newest first."""
+def finished_runs_tagged(
+    experiment_id: str, key: str, value: str, limit: int = 5, status: str = "FINISHED"
+) -> list[str]:
+    """Ids of the experiment's runs in `status` (FINISHED, FAILED) with tag `key` = `value`,
+    newest first."""
     from mlflow import MlflowClient
 
     runs = MlflowClient().search_runs(
         [experiment_id],
-        f"tags.`{key}` = '{value}' and attributes.status = 'FINISHED'",
+        f"tags.`{key}` = '{value}' and attributes.status = '{status}'",
         order_by=["attributes.start_time DESC"],
         max_results=limit,
     )

@@ -209,12 +209,16 @@ def test_kill_during_registration(project: Project, ctloop_run: Callable[..., Ex
 
     rerun = _train_here(project)
     _failed_as_interrupted(project, run.info.run_id, killed.pid)
-    assert _version_tags(project, "2")[recovery.VERSION_TAG].startswith(run.info.run_id)
-    # the gate decided on the re-run's own v3 only; v2 was never champion
-    assert (rerun.model_version, rerun.promoted) == ("3", True)
-    assert _champion_loads_and_predicts(project) == "3"
-    assert [(e.to_version, e.applied) for e in audit.history(MODEL)] == [("1", True), ("3", True)]
-    assert not any(k.startswith("promotion.") for k in _version_tags(project, "2"))
+    # the re-run (same data, params and code) finished v2 instead of registering a duplicate
+    tags = _version_tags(project, "2")
+    assert tags[registry.RECOVERED_TAG].startswith(run.info.run_id)
+    assert recovery.VERSION_TAG not in tags  # moved into the recovered tag, not lost
+    assert tags[registry.RUN_TAG] != run.info.run_id
+    assert (rerun.model_version, rerun.promoted) == ("2", True)
+    assert [str(v.version) for v in registry.versions(MODEL)] == ["1", "2"]
+    assert _champion_loads_and_predicts(project) == "2"
+    assert [(e.to_version, e.applied) for e in audit.history(MODEL)] == [("1", True), ("2", True)]
+    assert _train_here(project).unchanged  # and a third run finds it finished: nothing to do
     _batches_complete(project, MONTHS)
 
 
@@ -229,11 +233,14 @@ def test_kill_during_promotion(project: Project, ctloop_run: Callable[..., Exite
 
     rerun = _train_here(project)
     _failed_as_interrupted(project, run.info.run_id, killed.pid)
-    assert (rerun.model_version, rerun.promoted) == ("3", True)
-    assert _champion_loads_and_predicts(project) == "3"
+    # the re-run finished v2 (gated again against v1: the same decision) instead of a v3
+    assert (rerun.model_version, rerun.promoted) == ("2", True)
+    assert [str(v.version) for v in registry.versions(MODEL)] == ["1", "2"]
+    assert _champion_loads_and_predicts(project) == "2"
     events = audit.history(MODEL)
-    assert [(e.to_version, e.applied) for e in events] == [("1", True), ("2", False), ("3", True)]
-    assert events[2].from_version == "1"  # v3 replaced v1: v2 never served
+    print([(e.to_version, e.from_version, e.applied) for e in events])
+    assert [(e.to_version, e.applied) for e in events][-1] == ("2", True)
+    assert events[-1].from_version == "1"
     shown = CliRunner().invoke(app, ["history", "--params", str(project.root / "params.yaml")])
     assert shown.exit_code == 0 and shown.output.count("promote (not applied)") == 1
     _batches_complete(project, MONTHS)
