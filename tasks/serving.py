@@ -552,26 +552,35 @@ def finish(
 # --- the scoring server ------------------------------------------------------------------
 
 
-def serve_command(bin_dir: Path, model_uri: str, host: str, port: int) -> list[str]:
-    """argv of MLflow's scoring server for a model, in this environment (no conda/virtualenv)."""
+def serve_command(bin_dir: Path, host: str, port: int) -> list[str]:
+    """argv of the scoring server (tasks/scoring_app.py: MLflow's scoring app around a version
+    ctloop loads itself) under this environment's uvicorn, one worker."""
     return [
-        str(bin_dir / "mlflow"),
-        *("models", "serve", "-m", model_uri),
-        *("--host", host, "--port", str(port), "--env-manager", "local", "--workers", "1"),
+        str(bin_dir / "uvicorn"),
+        *("tasks.scoring_app:app", "--host", host, "--port", str(port), "--workers", "1"),
     ]
 
 
-def serve_env(base: dict[str, str], tracking_uri: str, bin_dir: Path) -> dict[str, str]:
-    """The server's environment: the project's store, pickled models allowed (our own registry),
-    and the venv first on PATH (MLflow starts `uvicorn` by name)."""
+def serve_env(
+    base: dict[str, str], tracking_uri: str, bin_dir: Path, name: str, version: str
+) -> dict[str, str]:
+    """The server's environment: the project's store, the version to serve, and the venv first
+    on PATH. No MLFLOW_ALLOW_PICKLE_DESERIALIZATION: skops versions load without it, legacy
+    pickled ones turn it on for their one load (model_io.load_model_dir); one inherited from
+    `base` is dropped."""
+    from tasks import model_io
+
     path = os.pathsep.join([str(bin_dir), base.get("PATH", "")]).rstrip(os.pathsep)
-    return {
+    env = {
         "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",  # one bar line per file in the log
         **base,
         "MLFLOW_TRACKING_URI": tracking_uri,
-        "MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "true",
+        model_io.SERVE_MODEL_ENV: name,
+        model_io.SERVE_VERSION_ENV: version,
         "PATH": path,
     }
+    env.pop(model_io.PICKLE_SWITCH, None)
+    return env
 
 
 def serve_url(host: str, port: int) -> str:

@@ -249,12 +249,15 @@ def test_uncertainty_artifacts_round_trip(tmp_path: Path) -> None:
 
 
 def test_server_command_environment_and_request(tmp_path: Path) -> None:
-    argv = serving.serve_command(tmp_path, "models:/m@champion", "127.0.0.1", 5001)
-    assert argv[0] == str(tmp_path / "mlflow")
-    assert argv[1:5] == ["models", "serve", "-m", "models:/m@champion"]
-    assert argv[argv.index("--env-manager") + 1] == "local"
-    env = serving.serve_env({"PATH": "/usr/bin", "HOME": "/h"}, "sqlite:////p/mlflow.db", tmp_path)
+    argv = serving.serve_command(tmp_path, "127.0.0.1", 5001)
+    assert argv[0] == str(tmp_path / "uvicorn")
+    assert argv[1] == "tasks.scoring_app:app"  # MLflow's scoring app around ctloop's loader
+    assert argv[argv.index("--port") + 1] == "5001"
+    base = {"PATH": "/usr/bin", "HOME": "/h", "MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "true"}
+    env = serving.serve_env(base, "sqlite:////p/mlflow.db", tmp_path, "m", "3")
     assert env["MLFLOW_TRACKING_URI"] == "sqlite:////p/mlflow.db"
+    assert (env["CTLOOP_SERVE_MODEL"], env["CTLOOP_SERVE_VERSION"]) == ("m", "3")
+    assert "MLFLOW_ALLOW_PICKLE_DESERIALIZATION" not in env  # skops versions need no pickle
     assert env["PATH"].split(":")[0] == str(tmp_path)  # MLflow starts `uvicorn` by name
     assert env["HOME"] == "/h"
     assert serving.serve_url("0.0.0.0", 5001) == "http://127.0.0.1:5001"
