@@ -239,10 +239,29 @@ def test_uncertainty_artifacts_round_trip(tmp_path: Path) -> None:
 
     missing = serving.load_uncertainty(old, "regression", "model 'm' v1")
     assert missing.fold_models == () and missing.half_width is None
-    assert any(f"run {old} has no uncertainty/fold_models.joblib" in n for n in missing.notes)
+    assert any(f"run {old} has no uncertainty/fold_models.skops" in n for n in missing.notes)
     assert any("conformal.json: lower and upper are NaN" in n for n in missing.notes)
     with pytest.raises(ValueError, match="no fold models"):
         serving.log_uncertainty_artifacts(old, [], None)
+
+
+def test_legacy_pickled_fold_models_still_load_with_a_note(tmp_path: Path) -> None:
+    """Runs from before skops recorded uncertainty/fold_models.joblib: still read, with a note."""
+    import joblib
+    from mlflow import MlflowClient
+    from sklearn.linear_model import LinearRegression
+
+    from tasks import tracking
+
+    experiment = tracking.configure(f"sqlite:///{tmp_path}/mlflow.db", "legacy", tmp_path / "art")
+    run = MlflowClient().create_run(experiment).info.run_id
+    X, y = pd.DataFrame({"x": [0.0, 1.0, 2.0]}), pd.Series([0.0, 1.0, 2.0])
+    joblib.dump([LinearRegression().fit(X, y)], tmp_path / serving.LEGACY_FOLD_MODELS)
+    MlflowClient().log_artifact(run, str(tmp_path / serving.LEGACY_FOLD_MODELS), "uncertainty")
+    loaded = serving.load_uncertainty(run, "classification", "model 'm' v1")
+    assert len(loaded.fold_models) == 1
+    assert loaded.fold_models[0].predict(pd.DataFrame({"x": [4.0]})) == pytest.approx([4.0])
+    assert any("fold_models.joblib" in n and "pickled" in n for n in loaded.notes)
 
 
 # --- the scoring server ------------------------------------------------------------------
