@@ -47,11 +47,15 @@ def _known_errors() -> tuple[type[BaseException], ...]:
     from ctloop.config import ConfigError
     from tasks.data import DataError
     from tasks.locks import LockTimeout
+    from tasks.model_io import ModelSafetyError
     from tasks.pipeline import WindowError
     from tasks.validation import ValidationFailed
     from tasks.versioning import VersioningError
 
-    return (ConfigError, DataError, WindowError, ValidationFailed, VersioningError, LockTimeout)
+    return (
+        *(ConfigError, DataError, WindowError, ValidationFailed, VersioningError, LockTimeout),
+        ModelSafetyError,
+    )
 
 
 def _project(params: Path) -> Project:
@@ -573,8 +577,8 @@ def serve_model(
     bin_dir = Path(sys.executable).parent
     chosen = port or cfg.serving.port
     url = serving.serve_url(cfg.stack.host, chosen)
-    argv = serving.serve_command(bin_dir, f"models:/{name}@{CHAMPION}", cfg.stack.host, chosen)
-    env = serving.serve_env(dict(os.environ), project.tracking_uri, bin_dir)
+    argv = serving.serve_command(bin_dir, cfg.stack.host, chosen)
+    env = serving.serve_env(dict(os.environ), project.tracking_uri, bin_dir, name, version)
     typer.echo(f"starting MLflow's scoring server for models:/{name}@{CHAMPION} (v{version}) ...")
 
     def ready(seconds: float) -> None:

@@ -1,5 +1,5 @@
-"""`ctloop serve-model`: run MLflow's scoring server in the foreground until Ctrl-C or SIGTERM,
-and stop all of it (the `mlflow models serve` process and the uvicorn server it starts).
+"""`ctloop serve-model`: run the scoring server in the foreground until Ctrl-C or SIGTERM,
+and stop all of it (the uvicorn server of tasks/scoring_app.py and any process it starts).
 
 The server runs in a process group of its own, so it is stopped as a whole, and it receives
 SIGTERM when this process dies (Linux). Standard library only: `ctloop --help` stays fast.

@@ -8,7 +8,6 @@ never points at a version whose record is incomplete.
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
@@ -262,15 +261,15 @@ def adopt_version(name: str, version: str, run_id: str, failed_run_id: str) -> N
 
 
 def load_version(name: str, version: str) -> Pipeline:
-    """Load a registered scikit-learn pipeline.
+    """Load a registered scikit-learn pipeline from the configured registry.
 
-    Only the configured registry is read, which ctloop itself writes, so deserialisation is
-    allowed explicitly here (MLflow refuses pickled models otherwise).
-    """
-    import mlflow
+    skops versions load with no pickle and only types from model_io.TRUSTED_MODULES
+    (model_io.ModelSafetyError otherwise); versions saved with cloudpickle before load with a
+    model_io.LegacyModelWarning, pickle being allowed for that one load only."""
+    from tasks import model_io
 
-    os.environ["MLFLOW_ALLOW_PICKLE_DESERIALIZATION"] = "true"
-    return mlflow.sklearn.load_model(f"models:/{name}/{version}")
+    model: Pipeline = model_io.load_registered(name, version)
+    return model
 
 
 def mark_challenger(name: str, version: str, tags: dict[str, str]) -> None:

@@ -2,9 +2,9 @@
 model's MLflow signature before scoring, score it (with the fold models' spread and conformal
 intervals when the training run recorded them), write the predictions atomically.
 
-No Prefect here (thin wrappers: tasks/prefect_serving.py). MLflow, scikit-learn and joblib are
+No Prefect here (thin wrappers: tasks/prefect_serving.py). MLflow, scikit-learn and skops are
 imported inside functions. Models are read only from the project's own registry
-(tasks/registry.py), which ctloop writes itself.
+(tasks/registry.py), which ctloop writes itself, in the skops format (tasks/model_io.py).
 """
 
 from __future__ import annotations
@@ -30,7 +30,8 @@ if TYPE_CHECKING:
 
 SUFFIXES = (".csv", ".parquet")
 UNCERTAINTY_DIR = "uncertainty"
-FOLD_MODELS = "fold_models.joblib"
+FOLD_MODELS = "fold_models.skops"  # skops, checked types (tasks/model_io.py)
+LEGACY_FOLD_MODELS = "fold_models.joblib"  # runs from before skops: pickled
 CONFORMAL = "conformal.json"
 ROW = "row"
 OUTPUT_COLUMNS = ("prediction", "score", "model_version", "uncertainty", "lower", "upper")
@@ -168,20 +169,24 @@ def log_uncertainty_artifacts(
     coverage: float = 0.9,
 ) -> None:
     """Record on a training run what serving needs for per-prediction uncertainty: the CV fold
-    models (`uncertainty/fold_models.joblib`) and, for regression, the conformal interval
+    models (`uncertainty/fold_models.skops`: a list, types checked by model_io.trusted_types,
+    which raises ModelSafetyError) and, for regression, the conformal interval
     (`uncertainty/conformal.json`: coverage and half width). MLflow must already point at the
     project's store (pipeline.use_experiment)."""
-    import joblib
+    import skops.io
     from mlflow import MlflowClient
+
+    from tasks import model_io
 
     if not fold_models:
         raise ValueError(f"run {run_id}: no fold models to record")
     if half_width is not None and not (math.isfinite(half_width) and half_width >= 0):
         raise ValueError(f"run {run_id}: conformal half width must be >= 0, got {half_width}")
+    model_io.trusted_types(list(fold_models), f"the fold models of run {run_id}")
     client = MlflowClient()
     with tempfile.TemporaryDirectory() as tmp:
         models_path = Path(tmp) / FOLD_MODELS
-        joblib.dump(list(fold_models), models_path)
+        skops.io.dump(list(fold_models), models_path)
         client.log_artifact(run_id, str(models_path), UNCERTAINTY_DIR)
         if half_width is not None:
             conformal = Path(tmp) / CONFORMAL
@@ -201,7 +206,14 @@ def load_uncertainty(run_id: str | None, task: str, where: str) -> Uncertainty:
     notes: list[str] = []
     fold_models: tuple[Pipeline, ...] = ()
     if FOLD_MODELS in names:
-        fold_models = _read_fold_models(run_id, where)
+        fold_models = _read_fold_models(run_id, where, FOLD_MODELS)
+    elif LEGACY_FOLD_MODELS in names:
+        fold_models = _read_fold_models(run_id, where, LEGACY_FOLD_MODELS)
+        notes.append(
+            f"{where}: {UNCERTAINTY_DIR}/{LEGACY_FOLD_MODELS} of run {run_id} is pickled (from "
+            "before skops): loaded because it comes from this project's store; a new training "
+            f"records {FOLD_MODELS}"
+        )
     else:
         notes.append(
             f"{where}: its training run {run_id} has no {UNCERTAINTY_DIR}/{FOLD_MODELS} (trained "
@@ -230,19 +242,26 @@ def _download(run_id: str, name: str) -> Path:
     )
 
 
-def _read_fold_models(run_id: str, where: str) -> tuple[Pipeline, ...]:
-    import joblib
+def _read_fold_models(run_id: str, where: str, name: str) -> tuple[Pipeline, ...]:
+    """The fold models of `name`: skops (checked types, no pickle) or the legacy joblib file."""
+    from tasks import model_io
 
-    loaded = joblib.load(_download(run_id, FOLD_MODELS))
+    path = _download(run_id, name)
+    if name == FOLD_MODELS:
+        loaded = model_io.load_skops(path, f"{where}: {UNCERTAINTY_DIR}/{name} of run {run_id}")
+    else:
+        import joblib
+
+        loaded = joblib.load(path)
     if not isinstance(loaded, list | tuple) or not loaded:
         raise ServingError(
-            f"{where}: {UNCERTAINTY_DIR}/{FOLD_MODELS} of run {run_id} is not a non-empty list "
+            f"{where}: {UNCERTAINTY_DIR}/{name} of run {run_id} is not a non-empty list "
             f"of fitted pipelines (got {type(loaded).__name__})"
         )
     for i, model in enumerate(loaded):
         if not hasattr(model, "predict"):
             raise ServingError(
-                f"{where}: {UNCERTAINTY_DIR}/{FOLD_MODELS} of run {run_id}: item {i} is a "
+                f"{where}: {UNCERTAINTY_DIR}/{name} of run {run_id}: item {i} is a "
                 f"{type(model).__name__}, not a fitted pipeline"
             )
     return tuple(loaded)
@@ -552,26 +571,35 @@ def finish(
 # --- the scoring server ------------------------------------------------------------------
 
 
-def serve_command(bin_dir: Path, model_uri: str, host: str, port: int) -> list[str]:
-    """argv of MLflow's scoring server for a model, in this environment (no conda/virtualenv)."""
+def serve_command(bin_dir: Path, host: str, port: int) -> list[str]:
+    """argv of the scoring server (tasks/scoring_app.py: MLflow's scoring app around a version
+    ctloop loads itself) under this environment's uvicorn, one worker."""
     return [
-        str(bin_dir / "mlflow"),
-        *("models", "serve", "-m", model_uri),
-        *("--host", host, "--port", str(port), "--env-manager", "local", "--workers", "1"),
+        str(bin_dir / "uvicorn"),
+        *("tasks.scoring_app:app", "--host", host, "--port", str(port), "--workers", "1"),
     ]
 
 
-def serve_env(base: dict[str, str], tracking_uri: str, bin_dir: Path) -> dict[str, str]:
-    """The server's environment: the project's store, pickled models allowed (our own registry),
-    and the venv first on PATH (MLflow starts `uvicorn` by name)."""
+def serve_env(
+    base: dict[str, str], tracking_uri: str, bin_dir: Path, name: str, version: str
+) -> dict[str, str]:
+    """The server's environment: the project's store, the version to serve, and the venv first
+    on PATH. No MLFLOW_ALLOW_PICKLE_DESERIALIZATION: skops versions load without it, legacy
+    pickled ones turn it on for their one load (model_io.load_model_dir); one inherited from
+    `base` is dropped."""
+    from tasks import model_io
+
     path = os.pathsep.join([str(bin_dir), base.get("PATH", "")]).rstrip(os.pathsep)
-    return {
+    env = {
         "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",  # one bar line per file in the log
         **base,
         "MLFLOW_TRACKING_URI": tracking_uri,
-        "MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "true",
+        model_io.SERVE_MODEL_ENV: name,
+        model_io.SERVE_VERSION_ENV: version,
         "PATH": path,
     }
+    env.pop(model_io.PICKLE_SWITCH, None)
+    return env
 
 
 def serve_url(host: str, port: int) -> str:

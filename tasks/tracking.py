@@ -334,14 +334,23 @@ def log_model(
     """Log the fitted pipeline with signature and input example; register it as a new version
     and return the version number.
 
+    Saved in the skops format with exactly the checked types the pipeline contains
+    (model_io.trusted_types), so loading it runs no code; a type outside the trusted modules
+    raises model_io.ModelSafetyError before anything is logged.
+
     The pyfunc flavor (what `mlflow models serve` and `ctloop serve-model` answer with) predicts
     probabilities for a classifier (`predict_proba`: one [p(class 0), p(class 1)] pair per row),
     labels being a threshold away; a regressor predicts values. The sklearn flavor, which ctloop
     loads itself (registry.load_version), is the plain pipeline either way."""
     import mlflow
     import sklearn
+    import skops
     import xgboost
     from mlflow.models import infer_signature
+
+    from tasks import model_io
+
+    trusted = model_io.trusted_types(pipeline, f"the pipeline of run {run_id}")
 
     # integers as doubles: a later batch with a missing value must still match the signature
     ints = example.select_dtypes("integer").columns
@@ -354,6 +363,7 @@ def log_model(
         f"xgboost=={xgboost.__version__}",
         f"pandas=={pd.__version__}",
         f"mlflow=={mlflow.__version__}",
+        f"skops=={skops.__version__}",
     ]
     with resumed(run_id):
         info = mlflow.sklearn.log_model(
@@ -363,7 +373,8 @@ def log_model(
             input_example=example,
             registered_model_name=registered_name,
             pip_requirements=requirements,
-            serialization_format=mlflow.sklearn.SERIALIZATION_FORMAT_CLOUDPICKLE,
+            serialization_format=mlflow.sklearn.SERIALIZATION_FORMAT_SKOPS,
+            skops_trusted_types=trusted,
             pyfunc_predict_fn=predict_fn,
         )
     return str(info.registered_model_version)

@@ -76,7 +76,7 @@ def test_regression_on_a_csv_with_a_daily_date_column(
     assert {"actual", "predicted", "residual"} <= set(residuals.columns)
     # regression uncertainty: conformal intervals from out-of-fold residuals, their coverage
     conformal = {a.path for a in MlflowClient().list_artifacts(run.info.run_id, "uncertainty")}
-    assert conformal == {"uncertainty/conformal.json", "uncertainty/fold_models.joblib"}
+    assert conformal == {"uncertainty/conformal.json", "uncertainty/fold_models.skops"}
     assert run.data.metrics["interval_coverage_target"] == 0.9
     assert 0.75 < run.data.metrics["holdout_interval_coverage"] <= 1.0
     assert not (p.path("reports") / "plots" / "calibration.csv").exists()  # classification only

@@ -178,7 +178,7 @@ def _assert_insights_logged(p: Project, client: MlflowClient, run_id: str) -> No
     assert {f"insights/{n}.csv" for n in INSIGHTS} <= tables
     assert {f"plots/{n}.png" for n in INSIGHTS} <= figures
     assert {a.path for a in client.list_artifacts(run_id, "uncertainty")} == {
-        "uncertainty/fold_models.joblib"  # classification: no conformal interval
+        "uncertainty/fold_models.skops"  # classification: no conformal interval
     }
     assert all((p.path("reports") / "plots" / f"{n}.csv").is_file() for n in INSIGHTS)
     slices = pd.read_csv(p.path("reports") / "plots" / "slices.csv")

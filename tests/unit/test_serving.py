@@ -239,22 +239,44 @@ def test_uncertainty_artifacts_round_trip(tmp_path: Path) -> None:
 
     missing = serving.load_uncertainty(old, "regression", "model 'm' v1")
     assert missing.fold_models == () and missing.half_width is None
-    assert any(f"run {old} has no uncertainty/fold_models.joblib" in n for n in missing.notes)
+    assert any(f"run {old} has no uncertainty/fold_models.skops" in n for n in missing.notes)
     assert any("conformal.json: lower and upper are NaN" in n for n in missing.notes)
     with pytest.raises(ValueError, match="no fold models"):
         serving.log_uncertainty_artifacts(old, [], None)
+
+
+def test_legacy_pickled_fold_models_still_load_with_a_note(tmp_path: Path) -> None:
+    """Runs from before skops recorded uncertainty/fold_models.joblib: still read, with a note."""
+    import joblib
+    from mlflow import MlflowClient
+    from sklearn.linear_model import LinearRegression
+
+    from tasks import tracking
+
+    experiment = tracking.configure(f"sqlite:///{tmp_path}/mlflow.db", "legacy", tmp_path / "art")
+    run = MlflowClient().create_run(experiment).info.run_id
+    X, y = pd.DataFrame({"x": [0.0, 1.0, 2.0]}), pd.Series([0.0, 1.0, 2.0])
+    joblib.dump([LinearRegression().fit(X, y)], tmp_path / serving.LEGACY_FOLD_MODELS)
+    MlflowClient().log_artifact(run, str(tmp_path / serving.LEGACY_FOLD_MODELS), "uncertainty")
+    loaded = serving.load_uncertainty(run, "classification", "model 'm' v1")
+    assert len(loaded.fold_models) == 1
+    assert loaded.fold_models[0].predict(pd.DataFrame({"x": [4.0]})) == pytest.approx([4.0])
+    assert any("fold_models.joblib" in n and "pickled" in n for n in loaded.notes)
 
 
 # --- the scoring server ------------------------------------------------------------------
 
 
 def test_server_command_environment_and_request(tmp_path: Path) -> None:
-    argv = serving.serve_command(tmp_path, "models:/m@champion", "127.0.0.1", 5001)
-    assert argv[0] == str(tmp_path / "mlflow")
-    assert argv[1:5] == ["models", "serve", "-m", "models:/m@champion"]
-    assert argv[argv.index("--env-manager") + 1] == "local"
-    env = serving.serve_env({"PATH": "/usr/bin", "HOME": "/h"}, "sqlite:////p/mlflow.db", tmp_path)
+    argv = serving.serve_command(tmp_path, "127.0.0.1", 5001)
+    assert argv[0] == str(tmp_path / "uvicorn")
+    assert argv[1] == "tasks.scoring_app:app"  # MLflow's scoring app around ctloop's loader
+    assert argv[argv.index("--port") + 1] == "5001"
+    base = {"PATH": "/usr/bin", "HOME": "/h", "MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "true"}
+    env = serving.serve_env(base, "sqlite:////p/mlflow.db", tmp_path, "m", "3")
     assert env["MLFLOW_TRACKING_URI"] == "sqlite:////p/mlflow.db"
+    assert (env["CTLOOP_SERVE_MODEL"], env["CTLOOP_SERVE_VERSION"]) == ("m", "3")
+    assert "MLFLOW_ALLOW_PICKLE_DESERIALIZATION" not in env  # skops versions need no pickle
     assert env["PATH"].split(":")[0] == str(tmp_path)  # MLflow starts `uvicorn` by name
     assert env["HOME"] == "/h"
     assert serving.serve_url("0.0.0.0", 5001) == "http://127.0.0.1:5001"
