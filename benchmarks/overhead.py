@@ -3,7 +3,7 @@ fit (benchmarks/plain_train.py), on the default data, with the same seed, folds 
 
 Run from the project root (defaults: 3 rounds, about 20 minutes on 2 quiet cores):
 
-    .venv/bin/python benchmarks/overhead.py [--repeats 3] [--modes server,temporary]
+    .venv/bin/python benchmarks/overhead.py [--repeats 3] [--modes server,run-server]
         [--n-trials N] [--set KEY=VALUE ...] [--keep DIR] [--json PATH]
 
 Each round runs the plain script, then the flow in each mode; each side is a process of its own,
@@ -12,8 +12,9 @@ timed from start to exit (wall, and CPU of the process and its children):
 - plain: `python benchmarks/plain_train.py` (reads the source, tune + fit_final, nothing else);
 - server: `ctloop run` in a fresh project (`ctloop setup` done, the committed expectation suite)
   against a Prefect server this script starts beforehand on a free port (its own database);
-- temporary: `ctloop run` in another fresh project with no PREFECT_API_URL, so the flow starts
-  Prefect's temporary server itself (its database already migrated, as after a first use).
+- run-server: `ctloop run` in another fresh project with no PREFECT_API_URL and no stack, the
+  user's default: the command starts its one run server (ctloop/run_api.py) while it imports the
+  flow (its database already migrated, as after a first use).
 
 Every flow run gets a fresh PREFECT_LOCAL_STORAGE_PATH and a fresh MLflow store: the tune-and-fit
 cache cannot short-circuit it. `tune.timeout_s` is off on all sides (a time budget would let a busy
@@ -53,7 +54,7 @@ from harness import (
     work_dir,
 )
 
-RATIO_TARGET = 1.10
+TARGETS = {"server": 1.15, "run-server": 1.25}  # issue 12
 BENCH = {"tune": {"timeout_s": None, "show_progress_bar": False}}
 
 
@@ -98,7 +99,7 @@ def flow_env(work: Path, name: str, home: Path) -> dict[str, str]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--modes", default="server,temporary", help="server, temporary or both")
+    ap.add_argument("--modes", default="server,run-server", help="server, run-server or both")
     ap.add_argument("--repeats", type=int, default=3, help="rounds of plain + each mode")
     ap.add_argument("--n-trials", type=int, default=None, help="override tune.n_trials")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
@@ -106,8 +107,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", type=Path, default=None, help="write the raw figures here")
     args = ap.parse_args(argv)
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
-    if unknown := set(modes) - {"server", "temporary"}:
-        raise SystemExit(f"--modes: unknown mode(s) {sorted(unknown)} (server, temporary)")
+    if unknown := set(modes) - {"server", "run-server"}:
+        raise SystemExit(f"--modes: unknown mode(s) {sorted(unknown)} (server, run-server)")
     changes = merge(BENCH, dotted(args.set))
     if args.n_trials is not None:
         changes = merge(changes, {"tune": {"n_trials": args.n_trials}})
@@ -117,8 +118,8 @@ def main(argv: list[str] | None = None) -> int:
     metric = "roc_auc"
     results: dict[str, Any] = {"changes": changes, "machine": load_state(), "rounds": []}
     plain_params = make_project(work / "plain", changes)
-    temp_home = work / "prefect-temporary"
-    if "temporary" in modes:  # its database migrated once, as after a first use
+    temp_home = work / "prefect-run-server"
+    if "run-server" in modes:  # its database migrated once, as after a first use
         env = flow_env(work, "migrate", temp_home)
         run([str(BIN / "prefect"), "server", "database", "upgrade", "-y"], work, env)
 
@@ -142,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
                 if mode == "server":
                     env = {**flow_env(work, f"server-{i + 1}", server_home), "PREFECT_API_URL": api}
                 else:
-                    env = flow_env(work, f"temporary-{i + 1}", temp_home)
+                    env = flow_env(work, f"run-server-{i + 1}", temp_home)
                 log("overhead", f"round {i + 1}: flow, {mode} server ...")
                 timed, metrics = flow(params, env)
                 if mode == "server":
@@ -152,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
                 round_[mode] = {"seconds": timed.seconds, "cpu": timed.cpu_seconds}
                 log("overhead", f"{mode}: {timed.seconds:.1f} s, ratio {ratio:.3f}")
                 rows.append(
-                    f"| {i + 1} | flow, {'running' if mode == 'server' else 'temporary'} server "
+                    f"| {i + 1} | flow, {'running' if mode == 'server' else 'its own run'} server "
                     f"| {timed.seconds:.1f} | {timed.cpu_seconds:.1f} | {ratio:.3f} | "
                     f"{timed.cpu_seconds / plain_t.cpu_seconds:.3f} | "
                     f"{same_work(plain_out, metrics, metric)} |"
@@ -187,13 +188,12 @@ def main(argv: list[str] | None = None) -> int:
             "",
             f"seconds in task runs other than tune-and-fit (overlaps counted): {outside:.1f}",
         ]
-    lines += ["", f"target: ratio <= {RATIO_TARGET} with a running Prefect server"]
+    lines += ["", "targets: " + ", ".join(f"{m} <= {t}" for m, t in TARGETS.items())]
     if args.json is not None:
         results["ratios"] = ratios
         args.json.write_text(json.dumps(results, indent=2, default=str) + "\n", encoding="utf-8")
     print("\n".join(lines))
-    headline = medians.get("server", medians.get(modes[-1], float("nan")))
-    print(f"overhead_ratio_running_server: {headline:.3f}")
+    print(", ".join(f"overhead_ratio_{m.replace('-', '_')}: {v:.3f}" for m, v in medians.items()))
     return 0
 
 
