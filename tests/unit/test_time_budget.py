@@ -206,3 +206,16 @@ def test_budget_note_wording() -> None:
         "stopped by the time budget after 3 of 10 trials"
     )
     assert training.budget_note(10, 10, None) is None
+
+
+def test_a_time_budget_is_part_of_the_search_cache_key_and_the_run_fingerprint() -> None:
+    """A budget changes what the search computes: a cached or registered search without one
+    is not reused for a run with one (and back)."""
+    from ctloop.config import load_project, override
+    from tasks import fingerprint
+
+    X, y = _frame(50)
+    base = load_project(ROOT / "params.yaml")
+    budgeted = override(base, {"tune.timeout_s": 60}).params
+    assert fingerprint.tuning_key(budgeted, X, y) != fingerprint.tuning_key(base.params, X, y)
+    assert fingerprint.run_params(budgeted) != fingerprint.run_params(base.params)
