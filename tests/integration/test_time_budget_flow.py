@@ -65,3 +65,26 @@ def test_a_complete_search_is_recorded_as_stopped_by_its_trial_count(tmp_path: P
     assert run.data.metrics["tune_trials_planned"] == run.data.metrics["tune_trials_run"] == 2.0
     assert run.data.tags[tracking.STOPPED_BY_TAG] == "n_trials"
     assert tracking.BUDGET_NOTE_TAG not in run.data.tags
+
+
+def test_a_dask_search_cut_short_by_the_time_budget_says_so(tmp_path: Path) -> None:
+    """Trials as Prefect task runs on a local Dask cluster: the deadline passes while the cluster
+    starts, so only the search's first trial runs and the result says 1 of 4."""
+    from prefect import flow
+
+    from tasks import parallel, training
+    from tasks import prefect_tasks as t
+    from tests.unit.test_time_budget import _frame, _params
+
+    X, y = _frame(300)
+    params = _params(4, timeout_s=0.001)
+    plan = parallel.ParallelPlan("dask", 2, f"sqlite:///{tmp_path / 'optuna.db'}", 1)
+
+    @flow(name="time-budget-dask-test")
+    def search() -> tuple:
+        return t.tune_and_fit(params, X, y, plan)
+
+    tuning, _model = search()
+    assert (tuning.trials_run, tuning.trials_planned) == (1, 4)
+    assert tuning.stopped_by == training.TIME_BUDGET
+    assert tuning.budget_note == "stopped by the time budget after 1 of 4 trials"
