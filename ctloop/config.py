@@ -158,7 +158,8 @@ class ModelConfig(_Strict):
 
 class TuneConfig(_Strict):
     n_trials: Annotated[int, Field(ge=1)] = 20
-    timeout_s: Annotated[float, Field(gt=0)] | None = 300
+    # optional wall-time budget of the search (s); None: tune.n_trials alone, whatever the load
+    timeout_s: Annotated[float, Field(gt=0)] | None = None
     early_stopping_rounds: Annotated[int, Field(ge=1)] = 30
     pruning: bool = True
     show_progress_bar: bool = True

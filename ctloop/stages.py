@@ -58,6 +58,8 @@ def train(project: Project) -> None:
             project, train_data.schema, train_data.X, train_data.y, run_key=run_id
         )
         pipeline.record_tuning(project, run_id, tuning)
+        if tuning.budget_note:
+            print(f"train: tuning {tuning.budget_note} (tune.timeout_s)")
         model = training.fit_final(
             project.params, train_data.schema, tuning.best_params, train_data.X, train_data.y
         )

@@ -107,6 +107,7 @@ def train_model(
         cv_std=tuning.cv_std,
         n_trials=len(tuning.trials),
         n_pruned=tuning.n_pruned,
+        budget_note=tuning.budget_note,
         holdout_score=evaluation.metrics[project.params.metric],
         holdout_batches=",".join(window.holdout),
         model_version=decision.challenger_version,

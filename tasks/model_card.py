@@ -154,6 +154,7 @@ class ModelCard:
     drift: DriftStatus | None = None
     drift_note: str = "not measured in this run"  # why `drift` is None
     notes: tuple[str, ...] = field(default=())
+    budget_note: str | None = None  # TuningResult.budget_note: the time budget cut the search
 
     # --- checklist ---------------------------------------------------------------------
 
@@ -218,6 +219,8 @@ class ModelCard:
             f"{self.n_trials} Optuna trials ({self.n_pruned} pruned), {self.folds}-fold "
             f"{self.cv_kind} CV: {self.metric} {self.cv_mean:.4f} ± {self.cv_std:.4f}"
         )
+        if self.budget_note:
+            detail += f"; {self.budget_note}"
         return Check("model", item, "pass", detail)
 
     def _holdout_check(self) -> Check:
@@ -432,7 +435,8 @@ class ModelCard:
         return (
             "## Training and evaluation\n\n"
             f"- CV {self.metric}: {self.cv_mean:.4f} ± {self.cv_std:.4f} ({self.folds}-fold "
-            f"{self.cv_kind}; {self.n_trials} trials, {self.n_pruned} pruned)\n"
+            f"{self.cv_kind}; {self.n_trials} trials, {self.n_pruned} pruned"
+            f"{'; ' + self.budget_note if self.budget_note else ''})\n"
             f"- Best parameters: {params}\n\n"
             f"Holdout metrics ({_batches(self.holdout_batches)}):\n\n"
             + _table(["metric", "value"], rows)

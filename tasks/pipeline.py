@@ -326,6 +326,7 @@ def evaluate_holdout(
                 f"{metric}_std": tuning.cv_std,
                 "n_trials": len(tuning.trials),
                 "n_pruned": tuning.n_pruned,
+                "trials_planned": tuning.trials_planned,
             },
         },
     )
@@ -776,6 +777,7 @@ def build_model_card(
         cv_std=tuning.cv_std,
         n_trials=len(tuning.trials),
         n_pruned=tuning.n_pruned,
+        budget_note=tuning.budget_note,
         best_params=dict(tuning.best_params),
         holdout=dict(evaluation.metrics),
         decision=decision,

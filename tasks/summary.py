@@ -35,6 +35,7 @@ class TrainingSummary:
     mlflow_run_id: str
     prefect_api_url: str | None = None  # PREFECT_API_URL of a running server, if any
     unchanged: bool = False  # same data, params and code as model_version: nothing trained
+    budget_note: str | None = None  # TuningResult.budget_note: the time budget cut the search
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON types (paths as strings): kept on the run as summary.json."""
@@ -60,7 +61,7 @@ class TrainingSummary:
                 f"  validation       : {self.validation} -> {self.validation_report}",
                 f"  best params      : {params}",
                 f"  {'CV ' + self.metric:<17}: {self.cv_mean:.4f} ± {self.cv_std:.4f} "
-                f"({self.n_trials} trials, {self.n_pruned} pruned)",
+                f"({self._trials()})",
                 f"  {'holdout ' + self.metric:<17}: {self.holdout_score:.4f} "
                 f"(batch {self.holdout_batches})",
                 f"  promotion        : v{self.model_version} {self._verdict()} - "
@@ -73,6 +74,10 @@ class TrainingSummary:
                 f"  Prefect UI : {self._prefect_ui()}",
             ]
         )
+
+    def _trials(self) -> str:
+        done = f"{self.n_trials} trials, {self.n_pruned} pruned"
+        return f"{done}; {self.budget_note}" if self.budget_note else done
 
     def _verdict(self) -> str:
         if self.unchanged:

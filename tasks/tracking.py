@@ -191,9 +191,15 @@ def infer_schema(df: pd.DataFrame) -> Any:
     return infer_signature(df).inputs
 
 
+STOPPED_BY_TAG = "ctloop.tune.stopped_by"  # time_budget (tune.timeout_s) or n_trials
+BUDGET_NOTE_TAG = "ctloop.tune.budget_note"  # "stopped by the time budget after k of n trials"
+
+
 def log_tuning(run_id: str, tuning: TuningResult, metric: str) -> None:
-    """Best parameters, CV mean and std, per-fold scores of the best trial; the Optuna study
-    (tag `ctloop.optuna_study`) when it lives in tune.storage."""
+    """Best parameters, CV mean and std, per-fold scores of the best trial; trials planned and
+    run (metrics `tune_trials_planned`, `tune_trials_run`) and what ended the search (tag
+    `ctloop.tune.stopped_by`, and `ctloop.tune.budget_note` when the time budget cut it short);
+    the Optuna study (tag `ctloop.optuna_study`) when it lives in tune.storage."""
     from mlflow import MlflowClient
     from mlflow.entities import Metric, Param, RunTag
 
@@ -203,10 +209,16 @@ def log_tuning(run_id: str, tuning: TuningResult, metric: str) -> None:
         Metric(f"cv_{metric}_std", tuning.cv_std, ts, 0),
         Metric("n_trials", float(len(tuning.trials)), ts, 0),
         Metric("n_pruned", float(tuning.n_pruned), ts, 0),
+        Metric("tune_trials_planned", float(tuning.trials_planned), ts, 0),
+        Metric("tune_trials_run", float(tuning.trials_run), ts, 0),
     ]
     metrics += [Metric(f"cv_fold_{metric}", s, ts, i) for i, s in enumerate(tuning.fold_scores)]
     params = [Param(k, str(v)) for k, v in tuning.best_params.items()]
-    tags = [RunTag("ctloop.optuna_study", tuning.study_name)] if tuning.study_name else []
+    tags = [RunTag(STOPPED_BY_TAG, tuning.stopped_by or "n_trials")]
+    if tuning.budget_note:
+        tags.append(RunTag(BUDGET_NOTE_TAG, tuning.budget_note))
+    if tuning.study_name:
+        tags.append(RunTag("ctloop.optuna_study", tuning.study_name))
     MlflowClient().log_batch(run_id, metrics=metrics, params=params, tags=tags)
 
 

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from sklearn.pipeline import Pipeline
 
 ParamValue = str | int | float | bool | None
+TIME_BUDGET = "time_budget"  # TuningResult.stopped_by: tune.timeout_s ended the search early
 
 
 @dataclass(frozen=True)
@@ -57,10 +58,44 @@ class TuningResult:
     fold_models: tuple[Pipeline, ...] = field(default=(), repr=False)
     oof_scores: np.ndarray | None = field(default=None, repr=False)
     study_name: str | None = None  # the Optuna study in tune.storage (None: in memory)
+    trials_planned: int = 0  # tune.n_trials of the search
+    stopped_by: str | None = None  # TIME_BUDGET: tune.timeout_s stopped it before trials_planned
 
     @property
     def n_pruned(self) -> int:
         return sum(t.state == "PRUNED" for t in self.trials)
+
+    @property
+    def trials_run(self) -> int:
+        return len(self.trials)
+
+    @property
+    def budget_note(self) -> str | None:
+        """'stopped by the time budget after k of n trials', or None: every planned trial ran."""
+        return budget_note(self.trials_run, self.trials_planned, self.stopped_by)
+
+
+def budget_note(trials_run: int, trials_planned: int | None, stopped_by: str | None) -> str | None:
+    """The one wording (summary, MLflow, model card) of a search the time budget cut short;
+    None when it was not (`stopped_by` is not TIME_BUDGET)."""
+    if stopped_by != TIME_BUDGET:
+        return None
+    return f"stopped by the time budget after {trials_run} of {trials_planned} trials"
+
+
+class TimeBudget:
+    """`tune.timeout_s` as a deadline on the wall clock (epoch seconds: the same in every worker
+    process). It is checked only before a trial that is not the search's first: a started trial
+    always finishes and a search always runs at least one trial. Off (None): the trial count is
+    tune.n_trials whatever the machine's load."""
+
+    def __init__(self, timeout_s: float | None, now: float | None = None) -> None:
+        start = time.time() if now is None else now
+        self.deadline = None if timeout_s is None else start + timeout_s
+
+    def spent(self, now: float | None = None) -> bool:
+        """True once the deadline has passed (never when there is no budget)."""
+        return self.deadline is not None and (time.time() if now is None else now) >= self.deadline
 
 
 # --- building blocks -------------------------------------------------------------------
@@ -395,7 +430,7 @@ class TrialJob:
     storage: str  # RDB URL every worker reaches
     index: int  # seeds this job's sampler (seed + index), so jobs draw different points
     fit_threads: int  # n_jobs of each fit: the cores are shared with the other workers
-    deadline: float | None = None  # epoch seconds: no trial starts after it (tune.timeout_s)
+    deadline: float | None = None  # epoch seconds: no trial but job 0's starts after it
     n_trials: int = 1
     point: dict[str, ParamValue] | None = None  # tried instead of a sampled point (first trial)
 
@@ -408,6 +443,7 @@ class TrialsOutcome:
     best_number: int | None = None
     fold_models: tuple[Pipeline, ...] = field(default=(), repr=False)
     oof_scores: np.ndarray | None = field(default=None, repr=False)
+    skipped: int = 0  # trials not started: the deadline (tune.timeout_s) had passed
 
 
 TrialRunner = Callable[[list[TrialJob]], list[TrialsOutcome]]
@@ -425,7 +461,9 @@ def with_fit_threads(
 
 def run_trials(job: TrialJob) -> TrialsOutcome:
     """Worker function: run `job.n_trials` trials of the shared study (any runner can call it).
-    The study lives in RDB storage, so pruning and TPE see the trials of every worker."""
+    The study lives in RDB storage, so pruning and TPE see the trials of every worker. Past
+    `job.deadline` no trial starts, except the very first one of job 0 (every search runs at
+    least one trial); the trials not started are counted in `skipped`."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -436,8 +474,11 @@ def run_trials(job: TrialJob) -> TrialsOutcome:
     kept: dict[int, _FoldRun] = {}
     fixed = with_fit_threads(search.family, search.fixed, job.fit_threads)
     objective = _objective(search, job.schema, job.X, job.y, fixed, records, kept)
+    skipped = 0
     for i in range(job.n_trials):
-        if job.deadline is not None and time.time() >= job.deadline:
+        first = job.index == 0 and i == 0  # the search's first trial always runs
+        if not first and job.deadline is not None and time.time() >= job.deadline:
+            skipped = job.n_trials - i
             break
         # a job's own point goes through its own sampler, not the study's shared queue: popping
         # an enqueued trial is not atomic on SQLite (two workers could take the same one)
@@ -456,6 +497,7 @@ def run_trials(job: TrialJob) -> TrialsOutcome:
         number,
         tuple(folds.models) if folds else (),
         folds.oof_scores(len(job.X)) if folds else None,
+        skipped,
     )
 
 
@@ -478,7 +520,12 @@ def tune(
     memory, or in `storage` under `study_name`). With a runner, each trial is a `TrialJob` of
     one study in `storage` and the runner spreads them over its workers: the trial order then
     depends on timing, so TPE and the pruner see a different history run to run. `enqueue`:
-    points tried first, in order (e.g. the same trials for every runner in a benchmark)."""
+    points tried first, in order (e.g. the same trials for every runner in a benchmark).
+
+    `tune.timeout_s` (off by default) is a wall-time budget: once spent, no further trial starts
+    and the result says so (`stopped_by`, `budget_note`); the number of trials then depends on
+    the machine's load. Without it the figures depend only on data, params and code.
+    Raises ValueError when no trial completed."""
     if runner is not None:
         if storage is None or study_name is None:
             raise ValueError("parallel tuning needs an RDB storage URL and a study name")
@@ -500,13 +547,21 @@ def tune(
         study.enqueue_trial(dict(point))
     records: list[TrialRecord] = []
     kept: dict[int, _FoldRun] = {}  # the best complete trial's folds (models, out-of-fold scores)
+    budget = TimeBudget(params.tune.timeout_s)
+
+    def stop_when_spent(study: optuna.Study, _trial: optuna.trial.FrozenTrial) -> None:
+        if budget.spent():  # checked after each trial: the first one always runs
+            study.stop()
+
     study.optimize(
         _objective(search, schema, X, y, search.fixed, records, kept, on_trial),
         n_trials=params.tune.n_trials,
-        timeout=params.tune.timeout_s,
+        callbacks=[stop_when_spent],
         show_progress_bar=params.tune.show_progress_bar,
         gc_after_trial=False,
     )
+    if not any(r.state == "COMPLETE" for r in records):
+        raise ValueError(_no_complete_trial(study_name or "in memory", len(records), budget))
     folds = kept.get(study.best_trial.number)
     return _result(
         study.best_trial.number,
@@ -515,6 +570,8 @@ def tune(
         tuple(folds.models) if folds else (),
         folds.oof_scores(len(X)) if folds else None,
         study_name if storage else None,
+        params.tune.n_trials,
+        TIME_BUDGET if len(records) < params.tune.n_trials else None,
     )
 
 
@@ -537,8 +594,7 @@ def _tune_parallel(
     optuna.create_study(
         storage=open_storage(storage), study_name=study_name, direction=search.direction
     )
-    timeout = params.tune.timeout_s
-    deadline = time.time() + timeout if timeout is not None else None
+    budget = TimeBudget(params.tune.timeout_s)
     points = list(enqueue)
     jobs = [
         TrialJob(
@@ -550,7 +606,7 @@ def _tune_parallel(
             storage,
             i,
             fit_threads,
-            deadline,
+            budget.deadline,
             point=points[i] if i < len(points) else None,
         )
         for i in range(params.tune.n_trials)
@@ -562,16 +618,26 @@ def _tune_parallel(
             on_trial(rec)
     complete = [r for r in records if r.state == "COMPLETE"]
     if not complete:
-        raise ValueError(
-            f"Optuna study '{study_name}': no trial completed ({len(records)} ran; "
-            "raise tune.timeout_s or tune.n_trials)"
-        )
+        raise ValueError(_no_complete_trial(study_name, len(records), budget))
     sign = 1.0 if search.direction == "maximize" else -1.0
     best = max(complete, key=lambda r: (sign * r.mean, -r.number))
     holder = next(o for o in outcomes if o.best_number == best.number)
+    skipped = sum(o.skipped for o in outcomes)
     return _result(
-        best.number, records, search.fixed, holder.fold_models, holder.oof_scores, study_name
+        best.number,
+        records,
+        search.fixed,
+        holder.fold_models,
+        holder.oof_scores,
+        study_name,
+        params.tune.n_trials,
+        TIME_BUDGET if skipped else None,
     )
+
+
+def _no_complete_trial(study: str, ran: int, budget: TimeBudget) -> str:
+    advice = "raise tune.timeout_s or tune.n_trials" if budget.deadline else "raise tune.n_trials"
+    return f"Optuna study '{study}': no trial completed ({ran} ran; {advice})"
 
 
 def _better_mean(a: float, b: float, direction: str) -> bool:
@@ -585,6 +651,8 @@ def _result(
     fold_models: tuple[Pipeline, ...],
     oof_scores: np.ndarray | None,
     study_name: str | None,
+    trials_planned: int,
+    stopped_by: str | None,
 ) -> TuningResult:
     rec = next(r for r in records if r.number == best_number)
     best: dict[str, ParamValue] = {**fixed, **rec.params}
@@ -599,6 +667,8 @@ def _result(
         fold_models,
         oof_scores,
         study_name,
+        trials_planned,
+        stopped_by,
     )
 
 
