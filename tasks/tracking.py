@@ -102,6 +102,18 @@ def resumed(run_id: str) -> Iterator[None]:
         mlflow.end_run(status="RUNNING")
 
 
+def reopen_run(run_id: str) -> None:
+    """Take over a run another process started and finished (a later DVC stage of the same
+    training): it is RUNNING again and tagged with this process, so a crash of this process is
+    found by the next reconciliation and a live one is left alone. Close it with finish_run."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    for key, value in process_tags().items():
+        client.set_tag(run_id, key, value)
+    client.update_run(run_id, status="RUNNING")
+
+
 def finish_run(run_id: str, failed: bool = False) -> None:
     from mlflow import MlflowClient
 
