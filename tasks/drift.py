@@ -314,7 +314,7 @@ def write_outputs(outputs: DriftOutputs, out_dir: Path, name: str) -> dict[str, 
         existing = paths["summary"].read_text(encoding="utf-8")
         if existing != summary_json:
             raise DriftReportConflict(
-                f"ctloop: drift report {paths['summary']} already exists with another verdict; "
+                f"drift: report {paths['summary']} already exists with another verdict; "
                 "a report is never replaced (its name is keyed by its inputs: same inputs must "
                 "give the same verdict)"
             )
