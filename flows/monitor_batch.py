@@ -48,7 +48,7 @@ def monitor_batch(path: str, params_path: str = "params.yaml") -> list[MonitorRe
     if not new:
         print(f"{path}: every batch already ingested with this content; nothing to do")
         return results
-    reports = t.validate_batches(project, new, f"monitor/validation-{'_'.join(new)}.json")
+    reports = t.validate_batches(project, new, monitoring.validation_record(project, new))
     for report in reports:
         if not report.success:
             reason = "; ".join(r.line(report.file) for r in report.critical_failures)

@@ -11,6 +11,7 @@ import json
 import logging
 import math
 import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -18,8 +19,6 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
     from evidently import DataDefinition
     from evidently.presets import DataDriftPreset
 
@@ -288,35 +287,72 @@ def save_drift(snapshot: Any, summary: DriftSummary, out_dir: Path, name: str) -
     return write_outputs(render_outputs(snapshot, summary), out_dir, name)
 
 
-def write_outputs(outputs: DriftOutputs, out_dir: Path, name: str) -> dict[str, Path]:
-    """Write the three report files of `outputs` (each atomically); returns their paths."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = {
+class DriftReportConflict(RuntimeError):
+    """A report file of this name exists with another verdict: a name must stand for one report."""
+
+
+def report_paths(out_dir: Path, name: str) -> dict[str, Path]:
+    """The three files of report `name`: html, summary (ours) and snapshot (Evidently's JSON)."""
+    return {
         "html": out_dir / f"{name}.html",
         "summary": out_dir / f"{name}.json",
         "snapshot": out_dir / f"{name}.evidently.json",
     }
-    summary_json = json.dumps(outputs.summary.to_dict(), indent=2)
-    _atomic(paths["html"], lambda tmp: tmp.write_text(outputs.html, encoding="utf-8"))
-    _atomic(paths["summary"], lambda tmp: _write_text(tmp, summary_json))
-    _atomic(paths["snapshot"], lambda tmp: _write_text(tmp, outputs.snapshot_json))
+
+
+def write_outputs(outputs: DriftOutputs, out_dir: Path, name: str) -> dict[str, Path]:
+    """Write the three report files of `outputs` once each (atomically, never replacing a file);
+    returns their paths.
+
+    A name stands for one report (callers key it by the inputs): a file that exists is kept as
+    it is. Evidently draws new widget ids into the HTML on every render, so only our summary is
+    compared: an existing <name>.json with another verdict raises DriftReportConflict."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = report_paths(out_dir, name)
+    summary_json = json.dumps(outputs.summary.to_dict(), indent=2) + "\n"
+    if not _write_once(paths["summary"], summary_json):
+        existing = paths["summary"].read_text(encoding="utf-8")
+        if existing != summary_json:
+            raise DriftReportConflict(
+                f"drift: report {paths['summary']} already exists with another verdict; "
+                "a report is never replaced (its name is keyed by its inputs: same inputs must "
+                "give the same verdict)"
+            )
+    _write_once(paths["html"], outputs.html)
+    _write_once(paths["snapshot"], outputs.snapshot_json + "\n")
     return paths
 
 
-def _write_text(path: Path, text: str) -> None:
-    path.write_text(text + "\n", encoding="utf-8")
-
-
-def _atomic(path: Path, write: Callable[[Path], None]) -> None:
-    """Call write(tmp) on a temporary sibling, then move it over `path`."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+def write_copy(source: Path, target: Path) -> Path:
+    """Copy `source` over `target` atomically: for the convenience "latest" copies, which are
+    the only report files that are replaced (no link or record points to them)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
     try:
-        write(tmp)
-        if not tmp.is_file():
-            raise RuntimeError(f"drift: writing {path} produced no file")
-        tmp.replace(path)
+        shutil.copyfile(source, tmp)
+        tmp.replace(target)
     finally:
         tmp.unlink(missing_ok=True)
+    return target
+
+
+def _write_once(path: Path, text: str) -> bool:
+    """Publish `text` at `path` unless a file is there already (then False, `path` untouched).
+
+    Written to a temporary sibling, then hard-linked into place: the link fails when the name
+    exists, so two writers racing for one name never replace each other and a reader never
+    sees a partial file."""
+    if path.exists():
+        return False
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.link(tmp, path)
+    except FileExistsError:
+        return False
+    finally:
+        tmp.unlink(missing_ok=True)
+    return True
 
 
 def drift_markdown(summary: DriftSummary, title: str) -> str:

@@ -85,10 +85,11 @@ class DriftStatus:
     n_drifted: int
     n_columns: int
     drifted_columns: tuple[str, ...]
+    report: str | None = None  # the report's file (keyed, never replaced), relative to the project
 
     @classmethod
     def from_summary(
-        cls, batch: str, reference: Sequence[str], summary: DriftSummary
+        cls, batch: str, reference: Sequence[str], summary: DriftSummary, report: str | None = None
     ) -> DriftStatus:
         return cls(
             batch,
@@ -97,6 +98,7 @@ class DriftStatus:
             summary.n_drifted,
             summary.n_columns,
             tuple(summary.drifted_columns),
+            report,
         )
 
     def describe(self) -> str:
@@ -512,7 +514,12 @@ class ModelCard:
         return f"## Uncertainty\n\n{body}"
 
     def _drift_section(self) -> str:
-        body = self.drift.describe() if self.drift is not None else f"_{self.drift_note}_"
+        if self.drift is None:
+            body = f"_{self.drift_note}_"
+        else:
+            body = self.drift.describe()
+            if self.drift.report:
+                body += f"\n\nReport: `{self.drift.report}`"
         return f"## Drift at training time\n\n{body}"
 
     def _checklist_section(self) -> str:

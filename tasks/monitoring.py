@@ -212,6 +212,19 @@ def quarantine_landed(
     return validation.quarantine_file(path, reasons, project.path("quarantine"), details)
 
 
+def validation_record(project: Project, batches: list[str]) -> str:
+    """Where the monitor keeps the validation results of newly written batches, relative to
+    reports/: `monitor/validation-<batches>-<digest>.json`, the digest (12 hex digits) of the
+    batches' bytes. A re-delivery (labels filled in) is another file, never a replacement."""
+    from tasks import fingerprint
+
+    folder = project.path("batches")
+    content = fingerprint.digest(
+        [fingerprint.file_digest(data.batch_path(folder, b)) for b in batches]
+    )
+    return f"monitor/validation-{'_'.join(batches)}-{content[:12]}.json"
+
+
 # --- champion ------------------------------------------------------------------------------
 
 

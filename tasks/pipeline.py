@@ -19,6 +19,8 @@ from ctloop.faults import crash_point
 from tasks import approval, data, locks, recovery, registry, tracking, training, versioning
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from sklearn.pipeline import Pipeline
 
     from tasks.drift import DriftOutputs, DriftSummary
@@ -650,11 +652,24 @@ def drift_reference(project: Project, window: Window) -> tuple[str, ...]:
 
 
 def run_drift(
-    project: Project, reference: tuple[str, ...], current: str, run_id: str | None = None
+    project: Project,
+    reference: tuple[str, ...],
+    current: str,
+    run_id: str | None = None,
+    compute: Callable[[Project, tuple[str, ...], str], DriftOutputs] | None = None,
 ) -> tuple[DriftSummary, dict[str, Path]]:
-    """Drift of one batch against reference batches: HTML + JSON reports, logged to MLflow."""
-    outputs = compute_drift(project, reference, current)
-    return outputs.summary, write_drift(project, outputs, reference, current, run_id)
+    """Drift of one batch against reference batches: HTML + JSON reports (the stored report of
+    the same inputs when there is one: not computed again), logged to MLflow when `run_id` is
+    given. `compute` replaces compute_drift (the flows pass their cached Prefect task)."""
+    stored = read_drift(project, reference, current)
+    if stored is None:
+        outputs = (compute or compute_drift)(project, reference, current)
+        return outputs.summary, write_drift(project, outputs, reference, current, run_id)
+    summary, paths = stored
+    write_latest(project, current, paths)
+    if run_id is not None:
+        record_drift(project, run_id, summary, paths)
+    return summary, paths
 
 
 def compute_drift(project: Project, reference: tuple[str, ...], current: str) -> DriftOutputs:
@@ -684,17 +699,56 @@ def drift_key(project: Project, reference: tuple[str, ...], current: str) -> str
     return fingerprint.drift_key(project.params, files[:-1], files[-1], current)
 
 
-def _drift_marker(project: Project, current: str) -> Path:
-    return project.path("reports") / "drift" / f"drift-{current}.inputs"
+DRIFT_REPORT_TAG = "ctloop.drift_report"
+DRIFT_KEY_CHARS = 12  # of the inputs' fingerprint in a report's name
+
+
+def drift_name(reference: tuple[str, ...], key: str) -> str:
+    """A report's file stem: `ref-<first>..<last>-<key>` (key: drift_key's first 12 hex digits).
+
+    The reference batches are readable in the name; the key makes it unambiguous (the same
+    window with other batch bytes, drift settings or code is another report)."""
+    ref = f"{reference[0]}..{reference[-1]}" if reference else "none"
+    return f"ref-{ref}-{key[:DRIFT_KEY_CHARS]}"
+
+
+def drift_location(
+    project: Project, reference: tuple[str, ...], current: str, key: str | None = None
+) -> tuple[Path, str]:
+    """(folder, stem) of the report of `current` against `reference`:
+    reports/drift/<current>/ref-<first>..<last>-<key>.{html,json,evidently.json,inputs}."""
+    key = key or drift_key(project, reference, current)
+    return project.path("reports") / "drift" / current, drift_name(reference, key)
+
+
+def _drift_marker(folder: Path, stem: str) -> Path:
+    """Written last, with the full key: the report of this name is complete."""
+    return folder / f"{stem}.inputs"
 
 
 def drift_reported(project: Project, reference: tuple[str, ...], current: str) -> bool:
-    """Whether reports/drift/ already holds the report of exactly these inputs."""
+    """Whether reports/drift/ already holds the complete report of exactly these inputs."""
+    return read_drift(project, reference, current) is not None
+
+
+def read_drift(
+    project: Project, reference: tuple[str, ...], current: str
+) -> tuple[DriftSummary, dict[str, Path]] | None:
+    """The stored report of exactly these inputs (summary, paths), None when there is none yet:
+    an unchanged re-run reuses it instead of computing it again."""
+    from tasks import drift
+
+    key = drift_key(project, reference, current)
+    folder, stem = drift_location(project, reference, current, key)
     try:
-        recorded = _drift_marker(project, current).read_text(encoding="utf-8").strip()
-        return recorded == drift_key(project, reference, current)
+        recorded = _drift_marker(folder, stem).read_text(encoding="utf-8").strip()
     except FileNotFoundError:
-        return False
+        return None
+    paths = drift.report_paths(folder, stem)
+    if recorded != key or not all(p.is_file() for p in paths.values()):
+        return None
+    raw = json.loads(paths["summary"].read_text(encoding="utf-8"))
+    return drift.DriftSummary.from_dict(raw), paths
 
 
 def write_drift(
@@ -704,23 +758,54 @@ def write_drift(
     current: str,
     run_id: str | None = None,
 ) -> dict[str, Path]:
-    """The drift reports under reports/drift/ (with the fingerprint of their inputs, see
-    drift_reported), and on the MLflow run when one is given."""
+    """The report of these inputs under reports/drift/<current>/ (written once, never replaced:
+    see drift_location), the convenience copies reports/drift/drift-<current>.{html,json} (the
+    latest report of the batch, replaced each time: nothing links to them), and, when `run_id`
+    is given, on the MLflow run with the tag `ctloop.drift_report` naming the report's file."""
     from tasks import drift
 
-    summary = outputs.summary
-    paths = drift.write_outputs(outputs, project.path("reports") / "drift", f"drift-{current}")
-    write_text_atomic(_drift_marker(project, current), drift_key(project, reference, current))
+    key = drift_key(project, reference, current)
+    folder, stem = drift_location(project, reference, current, key)
+    paths = drift.write_outputs(outputs, folder, stem)
+    marker = _drift_marker(folder, stem)
+    if not marker.exists():
+        write_text_atomic(marker, key)
+    write_latest(project, current, paths)
     if run_id is not None:
-        use_experiment(project)
-        tracking.log_artifact(run_id, paths["html"], "drift")
-        tracking.log_artifact(run_id, paths["summary"], "drift")
-        tracking.log_metrics(
-            run_id,
-            {"drifted_share": summary.drifted_share, "dataset_drift": float(summary.dataset_drift)},
-            "drift_",
-        )
+        record_drift(project, run_id, outputs.summary, paths)
     return paths
+
+
+def write_latest(project: Project, current: str, paths: dict[str, Path]) -> None:
+    """reports/drift/drift-<current>.{html,json}: copies of the batch's latest report, replaced
+    each time (a convenience to open by name; no link or record points to them)."""
+    from tasks import drift
+
+    latest = project.path("reports") / "drift"
+    drift.write_copy(paths["html"], latest / f"drift-{current}.html")
+    drift.write_copy(paths["summary"], latest / f"drift-{current}.json")
+
+
+def record_drift(
+    project: Project, run_id: str, summary: DriftSummary, paths: dict[str, Path]
+) -> None:
+    """The report on the MLflow run: its HTML and summary as artifacts under drift/, its file as
+    the tag `ctloop.drift_report` (relative to the project), the drifted share as metrics."""
+    use_experiment(project)
+    tracking.log_artifact(run_id, paths["html"], "drift")
+    tracking.log_artifact(run_id, paths["summary"], "drift")
+    tracking.set_tags(run_id, {DRIFT_REPORT_TAG: project_relative(project, paths["html"])})
+    tracking.log_metrics(
+        run_id,
+        {"drifted_share": summary.drifted_share, "dataset_drift": float(summary.dataset_drift)},
+        "drift_",
+    )
+
+
+def project_relative(project: Project, path: Path) -> str:
+    """`path` relative to the project root when inside it (portable in records), else absolute."""
+    resolved, root = path.resolve(), project.root.resolve()
+    return resolved.relative_to(root).as_posix() if resolved.is_relative_to(root) else str(resolved)
 
 
 # --- model card ------------------------------------------------------------------------
@@ -798,7 +883,9 @@ def build_model_card(
         interval=None if insights is None else insights.interval,
         drift=None
         if drift is None
-        else model_card.DriftStatus.from_summary(window.current or "-", drift[0], drift[1]),
+        else model_card.DriftStatus.from_summary(
+            window.current or "-", drift[0], drift[1], tags.get(DRIFT_REPORT_TAG)
+        ),
         drift_note=drift_note,
     )
 

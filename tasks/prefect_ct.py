@@ -60,7 +60,7 @@ def assess_policy(project: Project, signals: policy.Signals) -> policy.Verdict:
     create_markdown_artifact(
         f"### Batch {signals.batch} with v{signals.model_version}: "
         f"{'RETRAIN' if verdict.retrain else 'keep'}\n\n{reasons}\n",
-        key=f"monitor-{_key(signals.batch)}",
+        key=f"monitor-{_key(signals.batch)}-v{_key(signals.model_version)}",
         description="Continuous-training policy verdict",
     )
     print(f"policy on {signals.batch}: {'retrain' if verdict.retrain else 'keep'}\n{reasons}")

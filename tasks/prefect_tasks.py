@@ -395,19 +395,23 @@ def wait_for(future: PrefectFuture[Any] | None) -> None:
 def report_drift(
     project: Project, reference: tuple[str, ...], current: str, run_id: str | None
 ) -> tuple[DriftSummary, dict[str, Path]]:
+    """The report of `current` against `reference`: the stored one of the same inputs (not
+    computed again) or compute-drift's (cached), written once under its keyed name
+    (pipeline.write_drift); the `drift` and `drift-report` artifacts name that file, never the
+    replaced "latest" copy, so an artifact keeps opening the report it was made with."""
     from tasks.drift import drift_markdown
 
-    outputs = compute_drift(project, reference, current)
-    paths = pipeline.write_drift(project, outputs, reference, current, run_id)
-    summary = outputs.summary
+    summary, paths = pipeline.run_drift(project, reference, current, run_id, compute_drift)
+    ref = f"{reference[0]}..{reference[-1]}" if reference else "-"
     create_markdown_artifact(
-        drift_markdown(summary, f"Drift of {current}"),
+        drift_markdown(summary, f"Drift of {current} against {ref}")
+        + f"\nReport: `{pipeline.project_relative(project, paths['html'])}`\n",
         key="drift",
         description="Evidently data drift",
     )
     create_link_artifact(
         paths["html"].resolve().as_uri(),
-        link_text=f"drift report {current}",
+        link_text=f"drift report {current} against {ref} ({paths['html'].name})",
         key="drift-report",
         description="Evidently HTML (open locally)",
     )

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from ctloop.env import apply_env_defaults
-from tasks.recovery import process_tags
+from tasks.recovery import FAILURE_TAG, process_tags
 from tasks.training import TrialRecord, TuningResult
 
 if TYPE_CHECKING:
@@ -102,7 +102,16 @@ def resumed(run_id: str) -> Iterator[None]:
         mlflow.end_run(status="RUNNING")
 
 
-FAILURE_TAG = "ctloop.failure"
+def reopen_run(run_id: str) -> None:
+    """Take over a run another process started and finished (a later DVC stage of the same
+    training): it is RUNNING again and tagged with this process, so a crash of this process is
+    found by the next reconciliation and a live one is left alone. Close it with finish_run."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    for key, value in process_tags().items():
+        client.set_tag(run_id, key, value)
+    client.update_run(run_id, status="RUNNING")
 
 
 def finish_run(run_id: str, failed: bool = False, error: str | None = None) -> None:
@@ -111,9 +120,11 @@ def finish_run(run_id: str, failed: bool = False, error: str | None = None) -> N
     from mlflow import MlflowClient
 
     client = MlflowClient()
-    if failed and error:
-        client.set_tag(run_id, FAILURE_TAG, error[:4000])
-    client.set_terminated(run_id, "FAILED" if failed else "FINISHED")
+    try:
+        if failed and error:
+            client.set_tag(run_id, FAILURE_TAG, error[:4000])
+    finally:  # the status is set even when the tag cannot be
+        client.set_terminated(run_id, "FAILED" if failed else "FINISHED")
 
 
 def log_trial(parent_run_id: str, experiment_id: str, rec: TrialRecord, metric: str) -> None:

@@ -40,6 +40,10 @@ def test_flow_trains_tracks_registers_promotes_and_reports_drift(small_project: 
     assert summary.drift_report.is_file() and summary.drift_batch == "2013-04"
     drift = json.loads(summary.drift_report.with_suffix(".json").read_text())
     assert {c["column"] for c in drift["columns"]} >= {"distance", "carrier", "temp"}
+    # the report is kept under its batch and inputs; the run's tag and the card name that file
+    report = summary.drift_report.relative_to(p.root).as_posix()
+    assert report.startswith("reports/drift/2013-04/ref-2013-01..2013-02-"), report
+    assert f"Report: `{report}`" in (p.path("reports") / "model_card.md").read_text()
 
     # tracking: parent run with tags, lineage, CV and holdout metrics, one nested run per trial
     client = _client(p)
@@ -47,6 +51,7 @@ def test_flow_trains_tracks_registers_promotes_and_reports_drift(small_project: 
     assert run.info.status == "FINISHED"
     assert run.data.tags["ctloop.data_version"] == summary.data_version
     assert run.data.tags["ctloop.validation"].startswith("passed")
+    assert run.data.tags["ctloop.drift_report"] == report
     assert "ctloop.git_commit" in run.data.tags
     for key in ("cv_roc_auc_mean", "cv_roc_auc_std", "holdout_roc_auc", "holdout_pr_auc"):
         assert key in run.data.metrics
@@ -124,6 +129,7 @@ def test_unchanged_rerun_reports_its_version_and_a_new_search_space_only_retrain
     p = small_project
     params_file = p.root / "params.yaml"
     first = train_model(params_path=str(params_file))
+    report = first.drift_report.read_bytes()
     batches = p.path("batches")
     written = {
         n: data.batch_path(batches, n).stat().st_mtime_ns for n in data.list_batches(batches)
@@ -138,7 +144,10 @@ def test_unchanged_rerun_reports_its_version_and_a_new_search_space_only_retrain
     assert "UNCHANGED" in second.render() and "v1 is @champion" in second.promotion_reason
     runs = _task_runs(state.state_details.flow_run_id)
     assert not _states(runs, "tune-and-fit") and not _states(runs, "register-challenger")
-    assert _states(runs, "validate-batch") == _states(runs, "compute-drift") == {"Cached"}
+    assert _states(runs, "validate-batch") == {"Cached"}
+    # the stored drift report of the same inputs is reused: not computed, not rewritten
+    assert not _states(runs, "compute-drift") and second.drift_report == first.drift_report
+    assert first.drift_report.read_bytes() == report
     _client(p)
     assert len(MlflowClient().search_model_versions("name = 'ctloop-test'")) == 1
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -14,11 +15,15 @@ from tasks import data
 from tasks.data import Schema
 from tasks.drift import (
     ColumnDrift,
+    DriftOutputs,
+    DriftReportConflict,
     DriftSummary,
     compute_drift,
     drift_markdown,
     is_drift,
+    render_outputs,
     save_drift,
+    write_outputs,
 )
 
 SCHEMA = Schema(
@@ -183,7 +188,28 @@ def test_save_drift_writes_html_and_json_that_round_trip(
         "2013-07.html",
         "2013-07.json",
     ]  # no temporary files left behind
-    save_drift(snapshot, summary, tmp_path / "reports" / "drift", "2013-07")  # overwrite ok
+    before = {k: p.read_bytes() for k, p in paths.items()}
+    again = save_drift(snapshot, summary, tmp_path / "reports" / "drift", "2013-07")
+    assert again == paths and {k: p.read_bytes() for k, p in again.items()} == before
+
+
+def test_a_report_is_written_once_and_never_replaced(
+    shifted: tuple[object, DriftSummary], tmp_path: Path
+) -> None:
+    """Evidently draws new widget ids on every render: the first file of a name is kept; the
+    same name with another verdict is refused, leaving the report as it was."""
+    snapshot, summary = shifted
+    first = render_outputs(snapshot, summary)
+    paths = write_outputs(first, tmp_path, "ref-a..b-123")
+    kept = {k: p.read_bytes() for k, p in paths.items()}
+    rerendered = DriftOutputs(summary, first.html.replace("<html", "<html data-x='1'"), "{}")
+    assert write_outputs(rerendered, tmp_path, "ref-a..b-123") == paths
+    assert {k: p.read_bytes() for k, p in paths.items()} == kept
+    other = replace(summary, dataset_drift=not summary.dataset_drift)
+    with pytest.raises(DriftReportConflict, match="already exists with another verdict"):
+        write_outputs(DriftOutputs(other, "<html>other</html>", "{}"), tmp_path, "ref-a..b-123")
+    assert {k: p.read_bytes() for k, p in paths.items()} == kept
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in paths.values())
 
 
 def test_to_dict_is_plain_json_types(shifted: tuple[object, DriftSummary]) -> None:

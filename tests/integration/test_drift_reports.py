@@ -1,0 +1,91 @@
+"""Drift reports are kept per batch and inputs: a second report of the same batch (another
+reference, as after a retrain) never replaces the first, and every link and record keeps opening
+the report it was made with. Real Prefect (test server), MLflow (SQLite) and Evidently."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+from prefect import flow, get_client
+
+from ctloop.config import Project
+from tasks import pipeline, tracking
+from tasks import prefect_tasks as t
+
+BATCH = "2013-04"
+FIRST_REF = ("2013-01", "2013-02")  # the champion's training batches at monitoring time
+SECOND_REF = ("2013-01", "2013-02", "2013-03")  # after a retrain on a longer window
+
+
+@flow(name="drift-twice")
+def _report(project: Project, reference: tuple[str, ...], run_id: str) -> dict[str, Path]:
+    _, paths = t.report_drift(project, reference, BATCH, run_id)
+    return paths
+
+
+def _link_artifacts(flow_run_ids: list[Any]) -> dict[Any, str]:
+    """flow run id -> the link of its `drift-report` artifact (stored as `[text](link)`)."""
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    with get_client(sync_client=True) as client:
+        found = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["drift-report"])),
+            limit=50,
+        )
+    links = {a.flow_run_id: re.fullmatch(r"\[.*\]\((.+)\)", str(a.data)) for a in found}
+    return {k: m.group(1) for k, m in links.items() if k in flow_run_ids and m}
+
+
+def _bytes(paths: dict[str, Path]) -> dict[str, bytes]:
+    return {k: p.read_bytes() for k, p in paths.items()}
+
+
+def test_two_reports_of_one_batch_both_stay_and_each_record_opens_its_own(
+    small_project: Project,
+) -> None:
+    p = small_project
+    pipeline.run_ingest(p)
+    exp = pipeline.use_experiment(p)
+    runs = [tracking.start_parent_run(exp, f"monitor-{BATCH}-v{v}", {}) for v in (1, 2)]
+
+    state_one = _report(p, FIRST_REF, runs[0], return_state=True)
+    first = state_one.result()
+    kept = _bytes(first)
+    state_two = _report(p, SECOND_REF, runs[1], return_state=True)
+    second = state_two.result()
+
+    folder = p.path("reports") / "drift" / BATCH
+    assert first["html"].parent == second["html"].parent == folder
+    assert first["html"].name.startswith("ref-2013-01..2013-02-")
+    assert second["html"].name.startswith("ref-2013-01..2013-03-")
+    assert _bytes(first) == kept  # the second report did not touch the first
+    assert first["summary"].read_bytes() != second["summary"].read_bytes()  # own content
+    rows = [json.loads(x["summary"].read_text())["reference_rows"] for x in (first, second)]
+    assert rows[0] < rows[1]  # February vs February and March behind each
+
+    # the Prefect link artifacts, the MLflow tags and artifacts each name their own report
+    flow_runs = [s.state_details.flow_run_id for s in (state_one, state_two)]
+    links = _link_artifacts(flow_runs)
+    for flow_run, paths in zip(flow_runs, (first, second), strict=True):
+        assert Path(unquote(urlparse(links[flow_run]).path)) == paths["html"].resolve()
+    for run_id, paths in zip(runs, (first, second), strict=True):
+        tag = tracking.run_tags(run_id)[pipeline.DRIFT_REPORT_TAG]
+        assert (p.root / tag).resolve() == paths["html"].resolve()
+        logged = tracking.read_json_artifact(run_id, f"drift/{paths['summary'].name}")
+        assert logged == json.loads(paths["summary"].read_text())
+    # the convenience copy is the latest report; no record points to it
+    latest = p.path("reports") / "drift" / f"drift-{BATCH}.json"
+    assert latest.read_bytes() == second["summary"].read_bytes()
+
+    # an unchanged re-run reuses the stored report: nothing recomputed, no byte changed
+    before = {x.name: x.read_bytes() for x in folder.iterdir()}
+    assert _report(p, FIRST_REF, runs[0]) == first
+    assert {x.name: x.read_bytes() for x in folder.iterdir()} == before
+    stems = {x["html"].stem for x in (first, second)}
+    names = [x.name for x in folder.iterdir()]  # no temporary files left behind
+    assert all(any(n.startswith(f"{stem}.") for stem in stems) for n in names), names
+    assert len(before) == 8  # html, json, evidently.json, inputs per report
