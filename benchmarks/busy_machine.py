@@ -101,7 +101,8 @@ class Watched:
 
 
 def watch(label: str, argv: list[str], cwd: Path, env: dict[str, str]) -> Watched:
-    """Run `argv`, scanning its descendants every 50 ms until it exits."""
+    """Run `argv`, scanning its descendants every 250 ms until it exits (a server lives for
+    seconds at least; a tighter scan would itself load the machine)."""
     result = Watched(label)
     started = time.perf_counter()
     with subprocess.Popen(
@@ -114,7 +115,7 @@ def watch(label: str, argv: list[str], cwd: Path, env: dict[str, str]) -> Watche
             tree = _tree()
             for pid in _descendants(proc.pid, tree):
                 result.seen.setdefault(pid, tree[pid][1])
-            time.sleep(0.05)
+            time.sleep(0.25)
         reader.join()
     result.returncode = proc.returncode
     result.seconds = time.perf_counter() - started
