@@ -298,9 +298,14 @@ def batch_replace(
     if entry is None:
         typer.echo(f"batch {done.batch} already holds this content: nothing replaced")
         return
-    head = "completed the interrupted replacement of" if done.finished else "replaced"
     folder = project.path("batches")
-    typer.echo(f"{head} batch {done.batch}: {entry.old_rows} -> {entry.new_rows} rows")
+    if done.finished:
+        typer.echo(
+            f"batch {done.batch} already holds this content (the replacement of {entry.id}); "
+            "its DVC version and records are checked and complete"
+        )
+    else:
+        typer.echo(f"replaced batch {done.batch}: {entry.old_rows} -> {entry.new_rows} rows")
     typer.echo(
         f"  data version : {entry.old_data_version} -> {done.new_data_version} (old file md5 "
         f"{entry.old_md5}: kept in the DVC cache and remote)"

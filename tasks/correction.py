@@ -81,8 +81,9 @@ class Replacement:
 @dataclass(frozen=True)
 class ReplaceOutcome:
     """What `replace_batch` did. `replacement` is None when the batch already held the content
-    (nothing replaced); `finished` is True when an interrupted replacement of the same content was
-    completed instead (commit, audit event, monitoring marks)."""
+    and no replacement put it there (nothing to do); `finished` is True when the batch already
+    holds the content of its latest replacement: that replacement's DVC commit, audit event and
+    monitoring marks were checked and completed if an interrupted run left them undone."""
 
     batch: str
     replacement: Replacement | None
@@ -264,7 +265,7 @@ def replace_batch(
             last = latest_by_batch(entries).get(name)
             if last is None or last.new_digest != new_digest:
                 return ReplaceOutcome(name, None, None, None, (), None, warnings)
-            entry, finished = last, True  # an interrupted replacement: complete it
+            entry, finished = last, True  # done before (or interrupted): check and complete
         else:
             old_version = _commit(project)  # the old content in the cache and remote first
             entry = Replacement(
