@@ -26,6 +26,8 @@ app = typer.Typer(
 )
 expectations_app = typer.Typer(help="Great Expectations suite built from reference data.")
 app.add_typer(expectations_app, name="expectations")
+batch_app = typer.Typer(help="Accepted batches: correct one that was wrong.")
+app.add_typer(batch_app, name="batch")
 
 
 @app.callback()
@@ -272,6 +274,57 @@ def expectations_build(
     typer.echo(f"suite written: {path} (from {reference[0]}..{reference[-1]})")
 
 
+@batch_app.command("replace")
+def batch_replace(
+    file: Annotated[
+        Path, typer.Argument(metavar="FILE", help="CSV or Parquet file: the corrected period.")
+    ],
+    reason: Annotated[str, typer.Option(help="Why (recorded in the ledger and audit trail).")],
+    params: ParamsOpt = Path("params.yaml"),
+) -> None:
+    """Supersede an accepted batch with a corrected file holding exactly its one period: read,
+    cut and validated like a delivery (refused the same way: nothing replaced); the old content
+    stays in DVC's cache and remote; the replacement and its reason are recorded."""
+    from tasks import correction
+
+    project = _project(params)
+    try:
+        done = correction.replace_batch(project, file, reason, say=typer.echo)
+    except _known_errors() as err:
+        raise _fail(err) from None
+    for warning in done.warnings:
+        typer.secho(f"warning: {warning}", err=True, fg=typer.colors.YELLOW)
+    entry = done.replacement
+    if entry is None:
+        typer.echo(f"batch {done.batch} already holds this content: nothing replaced")
+        return
+    folder = project.path("batches")
+    if done.finished:
+        typer.echo(
+            f"batch {done.batch} already holds this content (the replacement of {entry.id}); "
+            "its DVC version and records are checked and complete"
+        )
+    else:
+        typer.echo(f"replaced batch {done.batch}: {entry.old_rows} -> {entry.new_rows} rows")
+    typer.echo(
+        f"  data version : {entry.old_data_version} -> {done.new_data_version} (old file md5 "
+        f"{entry.old_md5}: kept in the DVC cache and remote)"
+    )
+    typer.echo(f"  ledger       : {correction.ledger_path(folder)}")
+    model = project.params.promotion.model_name
+    typer.echo(
+        f"  audit event  : model '{model}' tag {done.audit_event}"
+        if done.audit_event
+        else f"  audit event  : none (no model '{model}' registered yet: the ledger is the record)"
+    )
+    typer.echo(f"  monitoring   : {len(done.superseded_runs)} run(s) of {done.batch} superseded")
+    if done.champion_trained_on:
+        typer.echo(
+            f"  champion {done.champion_trained_on} used the old rows: retrain "
+            "(`ctloop retrain` or `ctloop run`) to use the corrected ones"
+        )
+
+
 def _registry_model(project: Project) -> str:
     """Point MLflow at the project's store and return the registered model's name."""
     from ctloop.config import ConfigError
@@ -297,6 +350,11 @@ def history(params: ParamsOpt = Path("params.yaml")) -> None:
         raise _fail(err) from None
     typer.echo(f"model {name}: champion events, oldest first")
     typer.echo(audit.format_history(events))
+    from tasks import correction
+
+    if corrected := correction.batch_events(name):
+        typer.echo("batch replacements (`ctloop batch replace`), oldest first")
+        typer.echo(correction.format_events(corrected))
 
 
 @app.command()

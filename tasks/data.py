@@ -29,6 +29,9 @@ class BatchConflictError(DataError):
     """A different file claims the name of an existing batch (batches are immutable)."""
 
 
+REPLACE_HINT = "use `ctloop batch replace FILE --reason TEXT` to correct an accepted batch"
+
+
 @dataclass(frozen=True)
 class Schema:
     """Roles of the columns of a prepared dataset."""
@@ -301,6 +304,7 @@ def write_batch(
                 f"{path}: rule 'immutable_batch': batch '{name}' already exists with different "
                 f"content (stored {existing}, new {digest}); batches are never overwritten"
                 + ("" if label_column is None else f" (only missing '{label_column}' may fill)")
+                + f"; {REPLACE_HINT}"
             )
     folder.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".tmp-{os.getpid()}")
@@ -315,6 +319,32 @@ def write_batch(
         return write_batch(folder, name, df, label_column)  # compared with the winner's now
     tmp.unlink()
     return BatchWrite(name, path, len(df), digest, written=True)
+
+
+def supersede_batch(folder: Path, name: str, payload: bytes) -> Path:
+    """Overwrite an existing batch with corrected Parquet bytes, atomically (a temporary file
+    renamed over it: readers see the old or the new file, never a mix). Only
+    `tasks/correction.py` calls this, under the project's data lock, after the old content was
+    committed to DVC; DataError (rule 'batch_exists') when there is no such batch."""
+    path = batch_path(folder, name)
+    if not path.is_file():
+        raise DataError(f"{path}: rule 'batch_exists': batch '{name}' not found")
+    tmp = path.with_suffix(f".tmp-{os.getpid()}")
+    try:
+        tmp.write_bytes(payload)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def parquet_bytes(df: pd.DataFrame) -> bytes:
+    """A batch as the Parquet bytes `write_batch` would store (no index)."""
+    import io
+
+    buffer = io.BytesIO()
+    df.to_parquet(buffer, index=False)
+    return buffer.getvalue()
 
 
 def fills_labels(stored: pd.DataFrame, new: pd.DataFrame, label: str) -> bool:

@@ -83,6 +83,19 @@ def ingest_landed(project: Project, path: Path) -> list[data.BatchWrite]:
     that is cut off, holds labels that are not numbers, rows without a time, or a period that
     conflicts with an existing batch raises a DataError before any batch is written."""
     cfg = project.params.data
+    batches = cut_delivery(project, path)
+    folder = project.path("batches")
+    # one writer at a time: a simultaneous delivery of the same file then finds no-ops
+    with locks.project_lock(project, locks.DATA, purpose=f"ingest {path.name}"):
+        check_overlaps(folder, batches, cfg.target, path)
+        return [data.write_batch(folder, n, b, label_column=cfg.target) for n, b in batches.items()]
+
+
+def cut_delivery(project: Project, path: Path) -> dict[str, pd.DataFrame]:
+    """Read, check and prepare a delivered file and cut it into period batches ({period: rows}),
+    writing nothing: the one reading of a delivery, shared by `ingest_landed` and
+    `ctloop batch replace` (tasks/correction.py). DataError naming the file (column, rule)."""
+    cfg = project.params.data
     raw = data.load_source(str(path), project.root, cfg.max_file_mb)
     check_complete_csv(path)
     check_label_values(raw, cfg, path)
@@ -90,12 +103,7 @@ def ingest_landed(project: Project, path: Path) -> list[data.BatchWrite]:
     if frame.empty:
         raise data.DataError(f"{path}: rule 'not_empty': file holds no rows")
     check_times(frame, cfg, path)
-    batches = data.split_batches(frame, cfg)
-    folder = project.path("batches")
-    # one writer at a time: a simultaneous delivery of the same file then finds no-ops
-    with locks.project_lock(project, locks.DATA, purpose=f"ingest {path.name}"):
-        check_overlaps(folder, batches, cfg.target, path)
-        return [data.write_batch(folder, n, b, label_column=cfg.target) for n, b in batches.items()]
+    return data.split_batches(frame, cfg)
 
 
 def check_complete_csv(path: Path) -> None:
@@ -167,7 +175,7 @@ def check_overlaps(folder: Path, batches: dict[str, pd.DataFrame], label: str, p
             f"{path}: rule 'immutable_batch': its period '{name}' overlaps the existing batch "
             f"{stored_path} ({len(stored)} rows) with different content ({len(frame)} rows); "
             f"batches are never overwritten (only missing '{label}' may fill in), so nothing of "
-            "this file was ingested"
+            f"this file was ingested; {data.REPLACE_HINT}"
         )
 
 
@@ -395,6 +403,17 @@ def last_retrain_start(project: Project) -> datetime | None:
     return None if run is None else datetime.fromtimestamp(run.info.start_time / 1000, tz=UTC)
 
 
+def corrected_since_training(project: Project, window: tuple[str, ...]) -> list[str]:
+    """Batches of `window` replaced (`ctloop batch replace`) after the newest training started:
+    the same window then holds other data, so a retrain must not skip it."""
+    from tasks import correction
+
+    run = _newest_training(project)
+    since = None if run is None else datetime.fromtimestamp(run.info.start_time / 1000, tz=UTC)
+    entries = correction.read_ledger(project.path("batches"))
+    return sorted({e.batch for e in correction.replaced_since(entries, window, since)})
+
+
 def plan_retrain(project: Project, now: datetime | None = None) -> RetrainPlan:
     """The policy's window over the labelled batches; skipped when the newest training already
     used exactly this window, or inside the cooldown after the last retrain."""
@@ -404,7 +423,9 @@ def plan_retrain(project: Project, now: datetime | None = None) -> RetrainPlan:
     train, holdout = policy.ct_window(labelled, cfg.continuous, cfg.split.holdout_periods)
     started = last_retrain_start(project)
     skip = None
-    if last_window(project) == (*train, *holdout):
+    if last_window(project) == (*train, *holdout) and not corrected_since_training(
+        project, (*train, *holdout)
+    ):
         skip = f"window {train[0]}..{holdout[-1]} unchanged since the last training"
     elif policy.in_cooldown(started, now or datetime.now(UTC), cfg.continuous.cooldown_minutes):
         skip = (

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
     from sklearn.pipeline import Pipeline
 
+    from tasks.correction import Replacement
     from tasks.drift import DriftOutputs, DriftSummary
     from tasks.insights import Insights
     from tasks.model_card import ModelCard
@@ -100,6 +101,8 @@ def run_ingest(project: Project) -> IngestResult:
 
     Leftovers of a killed write (`*.tmp-<pid>` of a dead writer) are removed first; each batch is
     written atomically, so a crash in between loses nothing: the next run writes the rest."""
+    from tasks import correction
+
     cfg = project.params.data
     for path in recovery.clean_stale_temp_files(project.path("batches")):
         print(f"removed {path.name}: left by an interrupted batch write")
@@ -112,17 +115,39 @@ def run_ingest(project: Project) -> IngestResult:
         cfg,
     )
     names = data.select_periods(list(batches), None, cfg.ingest_until)
+    folder = project.path("batches")
+    corrected = correction.replaced_batches(folder)  # `ctloop batch replace`: the source is stale
     writes = []
+    unlabelled = 0
     for n in names:
-        writes.append(data.write_batch(project.path("batches"), n, batches[n]))
+        if n in corrected and data.batch_path(folder, n).is_file():
+            writes.append(_kept_correction(folder, n, corrected[n]))
+            stored = pd.read_parquet(writes[-1].path, columns=[cfg.target])
+            unlabelled += int(stored[cfg.target].isna().sum())
+            continue
+        writes.append(data.write_batch(folder, n, batches[n]))
+        unlabelled += int(batches[n][cfg.target].isna().sum())
         crash_point("ingest")  # tests only (CTLOOP_CRASH_AT): killed after the first batch
-    unlabelled = sum(int(batches[n][cfg.target].isna().sum()) for n in names)
     return IngestResult(
         written=tuple(w.name for w in writes if w.written),
         unchanged=tuple(w.name for w in writes if not w.written),
         source_rows=sum(w.rows for w in writes),
         unlabelled_rows=unlabelled,
     )
+
+
+def _kept_correction(folder: Path, name: str, entry: Replacement) -> data.BatchWrite:
+    """A batch replaced by `ctloop batch replace` stays as corrected: the source's rows of its
+    period are superseded (said once per ingestion), never a conflict."""
+    import pyarrow.parquet as pq
+
+    path = data.batch_path(folder, name)
+    print(
+        f"{name}: kept the corrected batch (replaced {entry.id}: {entry.reason}); the source's "
+        "rows of this period are superseded"
+    )
+    rows = int(pq.read_metadata(path).num_rows)
+    return data.BatchWrite(name, path, rows, entry.new_digest, written=False)
 
 
 def version_data(project: Project) -> str:
