@@ -53,7 +53,7 @@ def normalise_column(values: pd.Series, zone: str = "UTC") -> pd.Series:
     does not know is left as it is (the suite's `types` rule judges it)."""
     dtype = values.dtype
     if isinstance(dtype, pd.CategoricalDtype):
-        values = values.astype(dtype.categories.dtype)  # missing stays NaN
+        values = values.astype(_plain(dtype.categories.dtype))  # missing stays missing
         dtype = values.dtype
     if isinstance(dtype, pd.ArrowDtype):
         values = _from_arrow(values)
@@ -76,6 +76,15 @@ def normalise_column(values: pd.Series, zone: str = "UTC") -> pd.Series:
             return _floats(values.astype("boolean"))
         return _objects(values)
     return values
+
+
+def _plain(categories: Any) -> Any:
+    """The dtype a category column's values become: NumPy ints and bools cannot hold a gap."""
+    if pd.api.types.is_bool_dtype(categories):
+        return "boolean"
+    if pd.api.types.is_integer_dtype(categories) and not isinstance(categories, pd.ArrowDtype):
+        return "Int64"
+    return categories
 
 
 def _from_arrow(values: pd.Series) -> pd.Series:
@@ -200,6 +209,7 @@ def parse_times(values: pd.Series, zone: str, origin: str) -> pd.Series:
         parsed = _parse_text_times(normal, zone, origin)
     bad = parsed.isna() & values.notna()
     if bad.any():
+        _refuse_mixed_offsets(values, origin)
         example = values[bad].iloc[0]
         alone = _quiet_to_datetime(values[bad].astype(object))
         hint = (
@@ -213,6 +223,26 @@ def parse_times(values: pd.Series, zone: str, origin: str) -> pd.Series:
             f"dates, e.g. {example!r}{hint}"
         )
     return parsed
+
+
+def _refuse_mixed_offsets(values: pd.Series, origin: str) -> None:
+    """pandas parses a column in the form of its first value: when values with and without a
+    UTC offset are mixed, say so (counting each kind) rather than call the others no dates."""
+    present = values.dropna().astype(object)
+    codes, uniques = pd.factorize(present)
+    stamps = [_one_time(v, utc=False) for v in uniques]
+    aware_unique = np.array([getattr(t, "tzinfo", None) is not None for t in stamps], dtype=bool)
+    naive_unique = np.array(
+        [t is not pd.NaT and not a for t, a in zip(stamps, aware_unique, strict=True)], dtype=bool
+    )
+    aware, naive = aware_unique[codes], naive_unique[codes]
+    if aware.any() and naive.any():
+        raise data.DataError(
+            f"{origin}: column '{values.name}': rule 'time_column': {int(naive.sum())} "
+            f"value(s) have no UTC offset while {int(aware.sum())} have one, e.g. "
+            f"{present[naive].iloc[0]!r} and {present[aware].iloc[0]!r}: the time is "
+            "ambiguous (give every value an offset, or none)"
+        )
 
 
 def _parse_text_times(values: pd.Series, zone: str, origin: str) -> pd.Series:
