@@ -10,7 +10,14 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 PARAMS_FILE = "params.yaml"
 
@@ -64,12 +71,25 @@ class DataConfig(_Strict):
     derive_target: DeriveTarget | None = None
     time_column: str | None = None
     batch_frequency: Literal["day", "week", "month", "quarter", "year"] = "month"
+    timezone: str = "UTC"  # zone of the period cut; offsets in the data are converted to it
     rows_per_batch: Annotated[int, Field(gt=0)] = 50_000
     drop_columns: list[str] = Field(default_factory=list)
     categorical: list[str] | None = None
     numeric: list[str] | None = None
     ingest_until: str | None = None
     max_file_mb: Annotated[float, Field(gt=0)] = 512.0
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, zone: str) -> str:
+        """An IANA zone name (`UTC`, `America/New_York`): times are cut into periods there."""
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(zone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {zone!r} (an IANA name, e.g. UTC)") from None
+        return zone
 
 
 class Severity(_Strict):

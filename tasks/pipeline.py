@@ -99,6 +99,9 @@ class IngestResult:
 def run_ingest(project: Project) -> IngestResult:
     """Cut the configured source into period batches (up to data.ingest_until) and write them.
 
+    The source goes through the same edge as a landed file (`monitoring.cut_source`: the data
+    contract, the cut-off, label and time checks) and is refused whole, before any batch is
+    written, when one of them fails or a period conflicts with an existing batch.
     Leftovers of a killed write (`*.tmp-<pid>` of a dead writer) are removed first; each batch is
     written atomically, so a crash in between loses nothing: the next run writes the rest."""
     from tasks import correction
@@ -106,17 +109,18 @@ def run_ingest(project: Project) -> IngestResult:
     cfg = project.params.data
     for path in recovery.clean_stale_temp_files(project.path("batches")):
         print(f"removed {path.name}: left by an interrupted batch write")
+    from tasks import monitoring  # the landing folder's edge: the same reads, contract, checks
+
     # dropped columns are never read; the raw and prepared frames are freed once used
     skip = data.unused_columns(cfg)
-    batches = data.split_batches(
-        data.prepare(
-            data.load_source(cfg.source, project.root, cfg.max_file_mb, skip), cfg, cfg.source
-        ),
-        cfg,
-    )
+    batches = monitoring.cut_source(cfg, cfg.source, project.root, cfg.source, skip)
     names = data.select_periods(list(batches), None, cfg.ingest_until)
     folder = project.path("batches")
     corrected = correction.replaced_batches(folder)  # `ctloop batch replace`: the source is stale
+    # all or nothing, like a landed file: a period conflicting with a batch refuses the source
+    # (a corrected batch is kept over the source's stale rows of its period)
+    selected = {n: batches[n] for n in names if n not in corrected}
+    monitoring.check_overlaps(folder, selected, cfg.target, Path(cfg.source))
     writes = []
     unlabelled = 0
     for n in names:
