@@ -47,8 +47,7 @@ def train(project: Project) -> None:
     import joblib
 
     window = pipeline.current_window(project)
-    train_data = pipeline.training_data(project, pipeline.load_batches(project, window.train))
-    holdout = pipeline.training_data(project, pipeline.load_batches(project, window.holdout))
+    train_data, holdout = pipeline.load_training(project, window)  # checked: before any run
     version = versioning.data_version(project.root, project.params.paths.batches) or "unversioned"
     results = json.loads((project.path("reports") / "validation.json").read_text())
     validation = "passed" if all(r["success"] for r in results["reports"]) else "failed"
@@ -89,8 +88,7 @@ def evaluate(project: Project) -> None:
     record = json.loads(_train_record(project).read_text())
     tuning: training.TuningResult = joblib.load(_tuning_file(project))
     model = joblib.load(_model_file(project))
-    train_data = pipeline.training_data(project, pipeline.load_batches(project, window.train))
-    holdout = pipeline.training_data(project, pipeline.load_batches(project, window.holdout))
+    train_data, holdout = pipeline.load_training(project, window)  # checked: before any run
     run_id = record["run_id"]
     evaluation = pipeline.evaluate_holdout(project, run_id, model, holdout, tuning)
     insights = pipeline.explain_model(project, run_id, model, train_data, holdout, tuning)
