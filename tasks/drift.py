@@ -54,8 +54,8 @@ class EmptyColumn:
     side: str  # one of EMPTY_SIDES
 
     def describe(self) -> str:
-        where = "either side" if self.side == "both" else f"the {self.side} data"
-        return f"'{self.column}' (no value in {where})"
+        where = "on either side" if self.side == "both" else f"in the {self.side} data"
+        return f"'{self.column}' (no value {where})"
 
 
 @dataclass(frozen=True)
