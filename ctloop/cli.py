@@ -48,15 +48,19 @@ def _fail(err: BaseException) -> typer.Exit:
 def _known_errors() -> tuple[type[BaseException], ...]:
     from ctloop.config import ConfigError
     from tasks.data import DataError
+    from tasks.drift import DriftError
     from tasks.locks import LockTimeout
     from tasks.model_io import ModelSafetyError
     from tasks.pipeline import WindowError
+    from tasks.preconditions import PreconditionError
+    from tasks.training import TuningError
     from tasks.validation import ValidationFailed
     from tasks.versioning import VersioningError
 
     return (
         *(ConfigError, DataError, WindowError, ValidationFailed, VersioningError, LockTimeout),
         ModelSafetyError,
+        *(PreconditionError, TuningError, DriftError),
     )
 
 

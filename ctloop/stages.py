@@ -78,8 +78,7 @@ def train(project: Project) -> None:
     import joblib
 
     window = pipeline.current_window(project)
-    train_data = pipeline.training_data(project, pipeline.load_batches(project, window.train))
-    holdout = pipeline.training_data(project, pipeline.load_batches(project, window.holdout))
+    train_data, holdout = pipeline.load_training(project, window)  # checked: before any run
     version = versioning.data_version(project.root, project.params.paths.batches) or "unversioned"
     results = json.loads((project.path("reports") / "validation.json").read_text())
     validation = "passed" if all(r["success"] for r in results["reports"]) else "failed"
@@ -110,7 +109,7 @@ def train(project: Project) -> None:
 
 
 def evaluate(project: Project) -> None:
-
+    """The `evaluate` stage on the training run `train` recorded (owned, then ended)."""
     window = pipeline.current_window(project)
     record = json.loads(_train_record(project).read_text())
     run_id = record["run_id"]
@@ -124,8 +123,7 @@ def _evaluate(project: Project, window: pipeline.Window, run_id: str) -> None:
 
     tuning: training.TuningResult = joblib.load(_tuning_file(project))
     model = joblib.load(_model_file(project))
-    train_data = pipeline.training_data(project, pipeline.load_batches(project, window.train))
-    holdout = pipeline.training_data(project, pipeline.load_batches(project, window.holdout))
+    train_data, holdout = pipeline.load_training(project, window)  # checked: before any run
     evaluation = pipeline.evaluate_holdout(project, run_id, model, holdout, tuning)
     insights = pipeline.explain_model(project, run_id, model, train_data, holdout, tuning)
     curve = pipeline.learning_curve(project, model, train_data, holdout, tuning)

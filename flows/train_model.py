@@ -121,6 +121,7 @@ def train_model(
         tracking_uri=project.tracking_uri,
         mlflow_run_id=run_id,
         prefect_api_url=os.environ.get("PREFECT_API_URL"),
+        warnings=train.warnings,
     )
     t.record_summary(project, run_id, summary)  # an unchanged re-run reports it
     t.finish_run(run_id)

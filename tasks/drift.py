@@ -12,7 +12,7 @@ import logging
 import math
 import os
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -34,6 +34,27 @@ _DRIFT_TEST_ID = "drift"
 # registered tabular stattest returns a p-value (drift when score < threshold). Only a fallback:
 # the verdict normally comes from Evidently's own per-column test (boundaries differ, e.g. ks <=).
 _DISTANCE_METHODS = frozenset({"wasserstein", "jensenshannon", "psi", "kl_div", "hellinger", "ed"})
+
+
+class DriftError(ValueError):
+    """The drift of a batch cannot be computed (a column missing, no feature with values on
+    both sides, or Evidently failed); the message names the batches, the columns and what to do."""
+
+
+EMPTY_SIDES = ("reference", "current", "both")  # EmptyColumn.side
+
+
+@dataclass(frozen=True)
+class EmptyColumn:
+    """A feature with no usable value (all null, or only ±inf) on one side or both: reported as
+    such and left out of the comparison (Evidently cannot test an empty column)."""
+
+    column: str
+    side: str  # one of EMPTY_SIDES
+
+    def describe(self) -> str:
+        where = "on either side" if self.side == "both" else f"in the {self.side} data"
+        return f"'{self.column}' (no value {where})"
 
 
 @dataclass(frozen=True)
@@ -68,6 +89,7 @@ class DriftSummary:
     columns: tuple[ColumnDrift, ...]
     reference_rows: int
     current_rows: int
+    empty_columns: tuple[EmptyColumn, ...] = ()  # features left out: no value on a side
 
     @property
     def drifted_columns(self) -> list[str]:
@@ -85,6 +107,7 @@ class DriftSummary:
             "reference_rows": int(self.reference_rows),
             "current_rows": int(self.current_rows),
             "columns": [c.to_dict() for c in self.columns],
+            "empty_columns": {e.column: e.side for e in self.empty_columns},
         }
 
     @classmethod
@@ -99,6 +122,9 @@ class DriftSummary:
             columns=tuple(ColumnDrift(**c) for c in raw["columns"]),
             reference_rows=int(raw["reference_rows"]),
             current_rows=int(raw["current_rows"]),
+            empty_columns=tuple(
+                EmptyColumn(c, side) for c, side in raw.get("empty_columns", {}).items()
+            ),
         )
 
 
@@ -111,25 +137,60 @@ def compute_drift(
     schema: Schema,
     cfg: DriftConfig,
     seed: int,
+    what: str = "current data against the reference",
 ) -> tuple[Any, DriftSummary]:
-    """Run Evidently's DataDriftPreset on the schema's features; returns (snapshot, summary)."""
+    """Run Evidently's DataDriftPreset on the schema's features; returns (snapshot, summary).
+
+    A feature without any usable value on a side (after sampling) is not compared: the summary
+    lists it in `empty_columns`. `what` names the comparison in errors (e.g. "batch 2013-06
+    against 2013-01, 2013-02"). Raises DriftError when a feature column is missing, when no
+    feature has values on both sides, or when Evidently fails (its message after ours)."""
     from evidently import Dataset, Report
 
-    features = schema.features
+    from tasks.preconditions import usable_count
+
+    if not schema.features:
+        raise DriftError("drift: the schema has no feature columns to compare")
+    ref = _features_frame(reference, schema.features, "reference", cfg.sample_rows, seed)
+    cur = _features_frame(current, schema.features, "current", cfg.sample_rows, seed)
+    empty = tuple(
+        EmptyColumn(c, side)
+        for c in schema.features
+        if (side := _empty_side(usable_count(ref[c]) == 0, usable_count(cur[c]) == 0))
+    )
+    skipped = {e.column for e in empty}
+    features = [c for c in schema.features if c not in skipped]
     if not features:
-        raise ValueError("drift: the schema has no feature columns to compare")
-    ref = _features_frame(reference, features, "reference", cfg.sample_rows, seed)
-    cur = _features_frame(current, features, "current", cfg.sample_rows, seed)
-    definition = _data_definition(schema)
+        raise DriftError(
+            f"drift: {what}: no feature has values on both sides "
+            f"({', '.join(e.describe() for e in empty)}); check the batches' columns"
+        )
+    ref, cur = ref[features], cur[features]
+    definition = _data_definition(schema, features)
     report = Report([_preset(features, cfg)], include_tests=True)
-    snapshot = report.run(
-        current_data=Dataset.from_pandas(cur, data_definition=definition),
-        reference_data=Dataset.from_pandas(ref, data_definition=definition),
-    )
-    summary = summarize_snapshot(
-        json.loads(snapshot.json()), features, cfg.drift_share, len(ref), len(cur)
-    )
-    return snapshot, summary
+    try:
+        snapshot = report.run(
+            current_data=Dataset.from_pandas(cur, data_definition=definition),
+            reference_data=Dataset.from_pandas(ref, data_definition=definition),
+        )
+        raw = json.loads(snapshot.json())
+    except Exception as err:
+        raise DriftError(
+            f"drift: {what}: Evidently failed on columns {', '.join(features)} "
+            f"({type(err).__name__}: {err}); check those columns in the batches (or leave a "
+            "column out with data.drop_columns), or set drift.method to another stattest"
+        ) from err
+    summary = summarize_snapshot(raw, features, cfg.drift_share, len(ref), len(cur))
+    return snapshot, replace(summary, empty_columns=empty)
+
+
+def _empty_side(reference_empty: bool, current_empty: bool) -> str | None:
+    """EMPTY_SIDES entry for a column's emptiness, None when it has values on both sides."""
+    if reference_empty and current_empty:
+        return "both"
+    if reference_empty:
+        return "reference"
+    return "current" if current_empty else None
 
 
 def _features_frame(
@@ -138,22 +199,22 @@ def _features_frame(
     """A copy holding only the features, sampled (seeded) down to sample_rows when larger."""
     missing = [c for c in features if c not in df.columns]
     if missing:
-        raise ValueError(f"drift: {side} data lacks feature column(s) {missing}")
+        raise DriftError(f"drift: {side} data lacks feature column(s) {missing}")
     if df.empty:
-        raise ValueError(f"drift: {side} data has no rows")
+        raise DriftError(f"drift: {side} data has no rows")
     out = df.loc[:, features].copy()
     if sample_rows is not None and len(out) > sample_rows:
         out = out.sample(n=sample_rows, random_state=seed)
     return out.reset_index(drop=True)
 
 
-def _data_definition(schema: Schema) -> DataDefinition:
-    """Declare the column types so Evidently does not guess them."""
+def _data_definition(schema: Schema, columns: list[str]) -> DataDefinition:
+    """Declare the types of the compared `columns` so Evidently does not guess them."""
     from evidently import DataDefinition
 
     return DataDefinition(
-        numerical_columns=list(schema.numeric),
-        categorical_columns=list(schema.categorical),
+        numerical_columns=[c for c in schema.numeric if c in columns],
+        categorical_columns=[c for c in schema.categorical if c in columns],
     )
 
 
@@ -278,8 +339,16 @@ class DriftOutputs:
 
 
 def render_outputs(snapshot: Any, summary: DriftSummary) -> DriftOutputs:
-    """The HTML and JSON of an Evidently snapshot, with our summary."""
-    return DriftOutputs(summary, snapshot.get_html_str(as_iframe=False), snapshot.json())
+    """The HTML and JSON of an Evidently snapshot, with our summary (DriftError when Evidently
+    cannot render them)."""
+    try:
+        return DriftOutputs(summary, snapshot.get_html_str(as_iframe=False), snapshot.json())
+    except Exception as err:
+        raise DriftError(
+            f"drift: Evidently could not render the report ({type(err).__name__}: {err}); "
+            f"the summary was computed ({summary.n_drifted} of {summary.n_columns} columns "
+            "drifted); check the compared columns or set drift.method to another stattest"
+        ) from err
 
 
 def save_drift(snapshot: Any, summary: DriftSummary, out_dir: Path, name: str) -> dict[str, Path]:
@@ -373,4 +442,6 @@ def drift_markdown(summary: DriftSummary, title: str) -> str:
     for c in ordered:
         flag = "**yes**" if c.drifted else "no"
         lines.append(f"| {c.column} | {c.method} | {c.score:.4g} | {c.threshold:.4g} | {flag} |")
+    if summary.empty_columns:
+        lines += ["", f"Not compared: {', '.join(e.describe() for e in summary.empty_columns)}."]
     return "\n".join(lines) + "\n"

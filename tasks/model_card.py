@@ -157,6 +157,7 @@ class ModelCard:
     drift_note: str = "not measured in this run"  # why `drift` is None
     notes: tuple[str, ...] = field(default=())
     budget_note: str | None = None  # TuningResult.budget_note: the time budget cut the search
+    plan_warnings: tuple[str, ...] = ()  # the training plan's checks (tasks/preconditions.py)
 
     # --- checklist ---------------------------------------------------------------------
 
@@ -429,6 +430,7 @@ class ModelCard:
             f"- Holdout: {_batches(self.holdout_batches)}; {self.holdout_rows} labelled rows\n"
             f"- Unlabelled rows excluded: {self.unlabelled_rows}\n"
             f"- Validation (Great Expectations): {validation}"
+            + "".join(f"\n- Training plan warning: {w}" for w in self.plan_warnings)
         )
 
     def _training_section(self) -> str:

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from tasks.drift import DriftOutputs, DriftSummary
     from tasks.insights import Insights
     from tasks.model_card import ModelCard
+    from tasks.preconditions import PlanCheck
     from tasks.summary import TrainingSummary
     from tasks.validation import ValidationReport
 
@@ -244,6 +245,9 @@ class TrainingData:
     y: pd.Series
     schema: data.Schema
     unlabelled_rows: int
+    sampled_to: int | None = None  # split.max_train_rows, when it down-sampled these rows
+    dropped: tuple[str, ...] = ()  # features left out by the plan's checks (empty)
+    warnings: tuple[str, ...] = ()  # the plan's warnings (tasks/preconditions.py)
 
 
 def training_data(project: Project, frame: pd.DataFrame) -> TrainingData:
@@ -251,13 +255,67 @@ def training_data(project: Project, frame: pd.DataFrame) -> TrainingData:
     cfg = project.params
     rows, unlabelled = data.labelled(frame, cfg.data.target)
     cap = cfg.split.max_train_rows
-    if cap is not None and len(rows) > cap:
+    sampled = cap is not None and len(rows) > cap
+    if sampled:
         rows = rows.sample(cap, random_state=cfg.seed).sort_index().reset_index(drop=True)
     schema = data.infer_schema(frame, cfg.data)
     y = rows[schema.target]
     if schema.task == "classification":
         y = y.astype(int)
-    return TrainingData(rows[schema.features], y, schema, unlabelled)
+    return TrainingData(rows[schema.features], y, schema, unlabelled, cap if sampled else None)
+
+
+PRECONDITIONS_TAG = "ctloop.preconditions"  # the plan's warnings on the training run
+DROPPED_FEATURES_TAG = "ctloop.dropped_features"  # features the plan left out (comma-separated)
+_TAG_LIMIT = 5000  # characters of a tag value kept (MLflow refuses values above 8000)
+
+
+def load_training(project: Project, window: Window) -> tuple[TrainingData, TrainingData]:
+    """Training and holdout rows of the window, checked by `check_plan`: what the flow and the
+    DVC stages train and evaluate on. Raises preconditions.PreconditionError."""
+    train = training_data(project, load_batches(project, window.train))
+    holdout = training_data(project, load_batches(project, window.holdout))
+    return check_plan(project, window, train, holdout)
+
+
+def check_plan(
+    project: Project, window: Window, train: TrainingData, holdout: TrainingData
+) -> tuple[TrainingData, TrainingData]:
+    """The training plan's preconditions (tasks/preconditions.py), before anything is tuned,
+    logged or registered: features empty in the training part are dropped from both parts,
+    each warning is printed (`ctloop: warning: ...`) and kept on both parts (`warnings`: the
+    MLflow run, the model card and the summary record them). Raises PreconditionError naming
+    the folds, batches and class counts when the plan cannot be cross-validated or scored."""
+    from tasks import preconditions
+
+    cfg = project.params
+    span = f"{window.train[0]}..{window.train[-1]}" if window.train else "(no batch)"
+    check = preconditions.check_training_plan(
+        cfg.data.task,
+        cfg.split.folds,
+        train.schema.target,
+        preconditions.Part(train.X, train.y, f"the training window {span}", train.sampled_to),
+        preconditions.Part(
+            holdout.X, holdout.y, f"holdout {', '.join(window.holdout)}", holdout.sampled_to
+        ),
+    )
+    for line in check.warnings:
+        print(f"ctloop: warning: {line}")
+    return _planned(train, check), _planned(holdout, check)
+
+
+def _planned(part: TrainingData, check: PlanCheck) -> TrainingData:
+    """`part` without the dropped features (X and schema), with the plan's warnings."""
+    from dataclasses import replace
+
+    drop = set(check.dropped)
+    schema = replace(
+        part.schema,
+        numeric=tuple(c for c in part.schema.numeric if c not in drop),
+        categorical=tuple(c for c in part.schema.categorical if c not in drop),
+    )
+    X = part.X.drop(columns=[c for c in check.dropped if c in part.X.columns])
+    return replace(part, X=X, schema=schema, dropped=check.dropped, warnings=check.warnings)
 
 
 def use_experiment(project: Project) -> str:
@@ -299,6 +357,7 @@ def start_training_run(
         "ctloop.holdout_batches": ",".join(window.holdout),
         "ctloop.model_family": cfg.model.family,
         "ctloop.unlabelled_rows_excluded": str(train.unlabelled_rows + holdout.unlabelled_rows),
+        **plan_tags(train),
     }
     run_id = tracking.start_parent_run(exp, f"train-{window.train[0]}..{window.holdout[-1]}", tags)
     source = str(project.path("batches"))
@@ -309,6 +368,16 @@ def start_training_run(
         )
     tracking.set_tags(run_id, {"ctloop.seed": str(cfg.seed), "ctloop.cv": cfg.cv_kind})
     return run_id
+
+
+def plan_tags(train: TrainingData) -> dict[str, str]:
+    """The plan's warnings and dropped features as run tags (none when the plan had none)."""
+    tags = {}
+    if train.warnings:
+        tags[PRECONDITIONS_TAG] = "\n".join(train.warnings)[:_TAG_LIMIT]
+    if train.dropped:
+        tags[DROPPED_FEATURES_TAG] = ",".join(train.dropped)[:_TAG_LIMIT]
+    return tags
 
 
 def record_tuning(project: Project, run_id: str, tuning: training.TuningResult) -> None:
@@ -709,7 +778,12 @@ def compute_drift(project: Project, reference: tuple[str, ...], current: str) ->
     ref, cur = load_batches(project, reference), load_batches(project, [current])
     schema = data.infer_schema(ref, project.params.data)
     snapshot, summary = drift.compute_drift(
-        ref, cur, schema, project.params.drift, project.params.seed
+        ref,
+        cur,
+        schema,
+        project.params.drift,
+        project.params.seed,
+        what=f"batch {current} against {', '.join(reference)}",
     )
     return drift.render_outputs(snapshot, summary)
 
@@ -793,6 +867,8 @@ def write_drift(
     is given, on the MLflow run with the tag `ctloop.drift_report` naming the report's file."""
     from tasks import drift
 
+    for empty in outputs.summary.empty_columns:
+        print(f"ctloop: warning: drift of {current}: feature {empty.describe()}: not compared")
     key = drift_key(project, reference, current)
     folder, stem = drift_location(project, reference, current, key)
     paths = drift.write_outputs(outputs, folder, stem)
@@ -916,6 +992,7 @@ def build_model_card(
             window.current or "-", drift[0], drift[1], tags.get(DRIFT_REPORT_TAG)
         ),
         drift_note=drift_note,
+        plan_warnings=train.warnings,
     )
 
 

@@ -153,8 +153,9 @@ def plan_window(project: Project) -> pipeline.Window:
 def load_training_data(
     project: Project, window: pipeline.Window
 ) -> tuple[pipeline.TrainingData, pipeline.TrainingData]:
-    train = pipeline.training_data(project, pipeline.load_batches(project, window.train))
-    holdout = pipeline.training_data(project, pipeline.load_batches(project, window.holdout))
+    """The window's labelled rows, checked before anything is tuned, logged or registered
+    (pipeline.check_plan: empty features dropped with a warning; PreconditionError otherwise)."""
+    train, holdout = pipeline.load_training(project, window)
     print(
         f"training rows {len(train.y)} from {window.train[0]}..{window.train[-1]}, holdout rows "
         f"{len(holdout.y)} ({', '.join(window.holdout)}); unlabelled rows excluded: "

@@ -36,6 +36,7 @@ class TrainingSummary:
     prefect_api_url: str | None = None  # PREFECT_API_URL of a running server, if any
     unchanged: bool = False  # same data, params and code as model_version: nothing trained
     budget_note: str | None = None  # TuningResult.budget_note: the time budget cut the search
+    warnings: tuple[str, ...] = ()  # the training plan's (tasks/preconditions.py)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON types (paths as strings): kept on the run as summary.json."""
@@ -49,6 +50,7 @@ class TrainingSummary:
         for key in ("drift_report", "validation_report"):
             values[key] = Path(values[key])
         values["drifted_columns"] = tuple(values["drifted_columns"])
+        values["warnings"] = tuple(values.get("warnings", ()))
         return cls(**values)
 
     def render(self) -> str:
@@ -69,6 +71,7 @@ class TrainingSummary:
                 f"  drift            : {self.drift_batch}: dataset drift "
                 f"{'YES' if self.dataset_drift else 'no'}; drifted columns: {drifted}",
                 f"  drift report     : {self.drift_report}",
+                *(f"  warning          : {w}" for w in self.warnings),
                 "where to look:",
                 f"  MLflow UI  : {self._mlflow_ui()} (run {self.mlflow_run_id})",
                 f"  Prefect UI : {self._prefect_ui()}",

@@ -28,6 +28,11 @@ ParamValue = str | int | float | bool | None
 TIME_BUDGET = "time_budget"  # TuningResult.stopped_by: tune.timeout_s ended the search early
 
 
+class TuningError(ValueError):
+    """The search ended without a usable trial (every trial failed, scored NaN or was pruned);
+    the message says why and which params to change."""
+
+
 @dataclass(frozen=True)
 class TrialRecord:
     """One tuning trial: its parameters, per-fold scores and fate (complete or pruned)."""
@@ -398,6 +403,9 @@ def _objective(
         except Exception:
             state = "FAIL"
             raise
+        else:
+            if np.isnan(np.mean(folds.scores)):  # Optuna fails a trial whose value is NaN
+                state = "FAIL"
         finally:
             rec = TrialRecord(
                 trial.number,
@@ -412,7 +420,8 @@ def _objective(
             if on_trial is not None:
                 on_trial(rec)
             crash_point("tuning")  # tests only (CTLOOP_CRASH_AT): killed after the first trial
-        keep_if_best(trial.number, folds)
+        if state == "COMPLETE":
+            keep_if_best(trial.number, folds)
         return float(np.mean(folds.scores))
 
     return objective
@@ -525,7 +534,7 @@ def tune(
     `tune.timeout_s` (off by default) is a wall-time budget: once spent, no further trial starts
     and the result says so (`stopped_by`, `budget_note`); the number of trials then depends on
     the machine's load. Without it the figures depend only on data, params and code.
-    Raises ValueError when no trial completed."""
+    Raises TuningError when no trial completed (NaN scores say so, with the params to change)."""
     if runner is not None:
         if storage is None or study_name is None:
             raise ValueError("parallel tuning needs an RDB storage URL and a study name")
@@ -561,10 +570,14 @@ def tune(
         gc_after_trial=False,
     )
     if not any(r.state == "COMPLETE" for r in records):
-        raise ValueError(_no_complete_trial(study_name or "in memory", len(records), budget))
-    folds = kept.get(study.best_trial.number)
+        raise TuningError(_no_complete_trial(study_name or "in memory", records, budget))
+    try:
+        best_number = study.best_trial.number
+    except ValueError as err:  # Optuna's "No trials are completed yet": never shown bare
+        raise TuningError(_no_complete_trial(study_name or "in memory", records, budget)) from err
+    folds = kept.get(best_number)
     return _result(
-        study.best_trial.number,
+        best_number,
         records,
         search.fixed,
         tuple(folds.models) if folds else (),
@@ -618,7 +631,7 @@ def _tune_parallel(
             on_trial(rec)
     complete = [r for r in records if r.state == "COMPLETE"]
     if not complete:
-        raise ValueError(_no_complete_trial(study_name, len(records), budget))
+        raise TuningError(_no_complete_trial(study_name, records, budget))
     sign = 1.0 if search.direction == "maximize" else -1.0
     best = max(complete, key=lambda r: (sign * r.mean, -r.number))
     holder = next(o for o in outcomes if o.best_number == best.number)
@@ -635,9 +648,18 @@ def _tune_parallel(
     )
 
 
-def _no_complete_trial(study: str, ran: int, budget: TimeBudget) -> str:
+def _no_complete_trial(study: str, records: list[TrialRecord], budget: TimeBudget) -> str:
+    """Why a search has no complete trial, and what to change."""
+    nan = [r for r in records if r.state == "FAIL" and any(np.isnan(r.fold_scores))]
+    if nan:
+        return (
+            f"tune: Optuna study '{study}': no trial completed: {len(nan)} of {len(records)} "
+            "trial(s) scored NaN on a validation fold (a fold with one class, or too few rows "
+            "for the metric); lower split.folds, widen the window (split.window_start) or raise "
+            "split.max_train_rows"
+        )
     advice = "raise tune.timeout_s or tune.n_trials" if budget.deadline else "raise tune.n_trials"
-    return f"Optuna study '{study}': no trial completed ({ran} ran; {advice})"
+    return f"tune: Optuna study '{study}': no trial completed ({len(records)} ran; {advice})"
 
 
 def _better_mean(a: float, b: float, direction: str) -> bool:
