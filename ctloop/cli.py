@@ -11,7 +11,12 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from ctloop.env import apply_env_defaults, freeze_at_exit
+from ctloop.env import (
+    apply_env_defaults,
+    freeze_at_exit,
+    sigterm_as_exit,
+    stop_worker_processes,
+)
 
 if TYPE_CHECKING:
     from ctloop.config import Project
@@ -81,7 +86,7 @@ def _prefect_api(project: Project) -> Iterator[PrefectApi]:
     from ctloop import run_api
     from ctloop.stack import stack_dir, stack_env, urls
 
-    run_api.sigterm_as_exit()  # `finally` blocks run: the lease is dropped, runs are finished
+    sigterm_as_exit()  # `finally` blocks run: the lease is dropped, runs are finished
     try:
         with run_api.prefect_api(
             stack_dir(project),
@@ -90,6 +95,9 @@ def _prefect_api(project: Project) -> Iterator[PrefectApi]:
         ) as api:
             try:
                 yield api
+            except BaseException:
+                stop_worker_processes()  # exit would wait for a worker's task nobody reads
+                raise
             finally:
                 _drain_prefect()
     except run_api.ApiError as err:

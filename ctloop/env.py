@@ -46,14 +46,21 @@ def freeze_at_exit() -> None:
 _FREEZE_REGISTERED = False
 
 
-BACKGROUND_NICENESS = 10  # CFS weight about 1/10 of a default-priority thread
+# CFS weight about half of a default-priority thread. Not lower: the main line waits for this
+# worker's results (drift report, learning curve), and an unprivileged process cannot raise its
+# priority again. At 10 (weight about 1/10) the worker starved on a busy machine (load 16: a
+# 13 CPU-second drift report still unfinished after 30 min, the flow waiting on it); at 3 it runs
+# at about half the speed of its peers there, and still yields most of a core to the search on a
+# quiet one (benchmarks/RESULTS.md).
+BACKGROUND_NICENESS = 3
 
 
 def background_worker() -> None:
     """Initializer of a worker process that computes beside the flow's main line (the drift
-    report, the learning curve): a lower CPU priority, so that its work fills the cores the main
-    line leaves idle instead of slowing the search (XGBoost keeps about 1.7 of 2 cores busy), a
-    quick exit, and no orphan when the flow's process is killed."""
+    report, the learning curve): a somewhat lower CPU priority, so that its work mostly fills the
+    cores the main line leaves idle instead of slowing the search (XGBoost keeps about 1.7 of 2
+    cores busy) without starving on a busy machine, a quick exit, and no orphan when the flow's
+    process is killed."""
     os.nice(BACKGROUND_NICENESS)
     freeze_at_exit()
     exit_with_parent()
@@ -71,3 +78,37 @@ def exit_with_parent(poll_s: float = 0.5) -> None:
         os._exit(1)  # orphaned: nobody is left to take a result
 
     threading.Thread(target=watch, name="ctloop-exit-with-parent", daemon=True).start()
+
+
+def stop_worker_processes(timeout_s: float = 5.0) -> None:
+    """Terminate this process's multiprocessing children (a flow's worker process). Called when
+    a command ends by an error, Ctrl-C or SIGTERM: the interpreter's exit would otherwise wait
+    for a worker's task (a drift report, a learning curve) that nobody will read."""
+    import multiprocessing
+
+    children = multiprocessing.active_children()
+    for child in children:
+        child.terminate()
+    for child in children:
+        child.join(timeout_s)
+        if child.is_alive():
+            child.kill()
+
+
+def sigterm_as_exit() -> None:
+    """Turn the first SIGTERM into SystemExit(143) in this process, so `finally` blocks run: the
+    flow is reported as crashed, its MLflow run FAILED, the Prefect run server's lease dropped
+    (the default action would end the process on the spot). The worker processes are terminated
+    first: the flow's task runner would otherwise wait for their running task at its exit. A
+    second SIGTERM ends the process at once, as the default action does."""
+    import signal
+
+    def _exit(signum: int, _frame: object) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        import multiprocessing
+
+        for child in multiprocessing.active_children():
+            child.terminate()
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, _exit)

@@ -350,16 +350,6 @@ def run_server_record(stack_dir: Path) -> ServerRecord | None:
     return record if record is not None and _alive(record) else None
 
 
-def sigterm_as_exit() -> None:
-    """Turn SIGTERM into SystemExit(143) in this process, so `finally` blocks run: the flow is
-    reported as crashed and the lease dropped (the default action would end it on the spot)."""
-
-    def _exit(signum: int, _frame: object) -> None:
-        raise SystemExit(128 + signum)
-
-    signal.signal(signal.SIGTERM, _exit)
-
-
 # --- the supervisor (python -m ctloop.run_api) -----------------------------------------------
 
 

@@ -73,3 +73,54 @@ def test_a_worker_exits_when_the_process_that_started_it_is_killed() -> None:
     while _running(pid) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not _running(pid), f"worker {pid} outlived its parent"
+
+
+BUSY_WORKER = """
+import concurrent.futures as cf, multiprocessing as mp, os, sys, time
+from ctloop.env import sigterm_as_exit
+
+def spin() -> None:
+    while True:
+        pass
+
+if __name__ == "__main__":
+    sigterm_as_exit()
+    pool = cf.ProcessPoolExecutor(1, mp_context=mp.get_context("spawn"))
+    try:
+        future = pool.submit(spin)
+        while not mp.active_children():
+            time.sleep(0.05)
+        print("worker", mp.active_children()[0].pid, flush=True)
+        future.result()  # a flow waiting for its worker's drift report
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)  # what the task runner does at exit
+        print("shut down", flush=True)
+"""
+
+
+def test_sigterm_ends_a_command_whose_worker_is_busy(tmp_path: Path) -> None:
+    """SIGTERM while the main line waits on a worker's endless task: the command's `finally`
+    runs and it exits promptly (143), its worker terminated rather than waited for."""
+    script = tmp_path / "busy.py"
+    script.write_text(BUSY_WORKER)
+    proc = subprocess.Popen(
+        [sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        line = proc.stdout.readline() if proc.stdout else ""
+        worker = int(line.split()[1])
+        time.sleep(0.5)
+        began = time.monotonic()
+        proc.terminate()
+        out, err = proc.communicate(timeout=30)
+        took = time.monotonic() - began
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 143, err[-2000:]
+    assert "shut down" in out  # the finally block ran
+    assert took < 20, f"took {took:.1f} s"
+    deadline = time.monotonic() + 5
+    while _running(worker) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _running(worker)
