@@ -79,6 +79,8 @@ DUPLICATES_DEFAULT: dict[str, Any] = {"max_share": 0.01, "severity": "warning"}
 CATEGORIES_REPLACED = "categories_replaced"
 CATEGORIES_REPLACED_DEFAULT: dict[str, Any] = {"min_share": 0.5, "severity": "critical"}
 MIN_LABELS_FOR_CLASSES = 30  # fewer labelled rows: the single-class check does not judge
+MIN_VALUES_FOR_REPLACED = 30  # fewer values: categories_replaced does not judge (a few scored
+# rows with one new airport are not a renamed column; `categories` still reports them)
 
 _LOCK = threading.Lock()  # GX contexts are not thread-safe; Prefect may run tasks in threads
 _CONTEXTS: dict[Path, FileDataContext] = {}
@@ -474,7 +476,7 @@ def _own_rules(df: pd.DataFrame, suite: ExpectationSuite) -> list[RuleResult]:
     - `categories_replaced` (column): at least `meta.ctloop.categories_replaced.min_share` of a
       column's values are outside its `categories` value set (critical by default, whatever the
       `categories` severity: a renamed or recoded column is not a few new values). Reported only
-      when the column holds unseen values.
+      when the column holds unseen values, and judged from MIN_VALUES_FOR_REPLACED values on.
     """
     out = []
     own = (suite.meta or {}).get("ctloop", {})
@@ -530,9 +532,10 @@ def replaced_categories_rule(
 ) -> RuleResult | None:
     """`categories_replaced` on one column: the share of its non-null values outside `known`
     (the suite's value set) against `settings["min_share"]` (0-1), with `settings["severity"]`.
-    None when every value is known (or the column is empty: the nulls rule's business)."""
+    None when every value is known, or with fewer than MIN_VALUES_FOR_REPLACED values (an
+    empty column is the nulls rule's business)."""
     present = values.dropna().astype(object)
-    if present.empty:
+    if len(present) < MIN_VALUES_FOR_REPLACED:
         return None
     unseen = ~present.isin(list(known))
     count = int(unseen.sum())
@@ -699,6 +702,13 @@ def _exception_message(info: Any) -> str | None:
 
 
 # --- readable observations -------------------------------------------------------------
+
+
+def describe(kind: str, kwargs: dict[str, Any], result: dict[str, Any], rule: str) -> str:
+    """The `observed` text of a GX expectation result (`kind`: its type, e.g.
+    `expect_column_values_to_be_between`), for checks that apply the suite's rules without GX
+    (tasks/contract.py) and must read the same."""
+    return _describe(kind, kwargs, result, rule)
 
 
 def _describe(kind: str, kwargs: dict[str, Any], result: dict[str, Any], rule: str) -> str:
