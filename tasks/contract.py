@@ -67,8 +67,9 @@ class Contract:
 @dataclass(frozen=True)
 class ContractCheck:
     """What a file broke: every rule result with at least one offending value (passing ones
-    too: values within a rule's tolerance), and per row the `column:rule` pairs it broke
-    (empty string: a clean row), indexed like the checked features."""
+    too: values within a rule's tolerance; `categories_replaced` only when it fails), and per
+    row the `column:rule` pairs it broke (empty string: a clean row), indexed like the checked
+    features."""
 
     suite: str
     results: tuple[RuleResult, ...]
@@ -174,10 +175,9 @@ def check(contract: Contract, features: pd.DataFrame) -> ContractCheck:
         values = features[rule.column]
         known = rule.kwargs.get("value_set") or []
         found = replaced_categories_rule(values, rule.column, known, contract.replaced)
-        if found is not None:
+        if found is not None and not found.success:  # below its share: `categories` says it
             results.append(found)
-            if not found.success:
-                masks.append((rule.column, found.rule, values.notna() & ~values.isin(known)))
+            masks.append((rule.column, found.rule, values.notna() & ~values.isin(known)))
     order = {c: i for i, c in enumerate(features.columns)}
     results.sort(key=lambda r: (order.get(r.column or "", len(order)), r.rule))
     return ContractCheck(contract.suite, tuple(results), _flags(features.index, masks, order))
