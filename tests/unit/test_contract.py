@@ -4,6 +4,7 @@ per column, with the rows that broke them flagged."""
 
 from __future__ import annotations
 
+import dataclasses
 import pickle
 from pathlib import Path
 
@@ -180,9 +181,9 @@ def test_flags_go_to_the_output_only_when_a_row_broke_a_rule(rules: contract.Con
     scored = pd.DataFrame({"prediction": [0, 1, 0, 1], "score": [0.1, 0.9, 0.2, 0.8]})
     clean = serving.assemble(df, checked, scored)  # no contract checked: no flags column
     assert list(clean.columns) == ["row", "input_ctloop_flags", "prediction", "score"]
-    with_contract = serving.replace(checked, contract=contract.check(rules, checked.features))
+    with_contract = dataclasses.replace(checked, contract=contract.check(rules, checked.features))
     out = serving.assemble(df, with_contract, scored)
     assert list(out.columns) == ["row", "input_ctloop_flags", "prediction", "score", "ctloop_flags"]
     assert out["ctloop_flags"].tolist() == ["", "c:categories", "", ""]
-    ok = serving.replace(checked, contract=contract.check(rules, checked.features.head(0)))
+    ok = dataclasses.replace(checked, contract=contract.check(rules, checked.features.head(0)))
     assert "ctloop_flags" not in serving.assemble(df.head(0), ok, scored.head(0)).columns
