@@ -149,7 +149,8 @@ def _rule(expectation: dict[str, Any]) -> Rule | None:
     wanted = {("ranges", BETWEEN), ("categories", IN_SET), ("nulls", NOT_NULL)}
     if column is None or (family, kind) not in wanted:
         return None
-    if kind == NOT_NULL and float(kwargs.get("mostly", 1.0) or 0.0) < 1.0:
+    mostly = kwargs.get("mostly")  # absent or null: GX's default, 1.0 (no null allowed)
+    if kind == NOT_NULL and mostly is not None and float(mostly) < 1.0:
         return None  # nulls allowed up to a share: not judged on a scored file (module doc)
     return Rule(family, kind, str(column), kwargs, _severity(meta))
 

@@ -5,6 +5,7 @@ per column, with the rows that broke them flagged."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import pickle
 from pathlib import Path
 
@@ -162,6 +163,16 @@ def test_nulls_are_judged_only_where_the_suite_forbids_them(tmp_path: Path) -> N
     assert (failure.column, failure.rule) == ("x", "nulls")
     assert failure.observed == "0.25% nulls (allowed up to 0.0%)"
     assert found.flags[2] == "x:nulls" and found.flagged_rows == 1
+    suite = json.loads(v.suite_file(tmp_path, "ctloop_batch").read_text())
+    for e in suite["expectations"]:
+        if e["type"] == contract.NOT_NULL:
+            e["kwargs"].pop("mostly", None)  # GX's default: no null allowed
+    edited = tmp_path / "edited.json"
+    edited.write_text(json.dumps(suite))
+    no_mostly = contract.load_contract(edited, COLUMNS)
+    assert [(r.column, r.rule) for r in contract.check(no_mostly, df).critical_failures] == [
+        ("x", "nulls")
+    ]
 
 
 def test_a_missing_or_broken_suite_is_named(tmp_path: Path) -> None:
