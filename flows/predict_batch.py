@@ -19,7 +19,7 @@ def predict_batch(
     """Score `input_path` with the champion into `output_path` (CSV or Parquet by extension;
     default `<paths.predictions>/<input stem>.champion-v<N>.parquet`). Relative paths are
     relative to the folder of params.yaml. A file that does not match the model signature or
-    breaks a critical rule of the data contract (tasks/contract.py) fails the run before any
+    breaks a critical rule of the data contract (tasks/suite_rules.py) fails the run before any
     model is loaded, naming each column and rule."""
     project = load_project(params_path)
     source = serving.resolve_input(project, input_path)

@@ -22,8 +22,8 @@ import numpy as np
 import pandas as pd
 
 from ctloop.config import Project
-from tasks import contract, data, registry, training, validation
-from tasks.contract import ContractCheck
+from tasks import data, registry, suite_rules, training, validation
+from tasks.suite_rules import ContractCheck
 
 if TYPE_CHECKING:
     from mlflow.models.signature import ModelSignature
@@ -36,7 +36,7 @@ LEGACY_FOLD_MODELS = "fold_models.joblib"  # runs from before skops: pickled
 CONFORMAL = "conformal.json"
 ROW = "row"
 OUTPUT_COLUMNS = ("prediction", "score", "model_version", "uncertainty", "lower", "upper")
-FLAGS = contract.FLAGS
+FLAGS = suite_rules.FLAGS
 _NUMERIC = {"double", "float", "long", "integer"}
 
 
@@ -356,7 +356,7 @@ def validate_input(
 def check_contract(
     project: Project, checked: CheckedInput, source: str, model: str = "the model"
 ) -> CheckedInput:
-    """Apply the data contract of ingestion (the project's expectation suite, tasks/contract.py)
+    """Apply the data contract of ingestion (the project's expectation suite, tasks/suite_rules.py)
     to a signature-checked input: a critical failure (±inf, values outside the widened range
     beyond its tolerance, replaced categories, nulls where the suite forbids them) raises
     ContractViolation naming the file, each column and rule, before any model is loaded;
@@ -365,10 +365,10 @@ def check_contract(
     suite = validation.suite_file(
         project.path("expectations"), project.params.validation.suite_name
     )
-    rules = contract.load_contract(suite, list(checked.features.columns))
-    found = contract.check(rules, checked.features)
+    rules = suite_rules.load_contract(suite, list(checked.features.columns))
+    found = suite_rules.check(rules, checked.features)
     if found.critical_failures:
-        raise contract.ContractViolation(source, model, found)
+        raise suite_rules.ContractViolation(source, model, found)
     return replace(checked, contract=found)
 
 

@@ -707,7 +707,7 @@ def _exception_message(info: Any) -> str | None:
 def describe(kind: str, kwargs: dict[str, Any], result: dict[str, Any], rule: str) -> str:
     """The `observed` text of a GX expectation result (`kind`: its type, e.g.
     `expect_column_values_to_be_between`), for checks that apply the suite's rules without GX
-    (tasks/contract.py) and must read the same."""
+    (tasks/suite_rules.py) and must read the same."""
     return _describe(kind, kwargs, result, rule)
 
 

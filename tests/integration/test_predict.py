@@ -25,8 +25,8 @@ from ctloop.config import Project
 from flows.predict_batch import predict_batch
 from flows.train_model import train_model
 from tasks import registry, serving
-from tasks.contract import ContractViolation
 from tasks.serving import SignatureMismatch
+from tasks.suite_rules import ContractViolation
 from tests.conftest import free_ports, new_project
 from tests.integration.conftest import SMALL
 
