@@ -112,6 +112,9 @@ class ValidationConfig(_Strict):
     null_tolerance: Annotated[float, Field(ge=0, le=1)] = 0.05
     out_of_range_tolerance: Annotated[float, Field(ge=0, le=1)] = 0.001
     unseen_category_tolerance: Annotated[float, Field(ge=0, le=1)] = 0.01
+    # at least this share of a column's values unseen: the categories were replaced (renamed,
+    # recoded, shifted columns), a critical `categories_replaced` failure whatever `categories` is
+    unseen_category_critical_share: Annotated[float, Field(gt=0, le=1)] = 0.5
     duplicate_tolerance: Annotated[float, Field(ge=0, le=1)] = 0.01
     row_count_min_factor: Annotated[float, Field(gt=0, le=1)] = 0.2
     row_count_max_factor: Annotated[float, Field(ge=1)] = 5.0

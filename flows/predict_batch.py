@@ -1,6 +1,7 @@
-"""Batch scoring flow: a CSV/Parquet file -> checked against the champion's signature -> scored
-with `models:/<name>@champion` (fold spread, conformal interval) -> predictions file and the
-`predictions` artifact. Only wiring here; the work is in tasks/serving.py."""
+"""Batch scoring flow: a CSV/Parquet file -> checked against the champion's signature and the
+data contract -> scored with `models:/<name>@champion` (fold spread, conformal interval) ->
+predictions file and the `predictions` artifact. Only wiring here; the work is in
+tasks/serving.py."""
 
 from __future__ import annotations
 
@@ -17,8 +18,9 @@ def predict_batch(
 ) -> serving.PredictionReport:
     """Score `input_path` with the champion into `output_path` (CSV or Parquet by extension;
     default `<paths.predictions>/<input stem>.champion-v<N>.parquet`). Relative paths are
-    relative to the folder of params.yaml. A file that does not match the model signature fails
-    the run before any model is loaded, naming each column and rule."""
+    relative to the folder of params.yaml. A file that does not match the model signature or
+    breaks a critical rule of the data contract (tasks/suite_rules.py) fails the run before any
+    model is loaded, naming each column and rule."""
     project = load_project(params_path)
     source = serving.resolve_input(project, input_path)
     target = None if output_path is None else serving.resolve_input(project, output_path)
@@ -27,5 +29,6 @@ def predict_batch(
     frame = ps.read_input(source)
     ref = ps.resolve_champion(project)
     checked = ps.check_signature(frame, ref, source)
+    checked = ps.check_contract(project, checked, ref, source)
     model = ps.load_champion(project, ref)
     return ps.score_and_write(project, model, frame, checked, source, target)

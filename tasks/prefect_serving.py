@@ -43,6 +43,19 @@ def check_signature(
     return checked
 
 
+@task(name="check-contract", cache_policy=NO_CACHE)
+def check_contract(
+    project: Project, checked: serving.CheckedInput, ref: serving.ChampionRef, source: Path
+) -> serving.CheckedInput:
+    """Fail before any model is loaded when the input breaks a critical rule of the data
+    contract (the suite ingestion validates with); report what else its rows broke."""
+    checked = serving.check_contract(project, checked, str(source), ref.label)
+    if checked.contract is not None:
+        for line in checked.contract.lines():
+            print(f"data contract: {line}")
+    return checked
+
+
 @task(name="load-champion", **IO)
 def load_champion(project: Project, ref: serving.ChampionRef) -> serving.ServingModel:
     model = serving.load_champion(project, ref)
@@ -80,4 +93,15 @@ def report_markdown(report: serving.PredictionReport) -> str:
     lines = [f"### Predictions of {report.model} v{report.version}", "", "| | |", "| --- | --- |"]
     lines += [f"| {k} | {v} |" for k, v in rows]
     lines += ["", *(f"- warning: {w}" for w in report.warnings)]
+    if report.contract:
+        lines += [
+            "",
+            f"#### Data contract: {report.flagged} row(s) flagged in `{serving.FLAGS}`",
+            "",
+            *(f"- {_md(line)}" for line in report.contract),
+        ]
     return "\n".join(lines) + "\n"
+
+
+def _md(text: str) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")

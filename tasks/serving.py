@@ -14,7 +14,7 @@ import math
 import os
 import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,7 +22,8 @@ import numpy as np
 import pandas as pd
 
 from ctloop.config import Project
-from tasks import data, registry, training
+from tasks import data, registry, suite_rules, training, validation
+from tasks.suite_rules import ContractCheck
 
 if TYPE_CHECKING:
     from mlflow.models.signature import ModelSignature
@@ -35,6 +36,7 @@ LEGACY_FOLD_MODELS = "fold_models.joblib"  # runs from before skops: pickled
 CONFORMAL = "conformal.json"
 ROW = "row"
 OUTPUT_COLUMNS = ("prediction", "score", "model_version", "uncertainty", "lower", "upper")
+FLAGS = suite_rules.FLAGS
 _NUMERIC = {"double", "float", "long", "integer"}
 
 
@@ -305,11 +307,13 @@ def read_input(path: Path) -> pd.DataFrame:
 @dataclass(frozen=True)
 class CheckedInput:
     """An input that matches the signature: the model's columns cast to its types, the columns
-    the model ignores, and the optional columns that were absent (filled with NaN)."""
+    the model ignores, the optional columns that were absent (filled with NaN), and once checked
+    against the data contract (check_contract) what its rows broke."""
 
     features: pd.DataFrame
     ignored: tuple[str, ...]
     filled: tuple[str, ...]
+    contract: ContractCheck | None = None
 
 
 def validate_input(
@@ -347,6 +351,25 @@ def validate_input(
     ignored = tuple(c for c in frame.columns if c not in wanted)
     features = pd.DataFrame({c.name: cast[c.name] for c in columns}, index=frame.index)
     return CheckedInput(features, ignored, tuple(filled))
+
+
+def check_contract(
+    project: Project, checked: CheckedInput, source: str, model: str = "the model"
+) -> CheckedInput:
+    """Apply the data contract of ingestion (the project's expectation suite, tasks/suite_rules.py)
+    to a signature-checked input: a critical failure (±inf, values outside the widened range
+    beyond its tolerance, replaced categories, nulls where the suite forbids them) raises
+    ContractViolation naming the file, each column and rule, before any model is loaded;
+    anything else is kept on the result (reported, rows flagged in `ctloop_flags`). DataError
+    (rule `suite`) without a readable suite."""
+    suite = validation.suite_file(
+        project.path("expectations"), project.params.validation.suite_name
+    )
+    rules = suite_rules.load_contract(suite, list(checked.features.columns))
+    found = suite_rules.check(rules, checked.features)
+    if found.critical_failures:
+        raise suite_rules.ContractViolation(source, model, found)
+    return replace(checked, contract=found)
 
 
 def cast_column(series: pd.Series, kind: str) -> tuple[pd.Series, str | None]:
@@ -444,11 +467,16 @@ def fold_spread(fold_models: Sequence[Pipeline], X: pd.DataFrame, task: str) -> 
 
 def assemble(frame: pd.DataFrame, checked: CheckedInput, scored: pd.DataFrame) -> pd.DataFrame:
     """The output rows: position in the input, the input's columns the model does not use (ids,
-    times, labels), then the scores. Input columns named like an output column get `input_`."""
+    times, labels), then the scores, then `ctloop_flags` when a row broke a rule of the data
+    contract (only then: a clean file's output is unchanged). Input columns named like an
+    output column get `input_`."""
+    flags = checked.contract.flags if checked.contract is not None else None
+    flagged = flags is not None and bool((flags != "").any())
     kept = frame[list(checked.ignored)].rename(
-        columns={c: f"input_{c}" for c in checked.ignored if c in (*OUTPUT_COLUMNS, ROW)}
+        columns={c: f"input_{c}" for c in checked.ignored if c in (*OUTPUT_COLUMNS, ROW, FLAGS)}
     )
-    out = pd.concat([kept, scored], axis=1).reset_index(drop=True)
+    parts = [kept, scored, flags.rename(FLAGS)] if flagged and flags is not None else [kept, scored]
+    out = pd.concat(parts, axis=1).reset_index(drop=True)
     out.insert(0, ROW, np.arange(len(out)))
     return out
 
@@ -492,6 +520,8 @@ class PredictionReport:
     ignored: tuple[str, ...]
     summary: dict[str, float]
     warnings: tuple[str, ...]
+    contract: tuple[str, ...] = ()  # one line per column and rule the rows broke
+    flagged: int = 0  # rows with a non-empty ctloop_flags
 
     def lines(self) -> list[str]:
         """Terminal summary."""
@@ -503,6 +533,9 @@ class PredictionReport:
         ]
         if self.ignored:
             out.append(f"  ignored by the model (kept in the output): {', '.join(self.ignored)}")
+        if self.contract:
+            out.append(f"  data contract: {self.flagged} row(s) flagged in {FLAGS}:")
+            out += [f"    - {line}" for line in self.contract]
         return out
 
 
@@ -531,12 +564,13 @@ def predict_file(
     project: Project, input_path: Path, output_path: Path | None = None
 ) -> PredictionReport:
     """Score a CSV/Parquet file with the champion and write the predictions (no Prefect). The
-    input is checked against the signature before the model is loaded."""
+    input is checked against the signature and the data contract before the model is loaded."""
     if output_path is not None:
         check_suffix(output_path, "output")
     frame = read_input(input_path)
     ref = resolve_champion(project)
     checked = validate_input(frame, ref.columns, str(input_path), ref.label)
+    checked = check_contract(project, checked, str(input_path), ref.label)
     serving = load_champion(project, ref)
     return finish(project, serving, frame, checked, input_path, output_path)
 
@@ -565,6 +599,8 @@ def finish(
         ignored=checked.ignored,
         summary=summarize(scored, serving.task),
         warnings=tuple(notes),
+        contract=tuple(checked.contract.lines()) if checked.contract is not None else (),
+        flagged=checked.contract.flagged_rows if checked.contract is not None else 0,
     )
 
 

@@ -13,6 +13,7 @@ import math
 import os
 import shutil
 import threading
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -73,7 +74,13 @@ DATETIME_TYPES = [f"datetime64[{u}]" for u in ("ns", "us", "ms", "s")] + ["Times
 # Rules GX 1.24 has no fitting expectation for, checked by validate_batch in the same format.
 DUPLICATES = "duplicates"  # table-level: exact duplicate rows (reported when a batch holds any)
 DUPLICATES_DEFAULT: dict[str, Any] = {"max_share": 0.01, "severity": "warning"}
+# column-level: most values of a categorical column unseen = its categories were replaced
+# (renamed, recoded, a shifted column), critical whatever the `categories` severity says
+CATEGORIES_REPLACED = "categories_replaced"
+CATEGORIES_REPLACED_DEFAULT: dict[str, Any] = {"min_share": 0.5, "severity": "critical"}
 MIN_LABELS_FOR_CLASSES = 30  # fewer labelled rows: the single-class check does not judge
+MIN_VALUES_FOR_REPLACED = 30  # fewer values: categories_replaced does not judge (a few scored
+# rows with one new airport are not a renamed column; `categories` still reports them)
 
 _LOCK = threading.Lock()  # GX contexts are not thread-safe; Prefect may run tasks in threads
 _CONTEXTS: dict[Path, FileDataContext] = {}
@@ -198,6 +205,10 @@ def build_suite(
                 "reference_batches": profile.batches,
                 "rows_per_batch": float(rows_per_batch),
                 DUPLICATES: {"max_share": cfg.duplicate_tolerance, "severity": "warning"},
+                CATEGORIES_REPLACED: {
+                    "min_share": cfg.unseen_category_critical_share,
+                    "severity": "critical",
+                },
                 "how_to_edit": (
                     "meta.severity of each expectation decides: critical (quarantine and stop) "
                     "or warning (report and go on); keep GX's top-level severity in step"
@@ -462,10 +473,19 @@ def _own_rules(df: pd.DataFrame, suite: ExpectationSuite) -> list[RuleResult]:
     - `target`: a classification batch with labels holds at least two classes (one class: a
       model can neither learn nor be measured on it). Batches with fewer than
       MIN_LABELS_FOR_CLASSES labelled rows are not judged: labels may arrive later.
+    - `categories_replaced` (column): at least `meta.ctloop.categories_replaced.min_share` of a
+      column's values are outside its `categories` value set (critical by default, whatever the
+      `categories` severity: a renamed or recoded column is not a few new values). Reported only
+      when the column holds unseen values, and judged from MIN_VALUES_FOR_REPLACED values on.
     """
     out = []
-    settings = (suite.meta or {}).get("ctloop", {}).get(DUPLICATES) or {}
-    out += _duplicates_rule(df, {**DUPLICATES_DEFAULT, **settings})
+    own = (suite.meta or {}).get("ctloop", {})
+    out += _duplicates_rule(df, {**DUPLICATES_DEFAULT, **(own.get(DUPLICATES) or {})})
+    replaced = {**CATEGORIES_REPLACED_DEFAULT, **(own.get(CATEGORIES_REPLACED) or {})}
+    for e in suite.expectations:
+        if (e.meta or {}).get("rule") == "categories" and e.column in df.columns:
+            found = replaced_categories_rule(df[e.column], e.column, e.value_set, replaced)
+            out += [found] if found is not None else []
     target = next(
         (
             e
@@ -505,6 +525,42 @@ def _duplicates_rule(df: pd.DataFrame, settings: dict[str, Any]) -> list[RuleRes
             },
         )
     ]
+
+
+def replaced_categories_rule(
+    values: pd.Series, column: str, known: Sequence[Any], settings: dict[str, Any]
+) -> RuleResult | None:
+    """`categories_replaced` on one column: the share of its non-null values outside `known`
+    (the suite's value set) against `settings["min_share"]` (0-1), with `settings["severity"]`.
+    None when every value is known, or with fewer than MIN_VALUES_FOR_REPLACED values (an
+    empty column is the nulls rule's business)."""
+    present = values.dropna().astype(object)
+    if len(present) < MIN_VALUES_FOR_REPLACED:
+        return None
+    unseen = ~present.isin(list(known))
+    count = int(unseen.sum())
+    if not count:
+        return None
+    share, min_share = count / len(present), float(settings["min_share"])
+    examples = list(dict.fromkeys(_show(v) for v in present[unseen].head(100)))[:5]
+    return RuleResult(
+        rule=CATEGORIES_REPLACED,
+        expectation="ctloop_categories_are_mostly_known",
+        column=column,
+        severity=_severity(settings),
+        success=share < min_share,
+        observed=f"{count} of {len(present)} values ({_percent(share * 100)}) are not among the "
+        f"{len(known)} known categories, e.g. {', '.join(examples)} (the categories count as "
+        f"replaced from {_percent(min_share * 100)})",
+        details={
+            "kwargs": {"min_share": min_share},
+            "result": {
+                "element_count": len(present),
+                "unexpected_count": count,
+                "partial_unexpected_list": _json_safe(examples),
+            },
+        },
+    )
 
 
 def _classes_rule(values: pd.Series, column: str, severity: Level) -> list[RuleResult]:
@@ -548,6 +604,7 @@ def _gx_view(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def _family_rank(rule: str) -> int:
+    rule = "categories" if rule == CATEGORIES_REPLACED else rule  # reported beside its family
     return FAMILIES.index(rule) if rule in FAMILIES else len(FAMILIES)
 
 
@@ -645,6 +702,13 @@ def _exception_message(info: Any) -> str | None:
 
 
 # --- readable observations -------------------------------------------------------------
+
+
+def describe(kind: str, kwargs: dict[str, Any], result: dict[str, Any], rule: str) -> str:
+    """The `observed` text of a GX expectation result (`kind`: its type, e.g.
+    `expect_column_values_to_be_between`), for checks that apply the suite's rules without GX
+    (tasks/suite_rules.py) and must read the same."""
+    return _describe(kind, kwargs, result, rule)
 
 
 def _describe(kind: str, kwargs: dict[str, Any], result: dict[str, Any], rule: str) -> str:

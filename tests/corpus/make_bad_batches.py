@@ -87,6 +87,8 @@ CASES: tuple[Case, ...] = (
          "'inf', '-inf' and 'NaN' written as text in dewp"),
     Case("unseen_categories", "unseen_categories.parquet", "warning", "categories", "carrier",
          "5% of the flights by an unknown carrier", period="2013-05"),
+    Case("renamed_categories", "renamed_categories.parquet", "rejected", "categories_replaced",
+         "carrier", "every carrier code renamed (UA -> UA-2): categories replaced, not new"),
     Case("empty_file", "empty_file.csv", "rejected", "not_empty", None, "0 bytes"),
     Case("header_only_csv", "header_only_csv.csv", "rejected", "not_empty", None,
          "the header and no row"),
@@ -239,6 +241,7 @@ def _builders(s: Sources, seed: int) -> dict[str, Callable[[], bytes]]:
                 )
             )
         ),
+        "renamed_categories": lambda: _parquet(a.assign(carrier=a["carrier"] + "-2")),
         "empty_file": lambda: b"",
         "header_only_csv": lambda: _csv(a.head(0)),
         "header_only_parquet": lambda: _parquet(a.head(0)),

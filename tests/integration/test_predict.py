@@ -26,6 +26,7 @@ from flows.predict_batch import predict_batch
 from flows.train_model import train_model
 from tasks import registry, serving
 from tasks.serving import SignatureMismatch
+from tasks.suite_rules import ContractViolation
 from tests.conftest import free_ports, new_project
 from tests.integration.conftest import SMALL
 
@@ -134,6 +135,113 @@ def test_a_mismatching_file_fails_naming_the_columns(
     with pytest.raises(SignatureMismatch, match="column 'distance'"):
         predict_batch(input_path=str(path), params_path=params)
     assert not list(trained.path("predictions").glob("bad.*"))
+
+
+def _case_rows(april: pd.DataFrame) -> pd.DataFrame:
+    """The field case `infinite-values-at-predict`: five real rows, +inf in `temp` of one and
+    -inf in `pressure` of another (its prediction flipped when they were scored as they were)."""
+    rows = april.head(5).copy()
+    rows.loc[0, "temp"] = np.inf
+    rows.loc[1, "pressure"] = -np.inf
+    return rows
+
+
+def test_infinite_values_are_refused_naming_file_column_and_rule(
+    trained: Project, april: pd.DataFrame, tmp_path: Path
+) -> None:
+    params = str(trained.root / "params.yaml")
+    rows = _case_rows(april)
+    rows.to_parquet(tmp_path / "rows.parquet", index=False)
+    rows.to_csv(tmp_path / "rows.csv", index=False)  # inf and -inf as text
+    for path in (tmp_path / "rows.parquet", tmp_path / "rows.csv"):
+        result = CliRunner().invoke(app, ["predict", str(path), "-p", params])
+        assert result.exit_code == 1, result.output
+        assert f"ctloop: error: {path}: breaks the data contract of model" in result.output
+        assert "nothing was scored" in result.output
+        assert (
+            "column 'temp': rule 'ranges' (critical): 1 infinite values (none allowed), e.g. inf"
+            in result.output
+        )
+        assert (
+            "column 'pressure': rule 'ranges' (critical): 1 infinite values (none allowed), "
+            "e.g. -inf" in result.output
+        )
+    with pytest.raises(ContractViolation, match="column 'temp': rule 'ranges'") as failure:
+        predict_batch(input_path=str(tmp_path / "rows.parquet"), params_path=params)
+    assert {(p.split("'")[1], p.split("'")[3]) for p in failure.value.problems} == {
+        ("temp", "ranges"),
+        ("pressure", "ranges"),
+    }
+    assert not list(trained.path("predictions").glob("rows.*"))  # nothing written
+
+
+def test_unseen_categories_are_counted_scored_and_flagged(
+    trained: Project, april: pd.DataFrame, tmp_path: Path
+) -> None:
+    version, model = _champion(trained)
+    rows = april.copy()
+    renamed = [3, 50, 51, 200, 399]  # 5 of 400: above the 1% tolerance, a warning
+    rows.loc[renamed, "carrier"] = ["ZZ", "ZZ", "QQ", "ZZ", "ZZ"]
+    source, target = tmp_path / "new-carriers.parquet", tmp_path / "scored.parquet"
+    rows.to_parquet(source, index=False)
+    params = str(trained.root / "params.yaml")
+    result = CliRunner().invoke(app, ["predict", str(source), "-o", str(target), "-p", params])
+    assert result.exit_code == 0, result.output
+    assert "data contract: 5 row(s) flagged in ctloop_flags" in result.output
+    [line] = [x for x in result.output.splitlines() if "column 'carrier'" in x]
+    assert "rule 'categories' (warning): 5 values outside the known categories" in line
+    assert "e.g. 'ZZ', 'QQ'" in line
+    out = pd.read_parquet(target)
+    assert list(out.columns)[-1] == "ctloop_flags"
+    assert out.loc[renamed, "ctloop_flags"].tolist() == ["carrier:categories"] * 5
+    assert (out.drop(index=renamed)["ctloop_flags"] == "").all()
+    expected = model.predict_proba(_features(model, rows))[:, 1]  # scored as the model scores
+    np.testing.assert_allclose(out["score"], expected, rtol=1e-6)
+
+    report = predict_batch(input_path=str(source), params_path=params)
+    assert report.flagged == 5 and report.version == version
+    assert any(
+        "column 'carrier': rule 'categories' (warning): 5 values" in x for x in report.contract
+    )
+    artifact = _artifact("predictions")
+    assert artifact is not None
+    assert "Data contract: 5 row(s) flagged in `ctloop_flags`" in str(artifact.data)
+    assert "column 'carrier': rule 'categories' (warning): 5 values" in str(artifact.data)
+
+
+def test_out_of_range_values_and_replaced_categories_are_refused(
+    trained: Project, april: pd.DataFrame, tmp_path: Path
+) -> None:
+    params = str(trained.root / "params.yaml")
+    far = april.copy()
+    far.loc[7, "distance"] = far.loc[7, "distance"] * 1000  # 1 of 400: beyond the 0.1% allowed
+    renamed = april.assign(carrier=april["carrier"] + "-2")  # every code renamed
+    for name, frame, line in (
+        ("far", far, "column 'distance': rule 'ranges' (critical): 1 values (0.25%) outside ["),
+        ("renamed", renamed, "column 'carrier': rule 'categories_replaced' (critical): 400 of 400"),
+    ):
+        path = tmp_path / f"{name}.parquet"
+        frame.to_parquet(path, index=False)
+        result = CliRunner().invoke(app, ["predict", str(path), "-p", params])
+        assert result.exit_code == 1, result.output
+        assert f"ctloop: error: {path}: breaks the data contract" in result.output
+        assert line in result.output, result.output
+        assert not list(trained.path("predictions").glob(f"{name}.*"))
+
+
+def _artifact(key: str) -> Any:
+    """The latest Prefect artifact with this key."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+    from prefect.client.schemas.sorting import ArtifactSort
+
+    with get_client(sync_client=True) as client:
+        found = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])),
+            sort=ArtifactSort.CREATED_DESC,
+            limit=1,
+        )
+    return found[0] if found else None
 
 
 def _post(url: str, body: dict[str, Any]) -> Any:

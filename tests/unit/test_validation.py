@@ -136,11 +136,48 @@ def test_warning_failures_do_not_fail_the_batch(
     check: Callable[[pd.DataFrame], v.ValidationReport],
 ) -> None:
     df = frame(seed=3)
-    df.loc[: ROWS // 2, "c"] = "new"
+    df.loc[: ROWS // 5, "c"] = "new"  # a fifth new: below validation.unseen_category_critical_share
     report = check(df)
     assert report.success and report.status == "warnings"
     assert [(r.rule, r.column) for r in report.warnings] == [("categories", "c")]
     assert "'new'" in report.warnings[0].observed
+    replaced = [r for r in report.results if r.rule == v.CATEGORIES_REPLACED]
+    assert [(r.column, r.success, r.severity) for r in replaced] == [("c", True, "critical")]
+
+
+@pytest.mark.parametrize("renamed", [1.0, 0.5], ids=["all", "half"])
+def test_renamed_categories_are_critical_whatever_the_categories_severity(
+    check: Callable[[pd.DataFrame], v.ValidationReport], renamed: float
+) -> None:
+    df = frame(seed=7)
+    rows = df.index < int(ROWS * renamed)
+    df.loc[rows, "c"] = df.loc[rows, "c"].map({"a": "A1", "b": "B1", "c": "C1"})
+    report = check(df)
+    assert not report.success and report.status == "failed"
+    [failure] = report.critical_failures
+    assert (failure.rule, failure.column) == ("categories_replaced", "c")
+    assert failure.severity == "critical"
+    count = int(rows.sum())
+    assert failure.observed.startswith(
+        f"{count} of {ROWS} values ({renamed * 100:.1f}%) are not among the 3 known categories"
+    )
+    assert "'A1'" in failure.observed and "replaced from 50.0%" in failure.observed
+    assert [(r.rule, r.column) for r in report.warnings] == [("categories", "c")]
+    line = report.reason_text().splitlines()[0]
+    assert line.startswith("batches/2024-02.parquet: column 'c': rule 'categories_replaced' (crit")
+    assert "categories_replaced" in str(v.ValidationFailed([report]))
+    assert json.dumps(report.to_dict(), allow_nan=False)
+
+
+def test_the_replaced_share_is_read_from_the_suite_meta(tmp_path: Path) -> None:
+    name = build(tmp_path, ValidationConfig(unseen_category_critical_share=0.9))
+    meta = json.loads(v.suite_file(tmp_path, name).read_text())["meta"]["ctloop"]
+    assert meta[v.CATEGORIES_REPLACED] == {"min_share": 0.9, "severity": "critical"}
+    df = frame(seed=8).assign(c="renamed")
+    df.loc[:50, "c"] = "a"  # 87% unseen: below 0.9
+    report = v.validate_batch(df, "b", "b.parquet", tmp_path, name)
+    assert report.success and [r.rule for r in report.warnings] == ["categories"]
+    assert not v.validate_batch(df.assign(c="renamed"), "b", "b.parquet", tmp_path, name).success
 
 
 @pytest.mark.parametrize(
