@@ -197,24 +197,30 @@ def _assert_insights_logged(p: Project, client: MlflowClient, run_id: str) -> No
     assert "insights_seconds" in client.get_run(run_id).data.metrics
 
 
-class _LeakyModel:
-    """Knows the holdout's labels except on one origin airport, where it says 0.5: better than
-    any real model overall, useless on that slice."""
+def _leaky_model(X: pd.DataFrame, y: pd.Series, origin: str) -> Any:
+    """A fully grown tree fitted on the holdout itself: it knows the holdout's labels, except
+    on one origin airport, whose rows it sees once with each label and so scores 0.5: better
+    than any real model overall, useless on that slice. Made of scikit-learn types only, so it
+    is saved like any version (skops, trusted types)."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OrdinalEncoder
+    from sklearn.tree import DecisionTreeClassifier
 
-    def __init__(self, X: pd.DataFrame, y: pd.Series, origin: str) -> None:
-        self.labels = dict(zip(self._keys(X), y.astype(float), strict=True))
-        self.origin = origin
-
-    @staticmethod
-    def _keys(X: pd.DataFrame) -> list[str]:
-        return X.astype(str).agg("|".join, axis=1).tolist()
-
-    def predict_proba(self, X: pd.DataFrame) -> Any:
-        import numpy as np
-
-        p = np.array([self.labels.get(k, 0.5) for k in self._keys(X)])
-        p = np.where(X["origin"].to_numpy() == self.origin, 0.5, p)
-        return np.column_stack([1 - p, p])
+    text = [c for c in X.columns if not pd.api.types.is_numeric_dtype(X[c])]
+    encode = OrdinalEncoder(
+        handle_unknown="use_encoded_value", unknown_value=-1, encoded_missing_value=-2
+    )
+    model = Pipeline(
+        [
+            ("encode", ColumnTransformer([("text", encode, text)], remainder="passthrough")),
+            ("tree", DecisionTreeClassifier(random_state=0)),
+        ]
+    )
+    blind = (X["origin"] == origin).to_numpy()
+    rows = pd.concat([X, X[blind]], ignore_index=True)
+    labels = pd.concat([y.where(~blind, 0.0), pd.Series(1.0, index=y[blind].index)])
+    return model.fit(rows, labels.astype(int).to_numpy())
 
 
 def _assert_slice_regression_refused(p: Project) -> None:
@@ -223,12 +229,12 @@ def _assert_slice_regression_refused(p: Project) -> None:
 
     window = pipeline.current_window(p)
     holdout = pipeline.training_data(p, pipeline.load_batches(p, window.holdout))
-    model = _LeakyModel(holdout.X, holdout.y, origin="EWR")
-    scores = training.predict_scores(model, holdout.X, "classification")  # type: ignore[arg-type]
+    model = _leaky_model(holdout.X, holdout.y, origin="EWR")
+    scores = training.predict_scores(model, holdout.X, "classification")
     evaluation = pipeline.Evaluation(training.evaluate("classification", holdout.y, scores), {})
     exp = pipeline.use_experiment(p)
     run_id = tracking.start_parent_run(exp, "slice-regression", {})
-    decision = pipeline.register_challenger(p, run_id, model, holdout, evaluation, window)  # type: ignore[arg-type]
+    decision = pipeline.register_challenger(p, run_id, model, holdout, evaluation, window)
     assert not decision.promote
     assert "gain +" in decision.reason  # it beats the champion overall...
     assert "origin=EWR (roc_auc 0.5000 vs champion" in decision.reason  # ...but not on EWR
