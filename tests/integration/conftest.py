@@ -19,7 +19,7 @@ MONTHS = ["2013-01", "2013-02", "2013-03", "2013-04"]
 def prefect_server() -> Iterator[None]:
     from prefect.testing.utilities import prefect_test_harness
 
-    with prefect_test_harness(server_startup_timeout=90):
+    with prefect_test_harness(server_startup_timeout=300):  # slow to start on a busy machine
         yield
 
 
