@@ -54,3 +54,18 @@ def small_project(make_project: Callable[..., Project], slice_file: Path) -> Pro
     """A project training on Jan-Feb, holding out Mar and monitoring Apr, on the real slice."""
     changes: dict[str, Any] = {**SMALL, "data": {**SMALL["data"], "source": str(slice_file)}}
     return make_project(changes)
+
+
+def latest_artifact(key: str) -> Any:
+    """The latest Prefect artifact with this key (from the session's test server), or None."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+    from prefect.client.schemas.sorting import ArtifactSort
+
+    with get_client(sync_client=True) as client:
+        found = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])),
+            sort=ArtifactSort.CREATED_DESC,
+            limit=1,
+        )
+    return found[0] if found else None

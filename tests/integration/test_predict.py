@@ -28,7 +28,7 @@ from tasks import registry, serving
 from tasks.serving import SignatureMismatch
 from tasks.suite_rules import ContractViolation
 from tests.conftest import free_ports, new_project
-from tests.integration.conftest import SMALL
+from tests.integration.conftest import SMALL, latest_artifact
 
 CTLOOP = str(Path(sys.executable).parent / "ctloop")
 SERVER_TIMEOUT_S = 180.0
@@ -229,19 +229,7 @@ def test_out_of_range_values_and_replaced_categories_are_refused(
         assert not list(trained.path("predictions").glob(f"{name}.*"))
 
 
-def _artifact(key: str) -> Any:
-    """The latest Prefect artifact with this key."""
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
-    from prefect.client.schemas.sorting import ArtifactSort
-
-    with get_client(sync_client=True) as client:
-        found = client.read_artifacts(
-            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])),
-            sort=ArtifactSort.CREATED_DESC,
-            limit=1,
-        )
-    return found[0] if found else None
+_artifact = latest_artifact
 
 
 def _post(url: str, body: dict[str, Any]) -> Any:

@@ -18,6 +18,7 @@ from ctloop.config import Project
 from flows.train_model import train_model
 from tasks import audit, data, registry, tracking, versioning
 from tasks.validation import ValidationFailed
+from tests.integration.conftest import latest_artifact
 
 
 def _client(project: Project) -> MlflowClient:
@@ -96,18 +97,7 @@ def test_flow_trains_tracks_registers_promotes_and_reports_drift(small_project: 
     assert artifact is not None and "# Model card: ctloop-test v1" in str(artifact.data)
 
 
-def _artifact(key: str) -> Any:
-    """The latest Prefect artifact with this key."""
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
-    from prefect.client.schemas.sorting import ArtifactSort
-
-    with get_client(sync_client=True) as client:
-        found = client.read_artifacts(
-            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])),
-            sort=ArtifactSort.CREATED_DESC,
-            limit=1,
-        )
-    return found[0] if found else None
+_artifact = latest_artifact
 
 
 def _task_runs(flow_run_id: UUID) -> list[tuple[str, str]]:
