@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -78,6 +80,21 @@ def _project(params: Path) -> Project:
         raise _fail(err) from None
 
 
+def _check_against_data(project: Project, purpose: str = "train") -> None:
+    """params.yaml against the data before anything expensive (tasks/config_check.py): every
+    problem in one `ctloop: error:` (exit 1), warnings printed as `ctloop: warning:`."""
+    from ctloop.config import ConfigError
+    from tasks.config_check import check_project
+    from tasks.data import DataError
+
+    try:
+        report = check_project(project, purpose)  # type: ignore[arg-type]
+    except (ConfigError, DataError) as err:
+        raise _fail(err) from None
+    for line in report.warnings:
+        typer.secho(f"ctloop: warning: {line}", err=True, fg=typer.colors.YELLOW)
+
+
 @contextlib.contextmanager
 def _prefect_api(project: Project) -> Iterator[PrefectApi]:
     """The one Prefect API of this command's process tree (ctloop/run_api.py): PREFECT_API_URL,
@@ -144,9 +161,14 @@ def _drain_prefect() -> None:
 @app.command()
 def setup(params: ParamsOpt = Path("params.yaml")) -> None:
     """Create the project folders, the local default DVC remote and the MLflow store."""
+    project = _project(params)
+    _setup(project)
+
+
+def _setup(project: Project) -> None:
+    """Folders, the local DVC remote and the MLflow store of a project (`setup`, `init`)."""
     from tasks import pipeline, versioning
 
-    project = _project(params)
     for name in ("batches", "quarantine", "reports", "models", "mlflow_artifacts"):
         project.path(name).mkdir(parents=True, exist_ok=True)
     versioning.ensure_remote(project.root, project.path("dvc_remote"))
@@ -154,6 +176,98 @@ def setup(params: ParamsOpt = Path("params.yaml")) -> None:
     if not store.startswith(("http://", "https://")):  # a tracking server manages its own store
         pipeline.use_experiment(project)  # schema and experiment now, not in the first run
     typer.echo(f"ready: {project.root} (DVC remote {project.path('dvc_remote')}, MLflow {store})")
+
+
+@app.command()
+def init(
+    data_file: Annotated[
+        Path, typer.Argument(metavar="DATA", help="CSV or Parquet file (or folder) of the data.")
+    ],
+    target: Annotated[str, typer.Option("--target", help="The column to predict.")],
+    directory: Annotated[
+        Path, typer.Option("--dir", help="Project folder to write (created if missing).")
+    ] = Path(),
+    task: Annotated[
+        str | None, typer.Option(help="classification | regression (default: detected).")
+    ] = None,
+    time_column: Annotated[
+        str | None, typer.Option(help="The column of dates (default: detected).")
+    ] = None,
+    no_time_column: Annotated[
+        bool, typer.Option(help="Batches by arrival even if a column holds dates.")
+    ] = False,
+    name: Annotated[str | None, typer.Option(help="Model name (default: the file name).")] = None,
+    force: Annotated[bool, typer.Option(help="Replace an existing params.yaml.")] = False,
+    dry_run: Annotated[bool, typer.Option(help="Print params.yaml; write nothing.")] = False,
+) -> None:
+    """Write params.yaml for a new dataset from the data (task, metric, time column, batches,
+    window, replay, slices, thresholds), say why, then set up, ingest and build the suite:
+    `ctloop run` works next."""
+    from ctloop.config import ConfigError, load_project
+    from tasks import data, pipeline, project_init
+
+    if task not in (None, "classification", "regression"):
+        raise _fail(ValueError(f"--task: '{task}' (choose classification or regression)"))
+    root = directory.resolve()
+    params_file = root / "params.yaml"
+    if params_file.exists() and not (force or dry_run):
+        raise _fail(FileExistsError(f"{params_file} exists: pass --force to replace it"))
+    stored = data.list_batches(root / "data" / "batches")
+    if stored and not dry_run:
+        raise _fail(
+            FileExistsError(
+                f"{root} already holds {len(stored)} batch(es) in data/batches: init a new "
+                "project folder (--dir) instead of mixing datasets"
+            )
+        )
+    source = data_file.resolve()
+    written = os.path.relpath(source, root) if source.is_relative_to(root) else str(source)
+    command = " ".join(["ctloop init", *sys.argv[2:]]) if len(sys.argv) > 2 else "ctloop init"
+    try:
+        frame = data.load_source(str(source), root)
+        plan = project_init.plan_project(
+            frame, written, target, task, time_column, no_time_column, name
+        )
+    except (data.DataError, project_init.InitError) as err:
+        raise _fail(err) from None
+    text = project_init.render_params(plan, command)
+    if dry_run:
+        typer.echo(text)
+        return
+    for choice in plan.choices:
+        typer.echo(f"chose {choice.line()}")
+    project_init.scaffold(root)
+    if params_file.exists():
+        backup = params_file.with_name(f"params.yaml.{int(time.time())}.bak")
+        params_file.replace(backup)
+        typer.echo(f"kept the previous params.yaml as {backup.name}")
+    params_file.write_text(text, encoding="utf-8")
+    typer.echo(f"wrote {params_file}")
+    try:
+        project = load_project(params_file)
+    except ConfigError as err:
+        raise _fail(err) from None
+    _check_against_data(project, "check")
+    _setup(project)
+    try:
+        ingested = pipeline.run_ingest(project)
+        reference = pipeline.current_window(project).train
+        suite = pipeline.build_expectations(project, reference)
+    except _known_errors() as err:
+        raise _fail(err) from None
+    typer.echo(f"ingested {len(ingested.batches)} batch(es): {', '.join(ingested.batches)}")
+    typer.echo(f"suite written: {suite} (from {reference[0]}..{reference[-1]})")
+    here = "" if root == Path.cwd() else f"cd {os.path.relpath(root)} && "
+    typer.echo(f"next: {here}ctloop run    (then `ctloop replay` delivers the held-back batches)")
+
+
+@app.command()
+def check(params: ParamsOpt = Path("params.yaml")) -> None:
+    """Check params.yaml against the data (columns, periods, windows, folds) in seconds, without
+    training; `ctloop run`, `retrain` and `replay` run the same check first."""
+    project = _project(params)
+    _check_against_data(project, "check")
+    typer.echo(f"params fit the data: {project.root / 'params.yaml'}")
 
 
 @app.command()
@@ -225,6 +339,7 @@ def run(
     from ctloop.preflight import UnreachableError, check_servers
 
     project = _project(params)
+    _check_against_data(project)
     try:
         check_servers(project.tracking_uri)
     except UnreachableError as err:
@@ -266,6 +381,7 @@ def expectations_build(
     from tasks import data, pipeline
 
     project = _project(params)
+    _check_against_data(project)
     if if_missing and pipeline.suite_ready(project):
         typer.echo("suite exists: kept (rebuild without --if-missing)")
         return
@@ -512,6 +628,7 @@ def retrain(
     reason: Annotated[str, typer.Option(help="Why (recorded with the run).")] = "by hand",
 ) -> None:
     """Run the retrain flow here: the policy's window, skipped when unchanged or cooling down."""
+    _check_against_data(_project(params))
     with _prefect_api(_project(params)) as api:
         from flows.retrain_model import retrain_model
 
@@ -547,6 +664,7 @@ def replay(
     from tasks import data, replay
 
     project = _project(params)
+    _check_against_data(project, "replay" if start is None and end is None else "check")
     cfg = project.params
     delay = cfg.replay.label_delay if label_delay is None else label_delay
     gap = cfg.replay.pace_s if pace is None else pace

@@ -9,6 +9,7 @@ run RUNNING, so the next reconciliation (tasks/recovery.py) finds nothing to tag
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -57,6 +58,10 @@ def _owned_run(project: Project, run_id: str, stage: str) -> Iterator[None]:
 
 
 def ingest(project: Project) -> None:
+    from tasks.config_check import check_project
+
+    for line in check_project(project).warnings:  # params.yaml against the data, first
+        print(f"ctloop: warning: {line}", file=sys.stderr)
     result = pipeline.run_ingest(project)
     print(f"ingest: {len(result.written)} written, {len(result.unchanged)} unchanged")
 

@@ -415,10 +415,12 @@ class ModelCard:
         return f"## Decision\n\n- Promotion: {verdict} - {d.reason}\n- Approval: {approval}"
 
     def _use_section(self) -> str:
-        use = self.intended_use.strip() or "_not stated (params.yaml model_card.intended_use)_"
-        limits = "\n".join(f"- {x}" for x in self.limitations) or (
-            "- _none stated (params.yaml model_card.limitations)_"
+        use = _free_text(self.intended_use, "model_card.intended_use") or (
+            "_not stated (params.yaml model_card.intended_use)_"
         )
+        limits = "\n".join(
+            f"- {_free_text(x, 'model_card.limitations')}" for x in self.limitations
+        ) or ("- _none stated (params.yaml model_card.limitations)_")
         return f"## Intended use\n\n{use}\n\n## Limitations\n\n{limits}"
 
     def _data_section(self) -> str:
@@ -562,3 +564,21 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
         return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
 
     return "\n".join([row(header), "|" + "---|" * len(header), *map(row, rows)])
+
+
+PLACEHOLDER = "TODO:"  # `ctloop init` writes the free text as visible placeholders
+
+
+def is_placeholder(text: str) -> bool:
+    """Free text `ctloop init` wrote and nobody has replaced yet."""
+    return text.strip().startswith(PLACEHOLDER)
+
+
+def _free_text(text: str, key: str) -> str:
+    """The text as written, or a marked placeholder: the card must not pass a template off as
+    the owner's statement."""
+    text = text.strip()
+    if not is_placeholder(text):
+        return text
+    hint = text.removeprefix(PLACEHOLDER).strip()
+    return f"**Not written yet** (params.yaml `{key}`): _{hint}_"

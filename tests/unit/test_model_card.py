@@ -224,3 +224,18 @@ def test_validation_status_reads_the_saved_results() -> None:
     }
     status = ValidationStatus.from_results(payload)
     assert (status.batches, status.rules, status.warnings, status.passed) == (2, 120, 1, True)
+
+
+def test_placeholders_written_by_init_are_marked_as_not_written_yet() -> None:
+    card = _card(
+        intended_use="TODO: what the model is for, and who uses its scores",
+        limitations=("TODO: where the model must not be used", "Only 2013."),
+    )
+    text = card.render()
+    assert (
+        "**Not written yet** (params.yaml `model_card.intended_use`): _what the model is for, "
+        "and who uses its scores_" in text
+    )
+    assert "- **Not written yet** (params.yaml `model_card.limitations`)" in text
+    assert "- Only 2013." in text
+    assert "TODO:" not in text
