@@ -159,6 +159,7 @@ def plan_project(
     template = _template()
     raw: dict[str, Any] = {
         "seed": template.get("seed", 42),
+        "paths": template.get("paths", {}),  # dvc.yaml reads them from params.yaml
         "data": {
             "source": source,
             "target": target,

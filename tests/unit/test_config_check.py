@@ -109,7 +109,9 @@ def test_slice_and_drift_key_columns_must_be_features() -> None:
         continuous={"drift_key_columns": ["price"]},
     )
     problems = check_config(params, facts()).problems
-    assert "slices.columns: column 'area' is dropped by data.drop_columns, not a feature" in problems
+    assert (
+        "slices.columns: column 'area' is dropped by data.drop_columns, not a feature" in problems
+    )
     assert "continuous.drift_key_columns: column 'price' is the target, not a feature" in problems
 
 
@@ -140,8 +142,7 @@ def test_folds_need_training_rows() -> None:
     tiny = {"2020-01": 3, "2020-02": 3, "2020-03": 3}
     (problem,) = check_config(params, facts(periods=tiny)).problems
     assert problem == (
-        "split.folds: 5 folds need at least 10 training rows; the window's training batches "
-        "hold 6"
+        "split.folds: 5 folds need at least 10 training rows; the window's training batches hold 6"
     )
 
 
@@ -184,6 +185,7 @@ def test_without_a_time_column_batches_are_blocks() -> None:
     blocks = dict(zip(block_names(150, 50), [50, 50, 50], strict=True))
     assert check_config(params, facts(periods=blocks)).problems == ()
     wrong = own_params(data={"time_column": None, "ingest_until": "2020-09"})
-    assert "data.ingest_until: '2020-09' is not a block" in check_config(
-        wrong, facts(periods=blocks)
-    ).problems[0]
+    assert (
+        "data.ingest_until: '2020-09' is not a block"
+        in check_config(wrong, facts(periods=blocks)).problems[0]
+    )
