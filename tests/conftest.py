@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 from collections.abc import Callable
 from pathlib import Path
@@ -45,14 +44,12 @@ def _merge(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
 def new_project(root: Path, changes: dict[str, Any] | None = None) -> Project:
     """A fresh project folder at `root` (params.yaml with overrides, dvc.yaml, DVC repo without
     git); for fixtures of any scope."""
-    from dvc.repo import Repo
+    from tasks.project_init import scaffold
 
     root.mkdir(parents=True)
     params = _merge(yaml.safe_load((ROOT / "params.yaml").read_text()), changes or {})
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    shutil.copy(ROOT / "dvc.yaml", root / "dvc.yaml")
-    Repo.init(str(root), no_scm=True).close()
-    (root / ".dvc" / "config").write_text("[core]\n    no_scm = True\n    analytics = false\n")
+    scaffold(root)  # dvc.yaml and a DVC repository without git, as `ctloop init` makes them
     return load_project(root / "params.yaml")
 
 
