@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import sys
 import time
@@ -121,9 +122,41 @@ def _prefect_api(project: Project) -> Iterator[PrefectApi]:
         raise _fail(err) from None
 
 
+class _NoTraceback(logging.Formatter):
+    """The terminal's formatter of Prefect logs, without the traceback of ctloop's own errors:
+    the command ends with their one `ctloop: error:` line. The Prefect API's log handler formats
+    the record itself, so the UI keeps the whole traceback."""
+
+    def __init__(self, inner: logging.Formatter | None, known: tuple[type[BaseException], ...]):
+        super().__init__()
+        self.inner = inner or logging.Formatter()
+        self.known = known
+
+    def format(self, record: logging.LogRecord) -> str:
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, self.known):
+            record = logging.makeLogRecord({**record.__dict__, "exc_info": None, "exc_text": None})
+        return self.inner.format(record)
+
+
+def _short_known_errors() -> None:
+    """Install `_NoTraceback` on Prefect's console handler (on the root logger, set up when
+    Prefect is imported); unknown errors keep their traceback."""
+    import prefect.main  # noqa: F401  (sets up Prefect's logging)
+    from prefect.logging.handlers import PrefectConsoleHandler
+
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, PrefectConsoleHandler) and not isinstance(
+            handler.formatter, _NoTraceback
+        ):
+            handler.setFormatter(_NoTraceback(handler.formatter, _loop_errors()))
+
+
 def _api_ready(api: PrefectApi, project: Project) -> None:
     """Wait for the API (a run server starts while the flow's libraries import), say which."""
     from ctloop.run_api import ApiError
+
+    _short_known_errors()
 
     try:
         api.wait_ready(project.params.stack.startup_timeout_s)

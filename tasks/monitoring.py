@@ -66,15 +66,31 @@ def receive_file(project: Project, source: Path) -> Path:
     if target.resolve() == source.resolve():
         return target
     if target.exists():
-        if target.read_bytes() == source.read_bytes():
-            return target
+        if target.read_bytes() == source.read_bytes() or same_content(project, target, source):
+            return target  # the same values again (other bytes: dtypes, writer): a no-op
         raise LandingError(
-            f"{target}: rule 'immutable_landing': a different file with this name already landed"
+            f"{target}: rule 'immutable_landing': a file with this name and other values already "
+            f"landed; deliver the new file under another name, or {data.REPLACE_HINT}"
         )
     tmp = target.with_name(f".{target.name}.tmp")
     shutil.copyfile(source, tmp)
     tmp.replace(target)
     return target
+
+
+def same_content(project: Project, a: Path, b: Path) -> bool:
+    """Whether two delivered files hold the same values once brought to the data contract's form
+    (Float64 with NA and float64 with NaN, Parquet and CSV writers alike: `data.content_hash`).
+    A file the contract refuses is not the same content."""
+    cfg = project.params.data
+    try:
+        digests = [
+            data.content_hash(data.prepare(data.load_source(str(f), project.root), cfg, str(f)))
+            for f in (a, b)
+        ]
+    except data.DataError:
+        return False
+    return digests[0] == digests[1]
 
 
 def ingest_landed(project: Project, path: Path) -> list[data.BatchWrite]:

@@ -225,6 +225,33 @@ def test_receive_file_copies_once_and_refuses_other_content(
     assert [p.name for p in project.path("landing").iterdir()] == ["flights.csv"]
 
 
+def test_the_same_values_in_other_dtypes_under_the_same_name_are_a_no_op(
+    project: Project, tmp_path: Path
+) -> None:
+    """Field case nullable-dtypes: Float64 with pd.NA delivered, then the same values as plain
+    float64 under the same name: the same content, not `immutable_landing`."""
+    rows = {
+        "date": pd.to_datetime(["2013-07-01", "2013-07-02", "2013-07-03"]),
+        "arr_delay": [20.0, 3.0, 40.0],
+        "carrier": ["UA", "B6", "AA"],
+    }
+    nullable = pd.DataFrame(rows).assign(temp=pd.array([55.1, None, 60.2], dtype="Float64"))
+    plain = nullable.assign(temp=nullable["temp"].astype("float64"))
+    first, second = tmp_path / "a" / "july.parquet", tmp_path / "b" / "july.parquet"
+    for path, frame in ((first, nullable), (second, plain)):
+        path.parent.mkdir()
+        frame.to_parquet(path, index=False)
+    assert first.read_bytes() != second.read_bytes()
+    landed = monitoring.receive_file(project, first)
+    assert monitoring.receive_file(project, second) == landed
+    assert landed.read_bytes() == first.read_bytes()  # what landed first stays
+    changed = tmp_path / "c" / "july.parquet"
+    changed.parent.mkdir()
+    plain.assign(temp=[55.1, 58.0, 60.2]).to_parquet(changed, index=False)
+    with pytest.raises(LandingError, match="other values already landed; deliver the new file"):
+        monitoring.receive_file(project, changed)
+
+
 def test_receive_file_refuses_missing_and_wrong_type(project: Project, tmp_path: Path) -> None:
     with pytest.raises(LandingError, match="landing_file"):
         monitoring.receive_file(project, tmp_path / "nope.csv")
