@@ -154,7 +154,7 @@ def slice_regressions(
     return tuple(out)
 
 
-def describe_slice(s: SliceScore, metric: str, greater_is_better: bool = True) -> str:
+def describe_slice(s: SliceScore, metric: str, greater_is_better: bool) -> str:
     """`carrier=UA (roc_auc 0.7012 vs champion 0.7420, drop 0.0408 = 5.5%, n=812)`."""
     if s.challenger is None or s.champion is None:
         return f"{s.label} ({metric} not comparable, n={s.n})"
