@@ -50,6 +50,7 @@ apply_env_defaults()
 from ctloop.config import Project, load_project, override  # noqa: E402
 from tasks import data, pipeline, policy, registry, training  # noqa: E402
 from tasks.drift import DriftSummary, compute_drift  # noqa: E402
+from tasks.thresholds import Floor, first_model_floor  # noqa: E402
 
 if TYPE_CHECKING:
     from sklearn.pipeline import Pipeline
@@ -308,6 +309,7 @@ def retrain(replay: Replay, strat: Strategy, step: Step) -> None:
         if holdout == (step.month,)
         else score_frame(replay, strat.champion.pipe, replay.frame(holdout))
     )
+    floor = first_floor(replay, train, holdout)  # recorded; a champion always exists here
     decision = registry.decide(
         p.metric,
         str(version),
@@ -316,13 +318,28 @@ def retrain(replay: Replay, strat: Strategy, step: Step) -> None:
         champion_score,
         p.greater_is_better,
         p.promotion.margin,
-        p.promotion.min_score,
+        floor.value,
+        floor_origin=floor.origin,
     )
     step.detail["decision"] = decision.to_dict()
     step.action = "R+" if decision.promote else "R-"
     if decision.promote:
         strat.champion, strat.version = challenger, version
         strat.promotions += 1
+
+
+def first_floor(replay: Replay, train: tuple[str, ...], holdout: tuple[str, ...]) -> Floor:
+    """The first model's floor, as the training flow sets it (promotion.min_score, else the
+    constant baseline on the holdout). Recorded with each decision: the static model is always
+    the champion here, so it never gates."""
+    p = replay.project.params
+    if p.promotion.min_score is not None or p.data.task == "classification":
+        return first_model_floor(
+            p.promotion.min_score, training.constant_baseline(p.data.task, [], [])
+        )
+    y_train = pipeline.training_data(replay.project, replay.frame(train)).y
+    y_holdout = pipeline.training_data(replay.project, replay.frame(holdout)).y
+    return first_model_floor(None, training.constant_baseline(p.data.task, y_train, y_holdout))
 
 
 def run_strategy(replay: Replay, name: str, initial: Model, months: list[str]) -> Strategy:

@@ -208,9 +208,15 @@ class TrackingConfig(_Strict):
 
 
 class PromotionConfig(_Strict):
+    """The champion/challenger gate. `margin` is a share of the champion's figure (relative:
+    the same setting for ROC AUC and RMSE, tasks/thresholds.py); `min_score` is in metric units."""
+
     model_name: str = "ctloop-model"
-    margin: Annotated[float, Field(ge=0)] = 0.002
-    min_score: float = 0.6
+    # a challenger must beat the champion on the same holdout by margin x |champion score|
+    margin: Annotated[float, Field(ge=0)] = 0.0025
+    # the first model's floor (no champion yet), metric units: ROC AUC at least, RMSE at most;
+    # None: a constant prediction's figure on the same holdout (ROC AUC 0.5, RMSE of the mean)
+    min_score: float | None = None
     require_approval: bool = False  # pause for a human decision in the Prefect UI before promoting
     approval_timeout_s: Annotated[float, Field(gt=0)] = 3600.0  # no answer in time: rejected
 
@@ -220,7 +226,8 @@ class SlicesConfig(_Strict):
 
     columns: list[str] = Field(default_factory=list)
     min_size: Annotated[int, Field(ge=1)] = 200  # smaller slices are reported, not gated
-    tolerance: Annotated[float, Field(ge=0)] = 0.02  # allowed regression vs the champion
+    # allowed worsening vs the champion on a gated slice, a share of the champion's slice figure
+    tolerance: Annotated[float, Field(ge=0)] = 0.025
 
 
 class InsightsConfig(_Strict):
@@ -276,7 +283,9 @@ class ContinuousConfig(_Strict):
     retrain_on_drift: bool = True
     drift_key_columns: list[str] = Field(default_factory=list)
     retrain_on_decay: bool = True
-    decay_threshold: Annotated[float, Field(ge=0)] = 0.02
+    # decay: the champion's batch score is worse than its holdout score by more than this share of
+    # |holdout score| (relative: the same setting for ROC AUC and RMSE)
+    decay_threshold: Annotated[float, Field(ge=0)] = 0.025
     retrain_every_n_batches: Annotated[int, Field(ge=1)] | None = None
     schedule: str | None = None
     cooldown_minutes: Annotated[float, Field(ge=0)] = 1.0

@@ -129,7 +129,7 @@ def _evaluate(project: Project, window: pipeline.Window, run_id: str) -> None:
     tuning: training.TuningResult = joblib.load(_tuning_file(project))
     model = joblib.load(_model_file(project))
     train_data, holdout = pipeline.load_training(project, window)  # checked: before any run
-    evaluation = pipeline.evaluate_holdout(project, run_id, model, holdout, tuning)
+    evaluation = pipeline.evaluate_holdout(project, run_id, model, holdout, tuning, train_data)
     insights = pipeline.explain_model(project, run_id, model, train_data, holdout, tuning)
     curve = pipeline.learning_curve(project, model, train_data, holdout, tuning)
     pipeline.record_learning_curve(project, run_id, curve)

@@ -177,6 +177,7 @@ def _monitor(
         "batch_score": score,
         "holdout_score": champion.holdout_score,
         "decay": verdict.decay_amount,
+        "decay_relative": verdict.decay_relative,
         "drifted_share": drift.drifted_share,
         "drifted_columns": list(drift.drifted_columns),
         "predictions": str(predictions),

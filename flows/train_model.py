@@ -76,7 +76,7 @@ def train_model(
         # registers; they are recorded before any decision is applied
         curve = t.learning_curve.submit(project, model, train, holdout, tuning)
         t.record_tuning(project, run_id, tuning)
-        evaluation = t.evaluate_holdout(project, run_id, model, holdout, tuning)
+        evaluation = t.evaluate_holdout(project, run_id, model, holdout, tuning, train)
         insights = t.explain_model(project, run_id, model, train, holdout, tuning)
         decision = t.register_challenger(
             project, run_id, model, holdout, evaluation, window, fingerprint

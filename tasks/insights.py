@@ -22,13 +22,24 @@ import pandas as pd
 from ctloop.config import Params
 from tasks import registry, training
 from tasks.data import Schema
+from tasks.thresholds import Change
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
     from sklearn.pipeline import Pipeline
 
 MISSING = "<missing>"
-SLICE_COLUMNS = ["column", "value", "n", "challenger", "champion", "gated", "regression"]
+SLICE_COLUMNS = [
+    "column",
+    "value",
+    "n",
+    "challenger",
+    "champion",
+    "worse_by",  # challenger worse than champion, metric units (+: worse; NaN: not comparable)
+    "worse_by_share",  # worse_by / |champion| (the unit of slices.tolerance)
+    "gated",
+    "regression",
+]
 
 
 @dataclass(frozen=True, eq=False)
@@ -300,20 +311,30 @@ def slice_scores(
 def slice_table(
     slices: Sequence[registry.SliceScore], greater_is_better: bool, tolerance: float
 ) -> pd.DataFrame:
-    """The slices as a table; `regression` marks those the promotion gate refuses."""
+    """The slices as a table: how much worse the challenger is than the champion on each, in
+    metric units and as a share of the champion's figure (`tolerance`'s unit); `regression`
+    marks those the promotion gate refuses."""
     refused = {s.label for s in registry.slice_regressions(slices, greater_is_better, tolerance)}
-    rows = [
-        {
-            "column": s.column,
-            "value": s.value,
-            "n": s.n,
-            "challenger": np.nan if s.challenger is None else s.challenger,
-            "champion": np.nan if s.champion is None else s.champion,
-            "gated": s.gated,
-            "regression": s.label in refused,
-        }
-        for s in slices
-    ]
+    rows = []
+    for s in slices:
+        change = (
+            None
+            if s.challenger is None or s.champion is None
+            else Change(s.challenger, s.champion, greater_is_better)
+        )
+        rows.append(
+            {
+                "column": s.column,
+                "value": s.value,
+                "n": s.n,
+                "challenger": np.nan if s.challenger is None else s.challenger,
+                "champion": np.nan if s.champion is None else s.champion,
+                "worse_by": np.nan if change is None else change.worsening,
+                "worse_by_share": np.nan if change is None else change.relative,
+                "gated": s.gated,
+                "regression": s.label in refused,
+            }
+        )
     return pd.DataFrame(rows, columns=SLICE_COLUMNS)
 
 

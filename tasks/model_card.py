@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from tasks.approval import Approval
 from tasks.registry import PromotionDecision, SliceScore, slice_regressions
+from tasks.thresholds import Change, Floor, pct, worse_word
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -234,10 +235,19 @@ class ModelCard:
         return Check("model", item, "pass", detail)
 
     def _floor_check(self) -> Check:
-        item = "The model beats the baseline floor (promotion.min_score)"
-        d, word = self.decision, ">=" if self.greater_is_better else "<="
-        ok = _gain(d.challenger_score, d.min_score, self.greater_is_better) >= 0
-        detail = f"{d.metric} {d.challenger_score:.4f} {word} {d.min_score}"
+        item = "The model beats the baseline floor"
+        d = self.decision
+        if math.isnan(d.floor):
+            return Check("model", item, "not-checked", "no floor recorded with the decision")
+        bar = Floor(d.floor, d.floor_origin)
+        ok = bar.met_by(d.challenger_score, self.greater_is_better)
+        word = ">=" if self.greater_is_better else "<="
+        detail = f"{d.metric} {d.challenger_score:.4f} {word} {d.floor:.4g} ({d.floor_origin}"
+        detail += (
+            "; the gate's test: no comparable champion)"
+            if d.floor_applied
+            else f"; not gating: compared with champion v{d.champion_version})"
+        )
         return Check("model", item, "pass" if ok else "fail", detail if ok else f"not {detail}")
 
     def _slices_check(self) -> Check:
@@ -261,11 +271,14 @@ class ModelCard:
         regressed = self.regressions()
         if regressed:
             names = "; ".join(f"{s.label} (n={s.n})" for s in regressed)
-            detail = f"{len(regressed)} slice(s) regress beyond {self.slice_tolerance}: {names}"
+            detail = (
+                f"{len(regressed)} slice(s) regress beyond {pct(self.slice_tolerance)} of the "
+                f"champion's figure: {names}"
+            )
             return Check("model", item, "fail", detail)
         detail = (
             f"{len(gated)} gated slices (n >= {self.slice_min_size}): none regresses beyond "
-            f"{self.slice_tolerance} vs the champion"
+            f"{pct(self.slice_tolerance)} of the champion's figure"
         )
         return Check("model", item, "pass", detail)
 
@@ -364,12 +377,12 @@ class ModelCard:
         d = self.decision
         if d.champion_score is None:
             return Check("monitoring", item, "not-checked", "no comparable champion")
-        gain = _gain(d.challenger_score, d.champion_score, self.greater_is_better)
+        change = Change(d.challenger_score, d.champion_score, self.greater_is_better)
         detail = (
             f"{d.metric} {d.challenger_score:.4f} vs champion v{d.champion_version} "
-            f"{d.champion_score:.4f} ({gain:+.4f})"
+            f"{d.champion_score:.4f} (gain {change.describe_gain()})"
         )
-        return Check("monitoring", item, "pass" if gain >= 0 else "fail", detail)
+        return Check("monitoring", item, "pass" if change.better_by(0.0) else "fail", detail)
 
     def regressions(self) -> tuple[SliceScore, ...]:
         return slice_regressions(self.decision.slices, self.greater_is_better, self.slice_tolerance)
@@ -469,7 +482,8 @@ class ModelCard:
         ]
         note = (
             f"{self.metric} per slice of the holdout; slices with n >= {self.slice_min_size} are "
-            f"gated: a drop beyond {self.slice_tolerance} vs the champion refuses the challenger."
+            f"gated: a {worse_word(self.greater_is_better)} beyond {pct(self.slice_tolerance)} "
+            "of the champion's figure refuses the challenger."
         )
         if short and len(shown) < len(slices):
             note += f" Only gated slices shown ({len(shown)} of {len(slices)})."
@@ -539,10 +553,6 @@ class ModelCard:
             if lines:
                 parts.append(f"**{area.capitalize()}**\n\n" + "\n".join(lines))
         return "\n\n".join(parts)
-
-
-def _gain(a: float, b: float, greater_is_better: bool) -> float:
-    return a - b if greater_is_better else b - a
 
 
 def _batches(names: Sequence[str]) -> str:

@@ -378,6 +378,8 @@ def record_verdict(
         metrics[f"batch_{s.metric}"] = s.batch_score
     if verdict.decay_amount is not None:
         metrics["decay"] = verdict.decay_amount
+    if verdict.decay_relative is not None:
+        metrics["decay_relative"] = verdict.decay_relative
     tracking.log_metrics(run_id, metrics, prefix="")
     tracking.set_tags(
         run_id,

@@ -17,6 +17,7 @@ import pandas as pd
 from ctloop.config import Project, SplitConfig
 from ctloop.faults import crash_point
 from tasks import approval, data, locks, recovery, registry, tracking, training, versioning
+from tasks.thresholds import first_model_floor
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -393,8 +394,13 @@ def record_tuning(project: Project, run_id: str, tuning: training.TuningResult) 
 
 @dataclass(frozen=True)
 class Evaluation:
+    """Holdout metrics of the model, its plot tables, and `baseline`: the primary metric of a
+    constant prediction on the same holdout (training.constant_baseline; the first model's floor
+    when promotion.min_score is null)."""
+
     metrics: dict[str, float]
     tables: dict[str, pd.DataFrame] = field(repr=False)
+    baseline: float
 
 
 def evaluate_holdout(
@@ -403,14 +409,18 @@ def evaluate_holdout(
     model: Pipeline,
     holdout: TrainingData,
     tuning: training.TuningResult,
+    train: TrainingData,
 ) -> Evaluation:
-    """Holdout metrics and plot tables; written under reports/ and logged to the run."""
+    """Holdout metrics, plot tables and the constant baseline's figure on the same holdout (from
+    `train`'s target mean for regression); written under reports/ and logged to the run
+    (metrics `holdout_*`, `baseline_<metric>`)."""
     from tasks import plots
 
     use_experiment(project)
     task, metric = holdout.schema.task, project.params.metric
     scores = training.predict_scores(model, holdout.X, task)
     metrics = training.evaluate(task, holdout.y, scores)
+    baseline = training.constant_baseline(task, train.y, holdout.y)
     tables = {
         **plots.curve_tables(task, holdout.y.to_numpy(), scores),
         "importance": plots.feature_importance(model),
@@ -428,14 +438,22 @@ def evaluate_holdout(
                 "n_pruned": tuning.n_pruned,
                 "trials_planned": tuning.trials_planned,
             },
+            "baseline": {metric: baseline, "what": BASELINE_WHAT[task]},
         },
     )
     (reports / "plots").mkdir(parents=True, exist_ok=True)
     for name, table in tables.items():
         table.to_csv(reports / "plots" / f"{name}.csv", index=False)
     tracking.log_metrics(run_id, metrics, prefix="holdout_")
+    tracking.log_metrics(run_id, {metric: baseline}, prefix="baseline_")
     tracking.log_figures(run_id, plots.figures(tables, metric))
-    return Evaluation(metrics, tables)
+    return Evaluation(metrics, tables, baseline)
+
+
+BASELINE_WHAT = {
+    "classification": "a constant score (ROC AUC 0.5)",
+    "regression": "the training target's mean for every holdout row",
+}
 
 
 # --- insights --------------------------------------------------------------------------
@@ -619,6 +637,7 @@ def register_challenger(
         if champion_scores is None
         else training.evaluate(holdout.schema.task, holdout.y, champion_scores)[metric]
     )
+    floor = first_model_floor(cfg.promotion.min_score, evaluation.baseline)
     decision = registry.decide(
         metric,
         version,
@@ -627,9 +646,10 @@ def register_challenger(
         champion_score,
         cfg.greater_is_better,
         cfg.promotion.margin,
-        cfg.promotion.min_score,
+        floor.value,
         slices=compare_slices(project, model, holdout, champion_scores),
         slice_tolerance=cfg.slices.tolerance,
+        floor_origin=floor.origin,
     )
     publish_slices(project, run_id, decision)
     return decision

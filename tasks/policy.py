@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from ctloop.config import ContinuousConfig
+from tasks.thresholds import Change, pct
 
 
 @dataclass(frozen=True)
@@ -36,8 +37,9 @@ class Verdict:
     drift: bool
     decay: bool
     due: bool
-    decay_amount: float | None
+    decay_amount: float | None  # how much worse than the holdout, metric units (+: worse)
     reasons: tuple[str, ...]
+    decay_relative: float | None = None  # decay_amount / |holdout score| (0.05: 5% worse)
 
     @property
     def retrain(self) -> bool:
@@ -48,12 +50,16 @@ class Verdict:
 
 
 def decay_of(batch_score: float, reference_score: float, greater_is_better: bool) -> float:
-    """How much worse the batch score is than the reference (positive = worse)."""
-    return reference_score - batch_score if greater_is_better else batch_score - reference_score
+    """How much worse the batch score is than the reference, in metric units (positive = worse)."""
+    return Change(batch_score, reference_score, greater_is_better).worsening
 
 
 def assess(s: Signals, cfg: ContinuousConfig, greater_is_better: bool) -> Verdict:
-    """Drift (dataset verdict or a key column), decay beyond the threshold, or N batches due."""
+    """Drift (dataset verdict or a key column), decay, or N batches due.
+
+    Decay: the champion's score on the batch is worse than its holdout score by more than
+    `decay_threshold` × |holdout score| (a share, the same for every metric: tasks/thresholds.py);
+    the reason says `drop` for a score, `rise` for an error, with both figures."""
     reasons: list[str] = []
     key_drifted = sorted(set(cfg.drift_key_columns) & set(s.drifted_columns))
     drift = cfg.retrain_on_drift and (s.dataset_drift or bool(key_drifted))
@@ -63,15 +69,17 @@ def assess(s: Signals, cfg: ContinuousConfig, greater_is_better: bool) -> Verdic
             f"drift: {what} drifted in {s.batch} "
             f"({len(s.drifted_columns)} column(s), share {s.drifted_share:.2f})"
         )
-    amount = None
-    if s.batch_score is not None and s.reference_score is not None:
-        amount = decay_of(s.batch_score, s.reference_score, greater_is_better)
-    decay = cfg.retrain_on_decay and amount is not None and amount > cfg.decay_threshold
-    if decay:
+    change = (
+        Change(s.batch_score, s.reference_score, greater_is_better)
+        if s.batch_score is not None and s.reference_score is not None
+        else None
+    )
+    decay = cfg.retrain_on_decay and change is not None and change.worse_beyond(cfg.decay_threshold)
+    if decay and change is not None:
         reasons.append(
             f"decay: {s.metric} {s.batch_score:.4f} on {s.batch} vs holdout "
-            f"{s.reference_score:.4f} of v{s.model_version} (drop {amount:.4f} > "
-            f"{cfg.decay_threshold})"
+            f"{s.reference_score:.4f} of v{s.model_version} ({change.describe_worse()} > "
+            f"{pct(cfg.decay_threshold)})"
         )
     every = cfg.retrain_every_n_batches
     due = every is not None and s.batches_since_training >= every
@@ -80,7 +88,9 @@ def assess(s: Signals, cfg: ContinuousConfig, greater_is_better: bool) -> Verdic
             f"due: {s.batches_since_training} new batch(es) since training, up to {s.batch} "
             f"(>= {every})"
         )
-    return Verdict(drift, decay, due, amount, tuple(reasons))
+    amount = None if change is None else change.worsening
+    relative = None if change is None else change.relative
+    return Verdict(drift, decay, due, amount, tuple(reasons), relative)
 
 
 def in_cooldown(last_start: datetime | None, now: datetime, cooldown_minutes: float) -> bool:

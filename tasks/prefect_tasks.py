@@ -284,8 +284,9 @@ def evaluate_holdout(
     model: Pipeline,
     holdout: pipeline.TrainingData,
     tuning: training.TuningResult,
+    train: pipeline.TrainingData,
 ) -> pipeline.Evaluation:
-    return pipeline.evaluate_holdout(project, run_id, model, holdout, tuning)
+    return pipeline.evaluate_holdout(project, run_id, model, holdout, tuning, train)
 
 
 @task(name="explain-model", cache_policy=NO_CACHE)

@@ -10,9 +10,10 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from ctloop.faults import crash_point
+from tasks.thresholds import CONSTANT_BASELINE, MIN_SCORE, Change, Floor, FloorOrigin, pct
 
 if TYPE_CHECKING:
     from mlflow.entities.model_registry import ModelVersion
@@ -43,8 +44,19 @@ class SliceScore:
         return f"{self.column}={self.value}"
 
 
+Thresholds = Literal["relative", "absolute"]
+
+
 @dataclass(frozen=True)
 class PromotionDecision:
+    """The gate's decision on a challenger, with the figures and thresholds it compared.
+
+    `margin` and `slice_tolerance` are shares of the champion's figure (`thresholds` =
+    "relative"); decisions read back from versions registered before thresholds were relative
+    hold absolute figures there (`thresholds` = "absolute"). `floor` is the first model's floor
+    in metric units (applied only when there is no comparable champion: `floor_applied`) and
+    `floor_origin` where it comes from (tasks/thresholds.py)."""
+
     promote: bool
     reason: str
     metric: str
@@ -53,10 +65,17 @@ class PromotionDecision:
     champion_version: str | None
     champion_score: float | None
     margin: float
-    min_score: float
+    floor: float
     slice_tolerance: float = 0.0
     slice_regressions: tuple[str, ...] = ()  # "column=value (...)" of each refused slice
     slices: tuple[SliceScore, ...] = ()  # every slice compared (in to_dict, not in tags)
+    floor_origin: FloorOrigin = MIN_SCORE
+    thresholds: Thresholds = "relative"
+
+    @property
+    def floor_applied(self) -> bool:
+        """The floor decided (no comparable champion); otherwise the champion comparison did."""
+        return self.champion_score is None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -76,7 +95,11 @@ class PromotionDecision:
     @classmethod
     def from_tags(cls, tags: dict[str, str]) -> PromotionDecision | None:
         """The decision recorded on a version by `apply_decision` (`promotion.*` tags); None when
-        none was recorded. The per-slice table is not in tags: `slices` comes back empty."""
+        none was recorded. The per-slice table is not in tags: `slices` comes back empty.
+
+        Versions registered before relative thresholds have no `promotion.thresholds` tag: their
+        margin and slice tolerance read back as the absolute figures they were (`thresholds` =
+        "absolute"), their `promotion.min_score` as the floor (origin promotion.min_score)."""
         if "promotion.promote" not in tags:
             return None
 
@@ -85,19 +108,28 @@ class PromotionDecision:
             return float(raw) if raw else None
 
         regressions = tags.get("promotion.slice_regressions", "")
+        origin = tags.get("promotion.floor_origin", "")
+        floor = num("floor") if "promotion.floor" in tags else num("min_score")
         return cls(
             promote=tags["promotion.promote"] == "True",
             reason=tags.get("promotion.reason", ""),
             metric=tags.get("promotion.metric", ""),
             challenger_version=tags.get("promotion.challenger_version", ""),
-            challenger_score=num("challenger_score") or math.nan,
+            challenger_score=_or(num("challenger_score"), math.nan),
             champion_version=tags.get("promotion.champion_version") or None,
             champion_score=num("champion_score"),
-            margin=num("margin") or 0.0,
-            min_score=num("min_score") or 0.0,
-            slice_tolerance=num("slice_tolerance") or 0.0,
+            margin=_or(num("margin"), 0.0),
+            floor=_or(floor, math.nan),
+            slice_tolerance=_or(num("slice_tolerance"), 0.0),
             slice_regressions=tuple(regressions.split("; ")) if regressions else (),
+            floor_origin=CONSTANT_BASELINE if origin == CONSTANT_BASELINE else MIN_SCORE,
+            thresholds="relative" if tags.get("promotion.thresholds") == "relative" else "absolute",
         )
+
+
+def _or(value: float | None, default: float) -> float:
+    """`value` unless it is missing (a recorded 0.0 stays 0.0)."""
+    return default if value is None else value
 
 
 def _clip(text: str, limit: int = 4000) -> str:
@@ -105,30 +137,32 @@ def _clip(text: str, limit: int = 4000) -> str:
     return text if len(text) <= limit else f"{text[:limit]}... ({len(text) - limit} chars cut)"
 
 
-def _better(a: float, b: float, greater_is_better: bool) -> float:
-    """How much a beats b in the metric's own direction."""
-    return a - b if greater_is_better else b - a
-
-
 def slice_regressions(
     slices: Sequence[SliceScore], greater_is_better: bool, tolerance: float
 ) -> tuple[SliceScore, ...]:
     """Gated slices on which the challenger is worse than the champion by more than `tolerance`
-    (in the metric's own direction: a drop for ROC AUC, a rise for RMSE)."""
+    × |champion's slice figure| (in the metric's own direction: a drop for ROC AUC, a rise for
+    RMSE; tasks/thresholds.py). Slices without both figures are not compared."""
     out = []
     for s in slices:
         if not s.gated or s.challenger is None or s.champion is None:
             continue
         if math.isnan(s.challenger) or math.isnan(s.champion):
             continue
-        if _better(s.challenger, s.champion, greater_is_better) < -tolerance - 1e-12:
+        if Change(s.challenger, s.champion, greater_is_better).worse_beyond(tolerance):
             out.append(s)
     return tuple(out)
 
 
-def describe_slice(s: SliceScore, metric: str) -> str:
-    """`carrier=UA (roc_auc 0.7012 vs champion 0.7420, n=812)`."""
-    return f"{s.label} ({metric} {s.challenger:.4f} vs champion {s.champion:.4f}, n={s.n})"
+def describe_slice(s: SliceScore, metric: str, greater_is_better: bool) -> str:
+    """`carrier=UA (roc_auc 0.7012 vs champion 0.7420, drop 0.0408 = 5.5%, n=812)`."""
+    if s.challenger is None or s.champion is None:
+        return f"{s.label} ({metric} not comparable, n={s.n})"
+    change = Change(s.challenger, s.champion, greater_is_better)
+    return (
+        f"{s.label} ({metric} {s.challenger:.4f} vs champion {s.champion:.4f}, "
+        f"{change.describe_worse()}, n={s.n})"
+    )
 
 
 def decide(
@@ -139,19 +173,27 @@ def decide(
     champion_score: float | None,
     greater_is_better: bool,
     margin: float,
-    min_score: float,
+    floor: float,
     slices: Sequence[SliceScore] = (),
     slice_tolerance: float = 0.0,
+    floor_origin: FloorOrigin = MIN_SCORE,
 ) -> PromotionDecision:
-    """Promote when the challenger beats the champion by `margin` on the same holdout and regresses
-    no gated slice by more than `slice_tolerance`; the first model (or one whose champion cannot
-    score this data) must clear the absolute floor, its slices are reported, not gated."""
+    """The champion/challenger gate (pure).
+
+    With a comparable champion: promote when the challenger is better on the same holdout by at
+    least `margin` × |champion score| and no gated slice is worse than the champion's by more
+    than `slice_tolerance` × |champion's slice figure| (shares: the same setting for ROC AUC and
+    RMSE, tasks/thresholds.py). Without one (the first model, or a champion that cannot score
+    this data): promote when the challenger reaches `floor` (metric units: at least for a score,
+    at most for an error; `floor_origin` says whether it is `promotion.min_score` or the
+    constant baseline); its slices are reported, not gated. The floor does not apply to later
+    challengers."""
     regressed = (
         slice_regressions(slices, greater_is_better, slice_tolerance)
         if champion_score is not None
         else ()
     )
-    described = tuple(describe_slice(s, metric) for s in regressed)
+    described = tuple(describe_slice(s, metric, greater_is_better) for s in regressed)
     args = dict(
         metric=metric,
         challenger_version=challenger_version,
@@ -159,33 +201,32 @@ def decide(
         champion_version=champion_version,
         champion_score=champion_score,
         margin=margin,
-        min_score=min_score,
+        floor=floor,
         slice_tolerance=slice_tolerance,
         slice_regressions=described,
         slices=tuple(slices),
+        floor_origin=floor_origin,
     )
-    floor_ok = _better(challenger_score, min_score, greater_is_better) >= 0
-    word = ">=" if greater_is_better else "<="
     if champion_score is None:
+        bar = Floor(floor, floor_origin)
+        floor_ok = bar.met_by(challenger_score, greater_is_better)
         reason = (
             f"no comparable champion: {metric} {challenger_score:.4f} "
-            f"{'meets' if floor_ok else 'misses'} the floor ({word} {min_score})"
+            f"{'meets' if floor_ok else 'misses'} the floor ({bar.describe(greater_is_better)})"
         )
         return PromotionDecision(floor_ok, reason, **args)
-    gain = _better(challenger_score, champion_score, greater_is_better)
-    if not floor_ok:
-        reason = f"{metric} {challenger_score:.4f} misses the floor ({word} {min_score})"
-        return PromotionDecision(False, reason, **args)
-    beats = gain >= margin
+    change = Change(challenger_score, champion_score, greater_is_better)
+    beats = change.better_by(margin)
+    needed = margin * abs(champion_score)
     reason = (
         f"challenger v{challenger_version} {metric} {challenger_score:.4f} vs champion "
-        f"v{champion_version} {champion_score:.4f}: gain {gain:+.4f} "
-        f"{'>=' if beats else '<'} margin {margin}"
+        f"v{champion_version} {champion_score:.4f}: gain {change.describe_gain()} "
+        f"{'>=' if beats else '<'} margin {pct(margin)} ({needed:.4f})"
     )
     if regressed:
         reason += (
-            f"; refused: {len(regressed)} slice(s) regress beyond tolerance {slice_tolerance}: "
-            + "; ".join(described)
+            f"; refused: {len(regressed)} slice(s) regress beyond tolerance "
+            f"{pct(slice_tolerance)}: " + "; ".join(described)
         )
     return PromotionDecision(beats and not regressed, reason, **args)
 

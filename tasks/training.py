@@ -228,6 +228,25 @@ def evaluate(task: str, y_true: pd.Series | np.ndarray, scores: np.ndarray) -> d
     }
 
 
+def constant_baseline(
+    task: str, y_train: pd.Series | np.ndarray, y_holdout: pd.Series | np.ndarray
+) -> float:
+    """The primary metric of a constant prediction on the holdout: what any model must beat.
+
+    Classification: ROC AUC 0.5 (a constant score ranks no positive above a negative). Regression:
+    the RMSE of predicting the training target's mean for every holdout row (target units).
+    Raises ValueError when a regression side has no rows."""
+    if task == "classification":
+        return 0.5
+    train, holdout = np.asarray(y_train, dtype=float), np.asarray(y_holdout, dtype=float)
+    if train.size == 0 or holdout.size == 0:
+        raise ValueError(
+            f"constant baseline: {train.size} training and {holdout.size} holdout target(s); "
+            "need both"
+        )
+    return float(np.sqrt(np.mean((holdout - train.mean()) ** 2)))
+
+
 def cv_splits(kind: str, folds: int, seed: int, X: pd.DataFrame, y: pd.Series) -> list[tuple]:
     """Fold indices: stratified, shuffled k-fold, or time-ordered (rows must be time-sorted)."""
     from sklearn.model_selection import KFold, StratifiedKFold, TimeSeriesSplit

@@ -56,16 +56,23 @@ def test_regression_on_a_csv_with_a_daily_date_column(
             "split": {"window_start": "2013-01", "window_end": "2013-03", "folds": 3},
             "model": {"fixed": {"xgboost": {"n_estimators": 60, "n_jobs": 1}}},
             "tune": {"n_trials": 2, "timeout_s": None, "show_progress_bar": False},
-            "promotion": {"model_name": "delays", "min_score": 80.0, "margin": 0.5},
+            # the defaults: a relative margin, and as the first model's floor the RMSE of
+            # predicting the training mean on the holdout (min_score null)
+            "promotion": {"model_name": "delays", "min_score": None},
         }
     )
     summary = train_model(params_path=str(p.root / "params.yaml"))
 
     assert data.list_batches(p.path("batches")) == ["2013-01", "2013-02", "2013-03", "2013-04"]
-    assert summary.metric == "rmse" and 0 < summary.holdout_score < 80.0
-    assert summary.promoted  # under the RMSE ceiling: lower is better
     tracking.use_store(p.tracking_uri)
     run = MlflowClient().get_run(summary.mlflow_run_id)
+    baseline = run.data.metrics["baseline_rmse"]  # RMSE of the training mean on the holdout
+    assert summary.metric == "rmse" and 0 < summary.holdout_score < baseline
+    assert summary.promoted  # under the constant baseline: lower is better
+    assert f"meets the floor (<= {baseline:.4g}, constant baseline)" in summary.promotion_reason
+    tags = registry.get_alias("delays", registry.CHAMPION).tags
+    assert float(tags["promotion.floor"]) == baseline
+    assert tags["promotion.floor_origin"] == "constant baseline"
     assert run.data.tags["ctloop.cv"] == "kfold"
     assert int(run.data.tags["ctloop.unlabelled_rows_excluded"]) > 0  # cancelled flights
     assert {"holdout_rmse", "holdout_mae", "holdout_r2"} <= set(run.data.metrics)

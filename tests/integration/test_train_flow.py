@@ -73,6 +73,11 @@ def test_flow_trains_tracks_registers_promotes_and_reports_drift(small_project: 
     champion = registry.get_alias("ctloop-test", registry.CHAMPION)
     assert champion is not None and str(champion.version) == "1"
     assert champion.tags["promotion.promote"] == "True"
+    # the floor of the first model: promotion.min_score of the test project (an absolute 0.55)
+    assert champion.tags["promotion.floor"] == "0.55"
+    assert champion.tags["promotion.floor_origin"] == "promotion.min_score"
+    assert "meets the floor (>= 0.55, promotion.min_score)" in summary.promotion_reason
+    assert run.data.metrics["baseline_roc_auc"] == 0.5  # the constant baseline, recorded
     [event] = audit.history("ctloop-test")  # the alias move is on the audit trail
     assert (event.action, event.to_version, event.applied) == ("promote", "1", True)
     model = registry.load_version("ctloop-test", "1")
@@ -221,7 +226,8 @@ def _assert_slice_regression_refused(p: Project) -> None:
     holdout = pipeline.training_data(p, pipeline.load_batches(p, window.holdout))
     model = _leaky_model(holdout.X, holdout.y, origin="EWR")
     scores = training.predict_scores(model, holdout.X, "classification")
-    evaluation = pipeline.Evaluation(training.evaluate("classification", holdout.y, scores), {})
+    metrics = training.evaluate("classification", holdout.y, scores)
+    evaluation = pipeline.Evaluation(metrics, {}, baseline=0.5)
     exp = pipeline.use_experiment(p)
     run_id = tracking.start_parent_run(exp, "slice-regression", {})
     decision = pipeline.register_challenger(p, run_id, model, holdout, evaluation, window)

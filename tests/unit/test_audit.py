@@ -16,7 +16,7 @@ from tasks import audit, registry, tracking
 ROOT = Path(__file__).resolve().parents[2]
 CTLOOP = str(Path(sys.executable).parent / "ctloop")
 NAME = "audit-model"
-DECIDE = dict(metric="roc_auc", greater_is_better=True, margin=0.01, min_score=0.6)
+DECIDE = dict(metric="roc_auc", greater_is_better=True, margin=0.01, floor=0.6)
 
 
 def _register(n: int, root: Path) -> list[str]:

@@ -180,6 +180,13 @@ def test_a_slice_regression_is_caught_and_named() -> None:
     assert not by_value["c"].gated and by_value["a"].gated  # c: about 90 rows < 200
     table = insights.slice_table(scores, greater_is_better=True, tolerance=0.02)
     assert table.loc[table["regression"], "value"].tolist() == ["b"]
+    b = table.set_index("value").loc["b"]
+    assert b["worse_by"] == pytest.approx(b["champion"] - b["challenger"])
+    assert b["worse_by_share"] == pytest.approx(b["worse_by"] / b["champion"])
+    # the same figures read as an error metric: slice b improved, nothing regresses
+    as_error = insights.slice_table(scores, greater_is_better=False, tolerance=0.02)
+    assert not as_error.loc[as_error["value"] == "b", "regression"].any()
+    assert as_error["worse_by"].fillna(0).tolist() == (-table["worse_by"]).fillna(0).tolist()
     decision = registry.decide(
         "roc_auc", "2", 0.80, "1", 0.78, True, 0.0, 0.5, slices=scores, slice_tolerance=0.02
     )

@@ -201,7 +201,26 @@ def test_regression_card_reports_interval_coverage() -> None:
     assert "coverage on the holdout 0.870 for a target of 0.90" in card.render()
     check = _check(card, "Prediction intervals reach their coverage")
     assert check.status == "fail"  # 0.87 < 0.90
-    assert _check(card, "The model beats the baseline floor").detail == "rmse 10.0000 <= 20.0"
+    floor = _check(card, "The model beats the baseline floor")
+    assert floor.status == "pass"
+    assert floor.detail == (
+        "rmse 10.0000 <= 20 (promotion.min_score; the gate's test: no comparable champion)"
+    )
+
+
+def test_floor_item_names_its_origin_and_whether_it_gated() -> None:
+    first = decide(
+        "rmse", "1", 30.0, None, None, False, 0.0025, 25.5, floor_origin="constant baseline"
+    )
+    card = _card(task="regression", metric="rmse", greater_is_better=False, decision=first)
+    check = _check(card, "The model beats the baseline floor")
+    assert check.status == "fail"
+    assert check.detail == (
+        "not rmse 30.0000 <= 25.5 (constant baseline; the gate's test: no comparable champion)"
+    )
+    later = _check(_card(), "The model beats the baseline floor")  # v3 over champion v2
+    assert later.status == "pass"
+    assert later.detail.endswith("(promotion.min_score; not gating: compared with champion v2)")
 
 
 def test_registry_description_fits_the_limit() -> None:

@@ -95,13 +95,21 @@ def test_decay_above_threshold_triggers_with_its_amount() -> None:
     v = assess(s, _cfg(decay_threshold=0.05), greater_is_better=True)
     assert v.decay and v.retrain
     assert v.decay_amount == pytest.approx(0.80 - 0.70)
+    assert v.decay_relative == pytest.approx((0.80 - 0.70) / 0.80)
+
+
+def test_decay_threshold_is_a_share_of_the_holdout_score() -> None:
+    # a drop of 0.03 is 6% of 0.5 but 3% of 1.0: threshold 0.05 (5%) separates them
+    cfg = _cfg(decay_threshold=0.05)
+    assert assess(_signals(batch_score=0.47, reference_score=0.5), cfg, True).decay
+    assert not assess(_signals(batch_score=0.97, reference_score=1.0), cfg, True).decay
 
 
 def test_decay_equal_to_threshold_does_not_trigger() -> None:
-    # 0.75 - 0.5 == 0.25 exactly in binary floating point: the rule is strictly greater
-    s = _signals(batch_score=0.5, reference_score=0.75)
-    v = assess(s, _cfg(decay_threshold=0.25), greater_is_better=True)
-    assert v.decay_amount == 0.25
+    # 0.5 - 0.25 == 0.5 x 0.5 exactly in binary floating point: the rule is strictly greater
+    s = _signals(batch_score=0.25, reference_score=0.5)
+    v = assess(s, _cfg(decay_threshold=0.5), greater_is_better=True)
+    assert v.decay_amount == 0.25 and v.decay_relative == 0.5
     assert not v.decay and not v.retrain
 
 
@@ -131,13 +139,15 @@ def test_decay_is_ignored_when_retrain_on_decay_is_off() -> None:
 
 
 def test_regression_error_rising_is_decay_and_falling_is_not() -> None:
-    cfg = _cfg(decay_threshold=0.5)
+    cfg = _cfg(decay_threshold=0.1)  # 10% of the holdout RMSE: 1.0
     worse = _signals(metric="rmse", batch_score=12.0, reference_score=10.0)
     better = _signals(metric="rmse", batch_score=8.0, reference_score=10.0)
     v_worse = assess(worse, cfg, greater_is_better=False)
     v_better = assess(better, cfg, greater_is_better=False)
     assert v_worse.decay and v_worse.decay_amount == pytest.approx(2.0)
+    assert v_worse.decay_relative == pytest.approx(0.2)
     assert not v_better.decay and v_better.decay_amount == pytest.approx(-2.0)
+    assert not assess(worse, _cfg(decay_threshold=0.25), greater_is_better=False).decay
     # the same figures read as a greater-is-better metric mean the opposite
     assert not assess(worse, cfg, greater_is_better=True).decay
     assert assess(better, cfg, greater_is_better=True).decay
@@ -151,6 +161,17 @@ def test_decay_reason_names_batch_metric_scores_and_version() -> None:
     assert reason.startswith("decay")
     for part in ("2013-10", "roc_auc", f"{0.61:.4f}", f"{0.7:.4f}", "v12", f"{0.7 - 0.61:.4f}"):
         assert part in reason
+    assert f"drop {0.7 - 0.61:.4f} = 12.9% > 2%" in reason
+
+
+def test_decay_of_an_error_metric_is_a_rise_with_both_figures() -> None:
+    """The issue's case: RMSE in currency units, twice the holdout's on a later month."""
+    s = _signals(batch="2014-03", metric="rmse", batch_score=46.96, reference_score=21.73)
+    (reason,) = assess(s, _cfg(decay_threshold=0.02), greater_is_better=False).reasons
+    assert "rmse 46.9600 on 2014-03 vs holdout 21.7300" in reason
+    assert "(rise 25.2300 = 116% > 2%)" in reason and "drop" not in reason
+    small = _signals(metric="rmse", batch_score=22.0, reference_score=21.73)  # 1.2% worse
+    assert not assess(small, _cfg(decay_threshold=0.02), greater_is_better=False).decay
 
 
 # --- assess: every N batches ---------------------------------------------------------
