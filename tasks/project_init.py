@@ -44,7 +44,6 @@ ROOT = Path(__file__).resolve().parents[1]  # the ctloop checkout: bundled param
 TARGET_BATCH_ROWS = 1000
 MIN_BATCHES = 4  # two training batches, the holdout, one to replay
 MIN_ROWS = 100
-MIN_SCORE_PENDING: Any = 0.5  # becomes None (constant baseline) with the relative thresholds
 MAX_REPLAY = 6
 FREQUENCIES = ("day", "week", "month", "quarter", "year")
 MAX_SLICE_VALUES = 10
@@ -191,7 +190,7 @@ def plan_project(
         "promotion": {
             **template.get("promotion", {}),
             "model_name": model_name,
-            "min_score": MIN_SCORE_PENDING,
+            "min_score": None,
             "require_approval": False,
         },
         "slices": {
