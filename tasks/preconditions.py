@@ -194,7 +194,7 @@ def _fold_class_problems(cv: str, folds: int, seed: int, target: str, train: Par
 
 def _regression_problems(folds: int, train: Part, holdout: Part, cv: str) -> list[str]:
     problems = []
-    # forward chaining validates (folds) blocks of n // (folds + 1) rows: the first one trains
+    # forward chaining cuts folds + 1 blocks of n // (folds + 1) rows; the first one only trains
     need = REGRESSION_ROWS_PER_FOLD * (folds + 1 if cv == "time" else folds)
     if len(train.y) < need:
         cap = f" (split.max_train_rows={train.cap})" if train.cap is not None else ""
