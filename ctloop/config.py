@@ -363,8 +363,15 @@ class Params(_Strict):
 
     @property
     def cv_kind(self) -> Literal["stratified", "kfold", "time"]:
+        """The CV scheme `split.cv` stands for. `auto`: time-ordered forward-chaining folds when
+        the data has a time column (each fold trains on the past and predicts the rows after it,
+        as the deployed model will; shuffled folds would interpolate between neighbours in time
+        and score, and calibrate intervals, too optimistically), else stratified k-fold for
+        classification and shuffled k-fold for regression."""
         if self.split.cv != "auto":
             return self.split.cv
+        if self.data.time_column:
+            return "time"
         return "stratified" if self.data.task == "classification" else "kfold"
 
 

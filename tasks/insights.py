@@ -2,10 +2,10 @@
 Prefect, no MLflow).
 
 Permutation importance and TreeSHAP on a seeded holdout sample; calibration and Brier score
-(classification); split-conformal intervals from the out-of-fold residuals of the tuning
-(regression); train vs validation per trial and a learning curve (under/overfitting); metrics
-per slice of the holdout. Every table is a DataFrame, so it goes to MLflow, `dvc plots` and the
-model card alike.
+(classification); split-conformal intervals from the out-of-fold residuals of the tuning, or,
+on time-ordered data, from a forward split of the newest training rows (regression); train vs
+validation per trial and a learning curve (under/overfitting); metrics per slice of the
+holdout. Every table is a DataFrame, so it goes to MLflow, `dvc plots` and the model card alike.
 """
 
 from __future__ import annotations
@@ -53,7 +53,8 @@ class Insights:
     shap: pd.DataFrame | None  # feature, mean_abs_shap
     calibration: pd.DataFrame | None  # bin, bin_low, bin_high, n, mean_predicted, fraction_positive
     brier: float | None
-    interval: dict[str, float] | None  # coverage_target, half_width, coverage_holdout
+    # coverage_target, half_width, coverage_holdout, calibration_rows, holdout_rows
+    interval: dict[str, float] | None
     trials: pd.DataFrame  # trial, state, folds, train, validation, gap
     slices: pd.DataFrame  # column, value, n, challenger, champion, gated, regression
     sample_rows: int = 0  # holdout rows behind importance and SHAP
@@ -77,6 +78,7 @@ class Insights:
             out["interval_half_width"] = self.interval["half_width"]
             out["interval_coverage_target"] = self.interval["coverage_target"]
             out["holdout_interval_coverage"] = self.interval["coverage_holdout"]
+            out["interval_calibration_rows"] = self.interval["calibration_rows"]
         return out
 
 
@@ -174,10 +176,54 @@ def brier(y: np.ndarray | pd.Series, scores: np.ndarray) -> float:
 
 def conformal_half_width(residuals: np.ndarray, coverage: float) -> float:
     """Split-conformal half-width: the ceil((n+1)·coverage)-th smallest |residual| (infinite when
-    there are too few residuals for that coverage). NaN residuals are ignored."""
+    there are too few residuals for that coverage). NaN residuals are ignored.
+
+    Vovk, Gammerman & Shafer (2005), *Algorithmic learning in a random world*; Lei, G'Sell,
+    Rinaldo, Tibshirani & Wasserman (2018), "Distribution-free predictive inference for
+    regression" (JASA): `prediction ± half_width` covers a new target with probability at least
+    `coverage` when residuals and new point are exchangeable."""
     r = np.sort(np.abs(residuals[~np.isnan(residuals)]))
     k = math.ceil((len(r) + 1) * coverage)
     return float(r[k - 1]) if 0 < k <= len(r) else float("inf")
+
+
+def min_calibration_rows(coverage: float) -> int:
+    """Fewest residuals giving a finite split-conformal half-width: n with ceil((n+1)·c) <= n."""
+    n = 1
+    while math.ceil((n + 1) * coverage) > n:
+        n += 1
+    return n
+
+
+def forward_split_rows(train_rows: int, holdout_rows: int, coverage: float) -> int:
+    """Rows of the time-ordered calibration split: the holdout's row count (the same horizon),
+    at least `min_calibration_rows(coverage)`, at most half the training rows."""
+    return min(max(holdout_rows, min_calibration_rows(coverage)), train_rows // 2)
+
+
+def forward_residuals(
+    params: Params,
+    schema: Schema,
+    best_params: dict[str, training.ParamValue],
+    X: pd.DataFrame,
+    y: pd.Series,
+    rows: int,
+) -> np.ndarray:
+    """Residuals (target units) of the latest `rows` training rows (X, y in time order), predicted
+    by one fit with the best parameters on the rows before them.
+
+    Split-conformal with a time-ordered split (Lei et al. 2018: proper training set, then
+    calibration set): the calibration rows come right after the rows their model saw, `rows`
+    of them like the holdout after the final model, so their errors include the drift of one
+    holdout's horizon, which residuals of shuffled folds leave out. Using only the newest
+    residuals is the simplest case of the recency weights of Barber, Candès, Ramdas &
+    Tibshirani (2023), "Conformal prediction beyond exchangeability" (Ann. Statist.). Costs one
+    fit on len(X) - rows rows."""
+    cut = len(X) - rows
+    pipe = training.make_pipeline(schema, params.model.family, best_params, params.seed)
+    training.fit_pipeline(pipe, X.iloc[:cut], y.iloc[:cut])
+    predicted = training.predict_scores(pipe, X.iloc[cut:], schema.task)
+    return np.asarray(y.iloc[cut:], dtype=float) - predicted
 
 
 def conformal_interval(
@@ -188,13 +234,29 @@ def conformal_interval(
     coverage: float,
 ) -> dict[str, float]:
     """Intervals `prediction ± half_width` from the out-of-fold residuals of the tuning, with the
-    share of holdout targets they actually cover."""
-    half = conformal_half_width(np.asarray(y_train, dtype=float) - oof_scores, coverage)
+    share of holdout targets they actually cover (see `interval_from_residuals`)."""
+    residuals = np.asarray(y_train, dtype=float) - np.asarray(oof_scores, dtype=float)
+    return interval_from_residuals(residuals, y_holdout, holdout_scores, coverage)
+
+
+def interval_from_residuals(
+    residuals: np.ndarray,
+    y_holdout: np.ndarray | pd.Series,
+    holdout_scores: np.ndarray,
+    coverage: float,
+) -> dict[str, float]:
+    """Split-conformal intervals from calibration residuals, and what they did on the holdout.
+    Keys: coverage_target, half_width (target units; inf when too few residuals),
+    coverage_holdout (share of holdout targets inside; NaN without holdout rows),
+    calibration_rows (residuals used, NaN ones left out) and holdout_rows."""
+    half = conformal_half_width(residuals, coverage)
     covered = np.abs(np.asarray(y_holdout, dtype=float) - holdout_scores) <= half
     return {
         "coverage_target": coverage,
         "half_width": half,
         "coverage_holdout": float(np.mean(covered)) if len(covered) else float("nan"),
+        "calibration_rows": float(np.count_nonzero(~np.isnan(residuals))),
+        "holdout_rows": float(len(covered)),
     }
 
 
@@ -374,7 +436,11 @@ def compute(
     if schema.task == "classification":
         calibration = calibration_table(y_holdout, scores, cfg.calibration_bins)
         bs = brier(y_holdout, scores)
-    elif tuning.oof_scores is not None:
+    elif params.cv_kind == "time":  # rows in time order: calibrate on the newest ones
+        rows = forward_split_rows(len(X_train), len(y_holdout), cfg.interval_coverage)
+        residuals = forward_residuals(params, schema, tuning.best_params, X_train, y_train, rows)
+        interval = interval_from_residuals(residuals, y_holdout, scores, cfg.interval_coverage)
+    elif tuning.oof_scores is not None:  # exchangeable rows: every out-of-fold residual
         interval = conformal_interval(
             y_train, tuning.oof_scores, y_holdout, scores, cfg.interval_coverage
         )

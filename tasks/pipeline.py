@@ -252,9 +252,13 @@ class TrainingData:
 
 
 def training_data(project: Project, frame: pd.DataFrame) -> TrainingData:
-    """Features and target of the labelled rows (unlabelled ones are counted, not used)."""
+    """Features and target of the labelled rows (unlabelled ones are counted, not used), in time
+    order when the data has a time column (stable sort: time-ordered CV folds rely on it, even
+    for a batch whose rows were not written in time order)."""
     cfg = project.params
     rows, unlabelled = data.labelled(frame, cfg.data.target)
+    if cfg.data.time_column and cfg.data.time_column in rows.columns:
+        rows = rows.sort_values(cfg.data.time_column, kind="stable", ignore_index=True)
     cap = cfg.split.max_train_rows
     sampled = cap is not None and len(rows) > cap
     if sampled:
@@ -299,6 +303,8 @@ def check_plan(
         preconditions.Part(
             holdout.X, holdout.y, f"holdout {', '.join(window.holdout)}", holdout.sampled_to
         ),
+        cv=cfg.cv_kind,
+        seed=cfg.seed,
     )
     for line in check.warnings:
         print(f"ctloop: warning: {line}")

@@ -9,7 +9,9 @@ What is checked on the labelled rows of the window (after `split.max_train_rows`
 - constant features (one distinct value) are kept, with a warning;
 - classification: every class needs at least `split.folds` rows in the training part (else a
   fold scores NaN and Optuna completes no trial), and the holdout needs both classes (ROC AUC
-  is undefined on one class);
+  is undefined on one class); with folds that are not stratified (`time`, `kfold`), the very
+  folds the search will use are computed and each one's training and validation rows must hold
+  both classes (a forward-chaining fold of a rare class can miss it whatever the totals);
 - regression: at least 2 rows per validation fold and 2 holdout rows (R² needs 2).
 Refusals raise PreconditionError (every problem in one message, naming the keys to change).
 """
@@ -77,12 +79,16 @@ def check_training_plan(
     target: str,
     train: Part,
     holdout: Part,
+    *,
+    cv: str = "stratified",
+    seed: int = 0,
 ) -> PlanCheck:
     """Check a plan (see the module docstring); returns what to drop and the warnings.
 
-    `task` is "classification" (binary, labels 0/1) or "regression"; `folds` is split.folds.
-    Raises PreconditionError listing every refusal (class counts, rows, holdout classes,
-    no usable feature)."""
+    `task` is "classification" (binary, labels 0/1) or "regression"; `folds` is split.folds;
+    `cv` the scheme (`Params.cv_kind`: stratified, kfold or time; `train` in time order for
+    time) and `seed` the params seed the folds are drawn with. Raises PreconditionError listing
+    every refusal (class counts, classes per fold, rows, holdout classes, no usable feature)."""
     features = list(train.X.columns)
     dropped = empty_columns(train.X, features)
     kept = [c for c in features if c not in dropped]
@@ -114,8 +120,10 @@ def check_training_plan(
         )
     if task == "classification":
         problems += _class_problems(folds, target, train, holdout)
+        if cv != "stratified" and min(class_counts(train.y).values()) >= folds:
+            problems += _fold_class_problems(cv, folds, seed, target, train)
     else:
-        problems += _regression_problems(folds, train, holdout)
+        problems += _regression_problems(folds, train, holdout, cv)
     if problems:
         raise PreconditionError(
             f"the training plan cannot be cross-validated and scored "
@@ -156,13 +164,43 @@ def _class_problems(folds: int, target: str, train: Part, holdout: Part) -> list
     return problems
 
 
-def _regression_problems(folds: int, train: Part, holdout: Part) -> list[str]:
+CV_NAMES = {"time": "time-ordered", "kfold": "shuffled k-fold", "stratified": "stratified"}
+SHOWN_FOLDS = 3  # folds named in a refusal; the others are counted
+
+
+def _fold_class_problems(cv: str, folds: int, seed: int, target: str, train: Part) -> list[str]:
+    """The folds of a non-stratified scheme whose training or validation rows lack a class
+    (the same folds `training.cv_splits` gives the search); one line for all of them."""
+    from tasks import training
+
+    bad = []
+    for i, (tr, va) in enumerate(training.cv_splits(cv, folds, seed, train.X, train.y), 1):
+        for side, rows in (("trains", tr), ("validates", va)):
+            counts = class_counts(train.y.iloc[rows])
+            if min(counts.values()) == 0:
+                span = f"rows {int(rows.min()) + 1}-{int(rows.max()) + 1}"
+                bad.append(f"fold {i} {side} on {span} ({_describe_counts(counts, target)})")
+    if not bad:
+        return []
+    order = " in time order" if cv == "time" else ""
+    more = f"; and {len(bad) - SHOWN_FOLDS} more" if len(bad) > SHOWN_FOLDS else ""
+    return [
+        f"split.cv: {CV_NAMES.get(cv, cv)} folds ({folds}) without both classes in "
+        f"{train.label} ({len(train.y)} rows{order}): {'; '.join(bad[:SHOWN_FOLDS])}{more}; "
+        "a fold needs both classes to fit and for roc_auc; lower split.folds, widen the window "
+        "(split.window_start) or set split.cv: stratified"
+    ]
+
+
+def _regression_problems(folds: int, train: Part, holdout: Part, cv: str) -> list[str]:
     problems = []
-    need = REGRESSION_ROWS_PER_FOLD * folds
+    # forward chaining cuts folds + 1 blocks of n // (folds + 1) rows; the first one only trains
+    need = REGRESSION_ROWS_PER_FOLD * (folds + 1 if cv == "time" else folds)
     if len(train.y) < need:
         cap = f" (split.max_train_rows={train.cap})" if train.cap is not None else ""
+        scheme = f" ({CV_NAMES['time']}: one more block that only trains)" if cv == "time" else ""
         problems.append(
-            f"split.folds: {folds} folds need at least {need} labelled rows "
+            f"split.folds: {folds} folds{scheme} need at least {need} labelled rows "
             f"({REGRESSION_ROWS_PER_FOLD} per validation fold); {train.label}{cap} has "
             f"{len(train.y)}; lower split.folds or widen the window"
         )

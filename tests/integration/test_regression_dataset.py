@@ -73,7 +73,7 @@ def test_regression_on_a_csv_with_a_daily_date_column(
     tags = registry.get_alias("delays", registry.CHAMPION).tags
     assert float(tags["promotion.floor"]) == baseline
     assert tags["promotion.floor_origin"] == "constant baseline"
-    assert run.data.tags["ctloop.cv"] == "kfold"
+    assert run.data.tags["ctloop.cv"] == "time"  # a time column: time-ordered folds (auto)
     assert int(run.data.tags["ctloop.unlabelled_rows_excluded"]) > 0  # cancelled flights
     assert {"holdout_rmse", "holdout_mae", "holdout_r2"} <= set(run.data.metrics)
     artifacts = {a.path for a in MlflowClient().list_artifacts(run.info.run_id, "plots")}
@@ -86,4 +86,10 @@ def test_regression_on_a_csv_with_a_daily_date_column(
     assert conformal == {"uncertainty/conformal.json", "uncertainty/fold_models.skops"}
     assert run.data.metrics["interval_coverage_target"] == 0.9
     assert 0.75 < run.data.metrics["holdout_interval_coverage"] <= 1.0
+    # calibrated on a forward split as long as the holdout (at most half the training rows)
+    calibration_rows = run.data.metrics["interval_calibration_rows"]
+    assert 9 <= calibration_rows <= 1000
+    card = (p.path("reports") / "model_card.md").read_text()
+    assert "intervals: 90% target, " in card and " achieved on holdout 2013-03 " in card
+    assert f"newest {int(calibration_rows)} training rows" in card
     assert not (p.path("reports") / "plots" / "calibration.csv").exists()  # classification only

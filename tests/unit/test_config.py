@@ -21,7 +21,7 @@ def test_repo_params_load_into_one_typed_object() -> None:
     project = load_project(ROOT / "params.yaml")
     assert project.params.data.task == "classification"
     assert project.params.metric == "roc_auc"
-    assert project.params.cv_kind == "stratified"
+    assert project.params.cv_kind == "time"  # flights have a time column: forward chaining
     assert project.path("batches") == ROOT / "data" / "batches"
 
 
@@ -55,8 +55,30 @@ def test_missing_params_file_names_the_path(tmp_path: Path) -> None:
 def test_regression_defaults_follow_the_task() -> None:
     raw = _params()
     raw["data"]["task"] = "regression"
+    raw["data"]["time_column"] = None
     params = parse_params(raw)
     assert (params.metric, params.greater_is_better, params.cv_kind) == ("rmse", False, "kfold")
+
+
+@pytest.mark.parametrize(
+    ("task", "time_column", "cv", "expected"),
+    [
+        ("classification", "date", "auto", "time"),
+        ("regression", "date", "auto", "time"),
+        ("classification", None, "auto", "stratified"),
+        ("regression", None, "auto", "kfold"),
+        ("classification", "date", "stratified", "stratified"),  # an explicit choice is kept
+        ("regression", "date", "kfold", "kfold"),
+        ("regression", None, "time", "time"),
+    ],
+)
+def test_auto_cv_is_time_ordered_exactly_when_there_is_a_time_column(
+    task: str, time_column: str | None, cv: str, expected: str
+) -> None:
+    raw = _params()
+    raw["data"].update(task=task, time_column=time_column)
+    raw["split"]["cv"] = cv
+    assert parse_params(raw).cv_kind == expected
 
 
 def test_override_revalidates_and_rejects_unknown_keys() -> None:

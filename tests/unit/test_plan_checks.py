@@ -222,3 +222,58 @@ def test_drift_without_any_comparable_feature_is_a_ctloop_error() -> None:
     cur = ref.assign(b=np.nan, e=np.inf, k=None)
     with pytest.raises(DriftError, match="batch 7 against 1: no feature has values on both sides"):
         compute_drift(ref, cur, DRIFT_SCHEMA, DriftConfig(), seed=0, what="batch 7 against 1")
+
+
+# --- folds that are not stratified (split.cv: time, kfold) -------------------------------
+
+
+def test_a_forward_fold_without_positives_is_refused_naming_the_fold_and_the_fix() -> None:
+    """Positives only in the newest rows: enough of each class overall (the stratified rule
+    passes), but the first forward-chaining fold trains on negatives alone."""
+    y = pd.Series([0] * 50 + [1, 0] * 5, name="is_late")  # 5 positives, all in the last 10 rows
+    train = Part(_frame(len(y)), y, TRAIN)
+    assert check_training_plan("classification", 5, "is_late", train, _holdout()).dropped == ()
+    with pytest.raises(PreconditionError) as failure:
+        check_training_plan("classification", 5, "is_late", train, _holdout(), cv="time")
+    message = str(failure.value)
+    assert "split.cv: time-ordered folds (5) without both classes" in message
+    assert "fold 1 trains on rows 1-10 (0 positives (is_late=1) and 10 negatives" in message
+    assert "set split.cv: stratified" in message and "(60 rows in time order)" in message
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    labels=st.lists(st.integers(0, 1), min_size=4, max_size=60),
+    folds=st.integers(2, 5),
+    cv=st.sampled_from(["time", "kfold"]),
+    seed=st.integers(0, 2**16),
+)
+def test_a_plan_passes_exactly_when_every_fold_of_its_scheme_holds_both_classes(
+    labels: list[int], folds: int, cv: str, seed: int
+) -> None:
+    """For folds that are not stratified the check computes the search's own folds: it passes
+    exactly when each class has `folds` rows and every fold trains and validates on both."""
+    y = pd.Series(labels, name="is_late")
+    train = Part(_frame(len(y), seed), y, TRAIN)
+    enough = min(int(y.sum()), int((y == 0).sum())) >= folds
+    both = enough and all(
+        y.iloc[tr].nunique() == 2 and y.iloc[va].nunique() == 2
+        for tr, va in training.cv_splits(cv, folds, seed, train.X, y)
+    )
+    try:
+        check_training_plan("classification", folds, "is_late", train, _holdout(), cv=cv, seed=seed)
+    except PreconditionError as err:
+        assert not both
+        assert ("split.cv:" in str(err)) == enough  # the fold rule speaks once totals suffice
+        return
+    assert both
+
+
+def test_time_ordered_regression_needs_two_rows_per_block_including_the_first() -> None:
+    """Forward chaining cuts folds + 1 blocks (the first only trains): 2 × (folds + 1) rows."""
+    short = Part(_frame(11), pd.Series(np.arange(11.0)), TRAIN)
+    with pytest.raises(PreconditionError, match="need at least 12 labelled rows"):
+        check_training_plan("regression", 5, "delay", short, _holdout(), cv="time")
+    assert check_training_plan("regression", 5, "delay", short, _holdout()).dropped == ()
+    ok = Part(_frame(12), pd.Series(np.arange(12.0)), TRAIN)
+    check_training_plan("regression", 5, "delay", ok, _holdout(), cv="time")
