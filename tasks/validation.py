@@ -14,7 +14,7 @@ import os
 import shutil
 import threading
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -165,7 +165,8 @@ class ValidationReport:
                 "critical_failures": len(self.critical_failures),
                 "warnings": len(self.warnings),
             },
-            "results": [asdict(r) for r in self.results],
+            # shallow (details are JSON-safe already): asdict deep-copied 24k results a year
+            "results": [{f.name: getattr(r, f.name) for f in fields(r)} for r in self.results],
         }
 
     def reason_text(self) -> str:
