@@ -489,8 +489,8 @@ def validate_batches(
     their concatenation: map rules (nulls, ranges, set membership, value types) report the
     position of every unexpected row (result format COMPLETE), which shares their counts and
     first examples out per batch; table rules get each batch's row count and columns. Each
-    batch's outcome is then computed by the expectation's own GX `_validate` from its share,
-    so success, `mostly` and the reported figures are GX's for that batch alone. A run that
+    batch's outcome is then computed by GX's own code from its share (`_Sharing`), so success,
+    `mostly` and the reported figures are GX's for that batch alone. A run that
     cannot be shared out exactly (an expectation GX could not evaluate, one of another kind,
     a row condition, positions that do not add up) is redone batch by batch. Batches are read
     as the iterable yields them: at most one run's rows are held at once.
