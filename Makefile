@@ -63,7 +63,7 @@ repro: setup
 
 # One after another (each needs the cores to itself); tables in benchmarks/out/<name>.md, the
 # headline `name: value` of each printed at the end. BENCHMARKS="startup reruns" runs a subset.
-BENCHMARKS ?= startup overhead reruns tuning_efficiency parallel_tuning scale busy_machine
+BENCHMARKS ?= startup overhead reruns tuning_efficiency parallel_tuning scale busy_machine many_batches
 bench: install
 	@mkdir -p benchmarks/out
 	@set -o pipefail; for b in $(BENCHMARKS); do \

@@ -181,8 +181,8 @@ def main(argv: list[str] | None = None) -> int:
         lines += [
             "",
             "Task runs of the last flow against the running server (compute-drift runs in a",
-            "worker process beside validation and tuning; validate-batch runs inside",
-            "validate-batches):",
+            "worker process beside validation and tuning; validate-batches validates every",
+            "batch in one task run):",
             "",
             *timing_table(timings),
             "",

@@ -135,7 +135,9 @@ def main(argv: list[str] | None = None) -> int:
     ratio = runs["unchanged re-run"][0].seconds / first
     changed = runs["changed search space"][1]
     tuned = {t.state for t in changed if t.name == "tune-and-fit"}
-    validated = {t.state for t in changed if t.name == "validate-batch"}
+    # one validate-batches task run; it prints how many reports came from the cache
+    validated = printed(runs["changed search space"][0], "taken from the cache")
+    revalidated = not validated.startswith("validation: 0 batch(es) validated,")
     ingested = printed(runs["changed search space"][0], "new batch(es)")
 
     log("reruns", "dvc repro ...")
@@ -160,9 +162,9 @@ def main(argv: list[str] | None = None) -> int:
         f"| unchanged re-run / first run | <= {RERUN_TARGET:.0%} | {ratio:.1%} | "
         f"{'yes' if ratio <= RERUN_TARGET else 'no'} |",
         f"| changed search space: tune-and-fit runs, batches re-validated | tune-and-fit "
-        f"Completed, validate-batch Cached only | tune-and-fit {'/'.join(sorted(tuned))}, "
-        f"validate-batch {'/'.join(sorted(validated))} | "
-        f"{'yes' if tuned == {'Completed'} and validated == {'Cached'} else 'no'} |",
+        f"Completed, every batch's validation from the cache | tune-and-fit "
+        f"{'/'.join(sorted(tuned))}; {validated} | "
+        f"{'yes' if tuned == {'Completed'} and not revalidated else 'no'} |",
         f"| `dvc repro` with nothing changed (median of {len(noop)}) | <= {REPRO_TARGET_S:g} s | "
         f"{noop_s:.2f} s | {'yes' if noop_s <= REPRO_TARGET_S else 'no'} |",
         "",

@@ -61,8 +61,7 @@ def _tuning_key(inputs: dict[str, Any]) -> str:
     return fingerprint.tuning_key(inputs["params"], inputs["X"], inputs["y"], inputs.get("plan"))
 
 
-def _validation_key(inputs: dict[str, Any]) -> str:
-    project, name = inputs["project"], inputs["name"]
+def _validation_key(project: Project, name: str) -> str:
     batch = data.batch_path(project.path("batches"), name)
     return fingerprint.validation_key(batch, name, pipeline.suite_file(project))
 
@@ -114,22 +113,47 @@ def build_expectations(project: Project, reference: tuple[str, ...]) -> Path:
 def validate_batches(
     project: Project, names: list[str], results: str = "validation.json"
 ) -> list[ValidationReport]:
-    """Validate each batch (`validate-batch`: cached by content, so a batch validated before
-    with the same suite and code is not validated again), quarantine failures, save results."""
+    """Validate the batches in ONE task run, quarantine failures, save results, publish the
+    `validation` artifact.
+
+    Each batch's report is cached by content (`fingerprint.validation_key`: the batch's bytes,
+    name and path, the suite's bytes, the validation code and library versions) in Prefect's
+    result storage: a batch validated before with the same key is read back, not validated
+    again. The others are validated together (`pipeline.validate_many`: one Great Expectations
+    context, suite and plan for all). One task run rather than one per batch: at 365 daily
+    batches, a task run per batch cost more than the validation itself and flooded the UI."""
     from tasks.validation import summary_markdown
 
-    reports = [validate_batch(project, name) for name in names]
+    reports, validated = cached_reports(project, names)
     pipeline.record_validation(project, reports, results)
-    markdown = summary_markdown(reports)
+    line = cache_line(len(validated), len(names) - len(validated))
+    markdown = summary_markdown(reports) + f"\n{line}\n"
     create_markdown_artifact(markdown, key="validation", description="Great Expectations gate")
     print(markdown)
     return reports
 
 
-@task(name="validate-batch", cache_policy=cached_by(_validation_key))
-def validate_batch(project: Project, name: str) -> ValidationReport:
-    """One batch against the suite: keyed by the batch's and the suite's bytes and the code."""
-    return pipeline.validate_one(project, name)
+def cached_reports(project: Project, names: list[str]) -> tuple[list[ValidationReport], list[str]]:
+    """Every batch's report, in order, and the names of those validated now (the others came
+    from the result store under their `_validation_key`); new reports are stored there."""
+    from prefect.results import get_result_store
+
+    store = get_result_store()
+    keys = {name: _validation_key(project, name) for name in names}
+    found = {name: store.read(key).result for name, key in keys.items() if store.exists(key)}
+    todo = [name for name in names if name not in found]
+    fresh = dict(zip(todo, pipeline.validate_many(project, todo), strict=True)) if todo else {}
+    for name, report in fresh.items():
+        store.write(report, key=keys[name])
+    return [found[n] if n in found else fresh[n] for n in names], todo
+
+
+def cache_line(validated: int, cached: int) -> str:
+    """What validate-batches did, as printed and in its artifact."""
+    return (
+        f"validation: {validated} batch(es) validated, {cached} taken from the cache "
+        "(same batch bytes, suite and code)"
+    )
 
 
 @task(name="gate-validation", cache_policy=NO_CACHE)

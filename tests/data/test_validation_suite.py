@@ -83,3 +83,25 @@ def test_corrupted_june_fails_with_rule_and_column(
     hits = [r for r in report.critical_failures if (r.rule, r.column) == (rule, column)]
     assert hits, report.reason_text()
     assert f"data/batches/2013-06.parquet: column '{column}': rule '{rule}'" in report.reason_text()
+
+
+def test_batches_validated_together_get_the_reports_of_one_by_one(
+    suite: tuple[Path, str], batches: dict[str, pd.DataFrame]
+) -> None:
+    """Real months, real July days (too few rows for the monthly suite) and each corrupted June,
+    validated together (validate_batches: one GX run for the batches of the same columns and
+    dtypes): every report is the one validate_batch gives the batch alone."""
+    july = batches["2013-07"]
+    days = [g.reset_index(drop=True) for _, g in july.groupby(july["date"].dt.day, sort=True)]
+    frames = {"2013-05": batches["2013-05"], "2013-06": batches["2013-06"]}
+    frames |= {f"2013-07-{i + 1:02d}": day for i, day in enumerate(days[:8])}
+    june = batches["2013-06"]
+    frames |= {
+        f"june-{kind}": corrupt(june.copy()) for kind, (corrupt, _, _) in CORRUPTIONS.items()
+    }
+    items = [v.BatchFrame(n, f"data/batches/{n}.parquet", df) for n, df in frames.items()]
+    together = v.validate_batches(items, *suite)
+    assert together == [validate(suite, df, n) for n, df in frames.items()]
+    status = {r.batch: r.status for r in together}
+    assert status["2013-05"] != "failed" and status["2013-07-01"] == "failed"
+    assert all(status[f"june-{kind}"] == "failed" for kind in CORRUPTIONS)

@@ -17,6 +17,7 @@ from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from ctloop.config import Project
 from flows.train_model import train_model
 from tasks import audit, data, registry, tracking, versioning
+from tasks.prefect_tasks import cache_line
 from tasks.validation import ValidationFailed
 from tests.integration.conftest import latest_artifact
 
@@ -124,6 +125,7 @@ def test_unchanged_rerun_reports_its_version_and_a_new_search_space_only_retrain
     p = small_project
     params_file = p.root / "params.yaml"
     first = train_model(params_path=str(params_file))
+    assert cache_line(4, 0) in str(_artifact("validation").data)  # nothing cached yet
     report = first.drift_report.read_bytes()
     batches = p.path("batches")
     written = {
@@ -139,7 +141,9 @@ def test_unchanged_rerun_reports_its_version_and_a_new_search_space_only_retrain
     assert "UNCHANGED" in second.render() and "v1 is @champion" in second.promotion_reason
     runs = _task_runs(state.state_details.flow_run_id)
     assert not _states(runs, "tune-and-fit") and not _states(runs, "register-challenger")
-    assert _states(runs, "validate-batch") == {"Cached"}
+    # one validate-batches task run; every batch's report read back from the cache
+    assert _states(runs, "validate-batches") == {"Completed"}
+    assert cache_line(0, 4) in str(_artifact("validation").data)
     # the stored drift report of the same inputs is reused: not computed, not rewritten
     assert not _states(runs, "compute-drift") and second.drift_report == first.drift_report
     assert first.drift_report.read_bytes() == report
@@ -157,7 +161,7 @@ def test_unchanged_rerun_reports_its_version_and_a_new_search_space_only_retrain
     third = state.result()
     runs = _task_runs(state.state_details.flow_run_id)
     assert _states(runs, "tune-and-fit") == {"Completed"}
-    assert _states(runs, "validate-batch") == {"Cached"}
+    assert cache_line(0, 4) in str(_artifact("validation").data)
     assert third.data_version == first.data_version and third.model_version == "2"
     assert written == {n: data.batch_path(batches, n).stat().st_mtime_ns for n in written}
     _assert_slice_regression_refused(p)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import pickle
 from collections.abc import Callable
@@ -10,6 +11,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ctloop.config import Severity, ValidationConfig
 from tasks import validation as v
@@ -330,3 +333,130 @@ def test_save_results_writes_every_report(
     assert saved["success"] is False and saved["failed"] == ["2024-02"]
     assert saved["reports"][1]["counts"]["critical_failures"] >= 1
     assert [p.name for p in path.parent.iterdir()] == ["validation.json"]
+
+
+# --- many batches: one context, suite and plan -------------------------------------------
+
+MUTATIONS: dict[str, Callable[[pd.DataFrame], pd.DataFrame]] = {
+    "clean": lambda df: df,
+    "nulls": lambda df: df.assign(x=df["x"].mask(df.index % 2 == 0)),
+    "few-nulls": lambda df: df.assign(x=df["x"].mask(df.index % 50 == 0)),
+    "range": lambda df: df.assign(x=df["x"] * 100),
+    "inf": lambda df: df.assign(x=df["x"].where(df.index != 7, np.inf)),
+    "new-categories": lambda df: df.assign(c=df["c"].where(df.index > ROWS // 5, "new")),
+    "renamed": lambda df: df.assign(c=df["c"] + "1"),
+    "target": lambda df: df.assign(y=df["y"].where(df.index != 9, 2.0)),
+    "one-class": lambda df: df.assign(y=1.0),
+    "duplicates": lambda df: pd.concat([df, df.head(20)], ignore_index=True),
+    "rows": lambda df: df.head(10),
+    "empty": lambda df: df.head(0),
+    "missing": lambda df: df.drop(columns=["x"]),
+    "extra": lambda df: df.assign(extra=1),
+    "types": lambda df: df.assign(n=df["n"].astype(str)),
+    "mixed-types": lambda df: df.assign(c=df["c"].where(df.index != 3, 5)),
+    "time-type": lambda df: df.assign(t=df["t"].astype(str)),
+    "dtypes": lambda df: df.assign(c=df["c"].astype("category"), x=df["x"].astype("Float64")),
+}
+
+
+def one_by_one(batches: list[v.BatchFrame], root: Path, name: str) -> list[v.ValidationReport]:
+    return [v.validate_batch(b.frame, b.batch, b.file, root, name) for b in batches]
+
+
+def batch_frames(kinds: list[str], seed: int = 20) -> list[v.BatchFrame]:
+    return [
+        v.BatchFrame(f"b{i:03d}", f"batches/b{i:03d}.parquet", MUTATIONS[k](frame(seed=seed + i)))
+        for i, k in enumerate(kinds)
+    ]
+
+
+def count_alone(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Names of the batches validated in a GX run of their own (not shared)."""
+    alone: list[str] = []
+    original = v._validate_alone
+
+    def spy(item: v.BatchFrame, *args: object) -> v.ValidationReport:
+        alone.append(item.batch)
+        return original(item, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(v, "_validate_alone", spy)
+    return alone
+
+
+def test_shared_validation_gives_each_batch_its_own_verdict_as_alone(
+    ctx: tuple[Path, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Good and broken batches interleaved: the same reports (rules, columns, severities,
+    observed text, figures) as batch by batch, in order, and the batches of the usual columns
+    and dtypes are validated together, not one by one."""
+    root, name = ctx
+    kinds = [k for k in MUTATIONS for _ in range(2)]
+    batches = batch_frames(kinds)
+    expected = one_by_one(batches, root, name)
+    alone = count_alone(monkeypatch)
+    reports = v.validate_batches(iter(batches), root, name)
+    assert [r.batch for r in reports] == [b.batch for b in batches]
+    for kind, got, want in zip(kinds, reports, expected, strict=True):
+        assert got == want, kind
+    assert {r.status for r in reports} == {"passed", "warnings", "failed"}
+    # alone: only batches GX cannot evaluate in a shared run (a missing column, text compared
+    # with numbers); the others, broken ones included, were validated together
+    alone_kinds = {k for b, k in zip(batches, kinds, strict=True) if b.batch in alone}
+    assert alone_kinds <= {"missing", "types"}, alone_kinds
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_random_mixes_of_batches_match_batch_by_batch(
+    ctx: tuple[Path, str], seed: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Random mixes of mutations and sizes (some runs cut by SHARED_RUN_ROWS): same reports."""
+    root, name = ctx
+    rng = np.random.default_rng(seed)
+    kinds = list(rng.choice(list(MUTATIONS), size=10))
+    batches = [
+        v.BatchFrame(b.batch, b.file, b.frame.head(int(rng.integers(150, ROWS + 1))))
+        for b in batch_frames(kinds, seed=100 * seed)
+    ]
+    monkeypatch.setattr(v, "SHARED_RUN_ROWS", int(rng.integers(ROWS, 5 * ROWS)))
+    assert v.validate_batches(batches, root, name) == one_by_one(batches, root, name)
+
+
+def test_a_suite_with_other_expectations_is_validated_batch_by_batch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An expectation validate_batches cannot share out (a human added a mean rule): each
+    batch has a GX run of its own, with the same reports."""
+    import great_expectations.expectations as gxe
+
+    name = build(tmp_path)
+    suite = v._open_suite(tmp_path, name)[0]
+    mean = gxe.ExpectColumnMeanToBeBetween(column="x", min_value=4, max_value=6)
+    mean.meta = {"rule": "ranges", "severity": "critical"}
+    suite.expectations.append(mean)
+    v.save_suite(tmp_path, suite)
+    batches = batch_frames(["clean", "range", "clean"])
+    expected = one_by_one(batches, tmp_path, name)
+    assert ("ranges", "x") in failed(expected[1])
+    alone = count_alone(monkeypatch)
+    assert v.validate_batches(batches, tmp_path, name) == expected
+    assert alone == [b.batch for b in batches]
+
+
+def test_validate_batches_needs_the_suite(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="suite 'nope' not found"):
+        v.validate_batches(batch_frames(["clean"]), tmp_path, "nope")
+
+
+@given(
+    sizes=st.lists(st.integers(0, 50), max_size=30),
+    max_rows=st.integers(0, 120),
+)
+@settings(max_examples=200, deadline=None)
+def test_runs_keep_order_and_bound_their_rows(sizes: list[int], max_rows: int) -> None:
+    items = [v.BatchFrame(str(i), "", pd.DataFrame({"a": range(n)})) for i, n in enumerate(sizes)]
+    runs = list(v._runs(iter(items), max_rows))
+    assert [b.batch for run in runs for b in run] == [b.batch for b in items]
+    for run in runs:
+        assert run and (len(run) == 1 or sum(len(b.frame) for b in run) <= max_rows)
+    for before, after in itertools.pairwise(runs):  # a run is cut only when full (0: always)
+        assert max_rows == 0 or sum(len(b.frame) for b in before) + len(after[0].frame) > max_rows
