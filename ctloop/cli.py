@@ -703,9 +703,9 @@ def replay(
     gap = cfg.replay.pace_s if pace is None else pace
     try:
         raw = data.load_source(cfg.data.source, project.root, cfg.data.max_file_mb)
-        labels = replay.periods_of(raw, cfg.data)
+        labels = replay.periods_of(raw, cfg.data, data.BlockRule.of(cfg.data, cfg.validation))
         first, last = start or cfg.replay.start, end or cfg.replay.end
-        periods = data.select_periods(list(labels.unique()), first, last)
+        periods = replay.select(list(labels.unique()), first, last)
     except _loop_errors() as err:
         raise _fail(err) from None
     deliveries = replay.plan(periods, delay)
