@@ -442,15 +442,20 @@ def batch_replace(
     ],
     reason: Annotated[str, typer.Option(help="Why (recorded in the ledger and audit trail).")],
     params: ParamsOpt = Path("params.yaml"),
+    batch: Annotated[
+        str | None,
+        typer.Option(help="The batch replaced (needed without data.time_column: part-00007)."),
+    ] = None,
 ) -> None:
-    """Supersede an accepted batch with a corrected file holding exactly its one period: read,
-    cut and validated like a delivery (refused the same way: nothing replaced); the old content
-    stays in DVC's cache and remote; the replacement and its reason are recorded."""
+    """Supersede an accepted batch with a corrected file holding exactly its one period (without
+    a time column: the rows of the batch named by --batch): read, cut and validated like a
+    delivery (refused the same way: nothing replaced); the old content stays in DVC's cache and
+    remote; the replacement and its reason are recorded."""
     from tasks import correction
 
     project = _project(params)
     try:
-        done = correction.replace_batch(project, file, reason, say=typer.echo)
+        done = correction.replace_batch(project, file, reason, say=typer.echo, batch=batch)
     except _known_errors() as err:
         raise _fail(err) from None
     for warning in done.warnings:

@@ -271,3 +271,20 @@ def test_a_quarantined_arrival_batch_explains_the_row_count(tmp_path: Path) -> N
     text = (folder / "reason.txt").read_text()
     assert "join it with the next rows and deliver it again" in text
     assert "fix the data" not in text and "rule 'row_count'" in text
+
+
+# --- `ctloop batch replace --batch` --------------------------------------------------------
+
+
+def test_a_correction_names_the_batch_it_replaces(project: Project, tmp_path: Path) -> None:
+    from tasks import correction
+
+    _deliver(project, "a.csv", _frame(0, 200))
+    fixed = tmp_path / "fixed.csv"
+    _frame(100, 130).to_csv(fixed, index=False)  # more rows than rows_per_batch: taken whole
+    with pytest.raises(correction.CorrectionError, match=r"rule 'one_period'.*--batch"):
+        correction.corrected_batch(project, fixed)
+    with pytest.raises(correction.CorrectionError, match=r"rule 'batch_exists'.*part-00009"):
+        correction.corrected_batch(project, fixed, "part-00009")
+    name, frame = correction.corrected_batch(project, fixed, "part-00002")
+    assert name == "part-00002" and frame["x"].tolist() == list(range(100, 230))
