@@ -278,10 +278,15 @@ class BlockRule:
     @classmethod
     def of(cls, cfg: DataConfig, validation: ValidationConfig | None = None) -> BlockRule:
         """The rule of a project: `data.rows_per_batch`, and with `validation` the row_count
-        bounds floor(size x row_count_min_factor) and ceil(size x row_count_max_factor)."""
-        size = cfg.rows_per_batch
+        bounds of `sized`."""
         if validation is None:
-            return cls(size)
+            return cls(cfg.rows_per_batch)
+        return cls.sized(cfg.rows_per_batch, validation)
+
+    @classmethod
+    def sized(cls, size: int, validation: ValidationConfig) -> BlockRule:
+        """Blocks of `size` rows within the row_count rule's bounds for them:
+        floor(size x row_count_min_factor) (at least 1) to ceil(size x row_count_max_factor)."""
         low = max(1, math.floor(size * validation.row_count_min_factor))
         return cls(size, low, math.ceil(size * validation.row_count_max_factor))
 
@@ -325,6 +330,14 @@ def next_arrival_names(existing: Iterable[str], count: int) -> list[str]:
     are ignored; none: from part-00001). Consecutive, zero-padded, sorting after `existing`."""
     newest = max((n for n in map(arrival_number, existing) if n is not None), default=0)
     return [arrival_name(newest + i) for i in range(1, count + 1)]
+
+
+def block_sizes(rows: int, rule: BlockRule) -> dict[str, int]:
+    """Name and row count of each block a source of `rows` rows is cut into (`part-00001`:
+    the first block), as `split_batches` cuts it without a time column."""
+    bounds = block_bounds(rows, rule)
+    names = next_arrival_names([], len(bounds))
+    return {name: stop - start for name, (start, stop) in zip(names, bounds, strict=True)}
 
 
 def arrival_batches(

@@ -288,3 +288,14 @@ def test_a_correction_names_the_batch_it_replaces(project: Project, tmp_path: Pa
         correction.corrected_batch(project, fixed, "part-00009")
     name, frame = correction.corrected_batch(project, fixed, "part-00002")
     assert name == "part-00002" and frame["x"].tolist() == list(range(100, 230))
+
+
+def test_the_config_check_and_init_see_the_blocks_ingestion_cuts() -> None:
+    from tasks import config_check
+
+    rule = data.BlockRule(size=100, min_rows=20, max_rows=500)
+    assert config_check.block_names(105, 100, rule) == ["part-00001"]  # 5 rows joined
+    assert config_check.block_names(105, 100) == ["part-00001", "part-00002"]  # plain blocks
+    frame = pd.DataFrame({"x": range(1234)})
+    cut = data.split_batches(frame, DataConfig(target="y", task="regression"), rule)
+    assert data.block_sizes(1234, rule) == {name: len(b) for name, b in cut.items()}
