@@ -362,10 +362,13 @@ def _frequency(times: pd.Series, choices: list[Choice]) -> tuple[str, pd.Series]
 
 
 def _rows_per_batch(rows: int, limits: ValidationConfig, choices: list[Choice]) -> int:
+    def count(size: int) -> int:  # blocks as ingestion cuts them (a short remainder joins)
+        return len(data.block_bounds(rows, data.BlockRule.sized(size, limits)))
+
     size = min(50_000, max(50, math.ceil(rows / 10)))
-    if math.ceil(rows / size) < MIN_BATCHES + 1:
+    if count(size) < MIN_BATCHES + 1:
         size = math.ceil(rows / (MIN_BATCHES + 1))
-    blocks = len(data.block_bounds(rows, data.BlockRule.sized(size, limits)))
+    blocks = count(size)
     why = (
         f"{blocks} blocks of the {rows} rows in file order (the last may be shorter; one under "
         "validation.row_count_min_factor of a block joins the block before it)"
