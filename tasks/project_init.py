@@ -35,9 +35,8 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from ctloop.config import Params, parse_params
+from ctloop.config import Params, ValidationConfig, parse_params
 from tasks import contract, data
-from tasks.config_check import block_names
 from tasks.model_card import PLACEHOLDER
 
 ROOT = Path(__file__).resolve().parents[1]  # the ctloop checkout: bundled params.yaml, dvc.yaml
@@ -115,10 +114,12 @@ def plan_project(
         batch_rows = int(per_period.median())
     else:
         frequency = "month"  # unused without a time column
-        rows_per_batch = _rows_per_batch(len(frame), choices)
-        periods = block_names(len(frame), rows_per_batch)
-        position = np.arange(len(frame)) // rows_per_batch
-        labels = pd.Series(np.asarray(periods, dtype=object)[position], index=frame.index)
+        limits = ValidationConfig.model_validate(_template().get("validation", {}))
+        rows_per_batch = _rows_per_batch(len(frame), limits, choices)
+        sizes = data.block_sizes(len(frame), data.BlockRule.sized(rows_per_batch, limits))
+        periods = list(sizes)  # as ingestion cuts them: a short remainder joins the block before
+        names = np.repeat(np.asarray(periods, dtype=object), list(sizes.values()))
+        labels = pd.Series(names, index=frame.index)
         batch_rows = rows_per_batch
     if len(periods) < MIN_BATCHES:
         raise InitError(
@@ -360,12 +361,17 @@ def _frequency(times: pd.Series, choices: list[Choice]) -> tuple[str, pd.Series]
     return frequency, labels
 
 
-def _rows_per_batch(rows: int, choices: list[Choice]) -> int:
+def _rows_per_batch(rows: int, limits: ValidationConfig, choices: list[Choice]) -> int:
+    def count(size: int) -> int:  # blocks as ingestion cuts them (a short remainder joins)
+        return len(data.block_bounds(rows, data.BlockRule.sized(size, limits)))
+
     size = min(50_000, max(50, math.ceil(rows / 10)))
-    if math.ceil(rows / size) < MIN_BATCHES + 1:
+    if count(size) < MIN_BATCHES + 1:
         size = math.ceil(rows / (MIN_BATCHES + 1))
+    blocks = count(size)
     why = (
-        f"{math.ceil(rows / size)} blocks of the {rows} rows in file order (the last may be short)"
+        f"{blocks} blocks of the {rows} rows in file order (the last may be shorter; one under "
+        "validation.row_count_min_factor of a block joins the block before it)"
     )
     choices.append(Choice("data.rows_per_batch", size, why))
     return size

@@ -1,6 +1,8 @@
 """Production simulated on the source data: one period delivered at a time into the landing folder,
-optionally with labels arriving `label_delay` periods after the features. Pure planning and
-cutting here; `ctloop replay` writes the files and announces them."""
+optionally with labels arriving `label_delay` periods after the features. Without a time column
+the "periods" are the source's blocks (`part-00005`, ...): each delivery is one block, which the
+ingestion numbers after the newest batch. Pure planning and cutting here; `ctloop replay` writes
+the files and announces them."""
 
 from __future__ import annotations
 
@@ -45,12 +47,36 @@ def label_source_column(cfg: DataConfig) -> str:
     return cfg.derive_target.column if cfg.derive_target else cfg.target
 
 
-def periods_of(raw: pd.DataFrame, cfg: DataConfig) -> pd.Series:
-    """The period of each raw source row (as batches are cut)."""
+def periods_of(
+    raw: pd.DataFrame, cfg: DataConfig, blocks: data.BlockRule | None = None
+) -> pd.Series:
+    """The batch each raw source row falls in, as the ingestion cuts the source: its period of
+    the time column; without one, its block in file order (`part-00001`, ... by `blocks`, default
+    `data.BlockRule.of(cfg)`), so `data.ingest_until` and `replay.start`/`end` name blocks."""
     if not cfg.time_column:
-        raise data.DataError("replay: data.time_column is not set: periods cannot be replayed")
+        bounds = data.block_bounds(len(raw), blocks or data.BlockRule.of(cfg))
+        names = data.next_arrival_names([], len(bounds))
+        labels = np.empty(len(raw), dtype=object)
+        for name, (start, stop) in zip(names, bounds, strict=True):
+            labels[start:stop] = name
+        return pd.Series(labels, index=raw.index, dtype=object)
     times = pd.to_datetime(raw[cfg.time_column], errors="coerce")
     return data.period_labels(times, cfg.batch_frequency)
+
+
+def select(periods: list[str], start: str, end: str) -> list[str]:
+    """The periods to replay, [start, end] by their sortable names; DataError (rule 'replay')
+    naming replay.start/end and the source's periods when none is inside (a leftover range of
+    another dataset must not replay nothing and succeed)."""
+    chosen = data.select_periods(periods, start, end)
+    if not chosen:
+        have = sorted(periods)
+        span = f"{have[0]}..{have[-1]}" if have else "none"
+        raise data.DataError(
+            f"replay: rule 'replay': no batch of the source lies in {start}..{end} "
+            f"(replay.start..replay.end or --start/--end); the source's batches: {span}"
+        )
+    return chosen
 
 
 def delivery_frame(rows: pd.DataFrame, cfg: DataConfig, labelled: bool) -> pd.DataFrame:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import shutil
 import threading
 from collections.abc import Iterable, Iterator, Sequence
@@ -1113,9 +1114,13 @@ def _json_safe(value: Any) -> Any:
 
 def quarantine_batch(src: Path, report: ValidationReport, quarantine_dir: Path) -> Path:
     """Move a failed file out of the batch folder, with the reasons next to it."""
+    from tasks import data
+
     folder = Path(quarantine_dir) / report.batch
     record = ("validation.json", report.to_dict())
-    return _quarantine(Path(src), folder, f"Batch '{report.batch}'", report.reason_text(), record)
+    by_arrival = data.arrival_number(report.batch) is not None
+    reasons = report.reason_text()
+    return _quarantine(Path(src), folder, f"Batch '{report.batch}'", reasons, record, by_arrival)
 
 
 def quarantine_file(
@@ -1123,16 +1128,74 @@ def quarantine_file(
 ) -> Path:
     """Move a rejected delivered file to `<quarantine>/<file stem>/` with reason.txt (the same
     format as a batch's: file, column, rule, what to do) and reason.json (`details`)."""
+    from tasks import data
+
     src = Path(src)
     record = {"file": src.name, "original": str(src), "reasons": reasons, **(details or {})}
     folder = Path(quarantine_dir) / src.stem
-    return _quarantine(src, folder, f"File '{src.name}'", reasons, ("reason.json", record))
+    named = [*(details or {}).get("batches_quarantined", []), (details or {}).get("batch", "")]
+    by_arrival = any(data.arrival_number(str(n)) is not None for n in named)
+    subject = f"File '{src.name}'"
+    return _quarantine(src, folder, subject, reasons, ("reason.json", record), by_arrival)
+
+
+_RULE_NAMED = re.compile(r"rule '([^']+)'")
+
+ROW_COUNT_HINT = (
+    "the rows may well be fine: rule 'row_count' refuses a batch with fewer (or more) rows than "
+    "the suite expects, validation.row_count_min_factor (row_count_max_factor) x the reference's "
+    "rows per batch (the bounds are in the failed rule below). "
+)
+ROW_COUNT_BY_PERIOD = (
+    "With a time column, a period this small usually means a partial delivery: complete the "
+    "period and deliver it again. If periods really are this small, use a longer "
+    "data.batch_frequency, or lower validation.row_count_min_factor and rebuild the suite "
+    "(`ctloop expectations build`)."
+)
+ROW_COUNT_BY_ARRIVAL = (
+    "Without a time column a delivery is cut into blocks of data.rows_per_batch rows and a short "
+    "remainder joins the block before it, so only a delivery smaller than the minimum as a whole "
+    "is refused: join it with the next rows and deliver it again, or lower data.rows_per_batch "
+    "or validation.row_count_min_factor and rebuild the suite (`ctloop expectations build`)."
+)
+OTHER_HINTS = {
+    "immutable_batch": "the file's rows conflict with an accepted batch (see below): leave out "
+    "the rows already ingested and deliver it again, or correct the accepted batch with "
+    "`ctloop batch replace`. ",
+    "internal": "see the error below: if it names no column or value of the file it is a fault "
+    "of ctloop or its libraries (please report it); deliver it again once the cause is fixed. ",
+}
+
+
+def what_to_do(reasons: str, by_arrival: bool) -> str:
+    """The reason.txt advice for the rules named in `reasons` (`rule 'R'` in each line): what to
+    change when the data is fine (row_count, immutable_batch, internal), and "fix the data" only
+    for rules that the data breaks."""
+    rules = set(_RULE_NAMED.findall(reasons))
+    advice = []
+    if "row_count" in rules:
+        advice.append(
+            ROW_COUNT_HINT + (ROW_COUNT_BY_ARRIVAL if by_arrival else ROW_COUNT_BY_PERIOD)
+        )
+    advice += [hint for rule, hint in OTHER_HINTS.items() if rule in rules]
+    if not rules or rules - {"row_count", *OTHER_HINTS}:
+        advice.append(
+            "fix the data (see the failed rules below) and deliver it again; the next "
+            "run ingests and validates it again."
+        )
+    return " ".join(a.strip() for a in advice)
 
 
 def _quarantine(
-    src: Path, folder: Path, subject: str, reasons: str, record: tuple[str, dict[str, Any]]
+    src: Path,
+    folder: Path,
+    subject: str,
+    reasons: str,
+    record: tuple[str, dict[str, Any]],
+    by_arrival: bool = False,
 ) -> Path:
-    """Move `src` into a new quarantine folder (never overwriting one) and explain why."""
+    """Move `src` into a new quarantine folder (never overwriting one) and explain why, with the
+    advice that fits the rules it broke (`what_to_do`)."""
     folder = _free_folder(folder)
     folder.mkdir(parents=True)
     _move(src, folder / src.name)
@@ -1140,8 +1203,7 @@ def _quarantine(
     header = (
         f"{subject} was quarantined on {_now()}: it broke critical data-quality "
         f"rules and was not used.\nOriginal file: {src}\n"
-        f"What to do: fix the data (see the failed rules below and {name}) and deliver it "
-        "again; the next run ingests and validates it again.\n\n"
+        f"What to do: {what_to_do(reasons, by_arrival)} (details: {name})\n\n"
         "Failed rules:\n"
     )
     _write_atomic(folder / "reason.txt", header + reasons + "\n")

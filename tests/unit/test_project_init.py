@@ -10,7 +10,8 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ctloop.config import parse_params
+from ctloop.config import ValidationConfig, parse_params
+from tasks.data import BlockRule, block_sizes
 from tasks.project_init import InitError, plan_project, render_params
 
 
@@ -133,7 +134,9 @@ def test_blocks_leave_a_window_and_a_replay_whatever_the_size(rows: int) -> None
     data = pd.DataFrame({"x": np.arange(rows) % 7, "y": np.arange(rows) * 0.5})
     plan = plan_project(data, "f.csv", "y")
     size = plan.params["data"]["rows_per_batch"]
-    assert len(plan.periods) == -(-rows // size) >= 5
+    # as ingestion cuts them: blocks of `size`, a remainder under 20% of a block joined
+    rule = BlockRule.sized(size, ValidationConfig())
+    assert list(plan.periods) == list(block_sizes(rows, rule)) and len(plan.periods) >= 5
     initial = plan.periods.index(plan.params["data"]["ingest_until"]) + 1
     assert initial >= 3 and len(plan.periods) - initial >= 1
 

@@ -124,10 +124,10 @@ def test_without_derive_target_the_target_itself_is_blanked() -> None:
 # --- periods_of ------------------------------------------------------------------------
 
 
-def test_periods_of_needs_a_time_column() -> None:
-    cfg = DataConfig(target="y", task="classification", time_column=None)
-    with pytest.raises(data.DataError, match="time_column"):
-        periods_of(pd.DataFrame({"y": [1]}), cfg)
+def test_periods_of_without_a_time_column_are_blocks_of_rows() -> None:
+    cfg = DataConfig(target="y", task="classification", time_column=None, rows_per_batch=2)
+    periods = periods_of(pd.DataFrame({"y": [1, 0, 1, 0, 1]}), cfg)
+    assert list(periods) == ["part-00001"] * 2 + ["part-00002"] * 2 + ["part-00003"]
 
 
 def test_periods_of_gives_each_row_its_month(repo_project: Project) -> None:
