@@ -186,10 +186,10 @@ def test_useless_features_fail_the_beneficial_item() -> None:
     assert check.status == "fail" and "carrier, distance" in check.detail
 
 
-def test_regression_card_reports_interval_coverage() -> None:
+def _regression_card(interval: dict[str, float], **changes: Any) -> ModelCard:
+    """A first regression version (RMSE 10 under a floor of 20) with these intervals."""
     decision = decide("rmse", "1", 10.0, None, None, False, 0.1, 20.0)
-    interval = {"coverage_target": 0.9, "half_width": 12.5, "coverage_holdout": 0.87}
-    card = _card(
+    return _card(
         task="regression",
         metric="rmse",
         greater_is_better=False,
@@ -197,7 +197,13 @@ def test_regression_card_reports_interval_coverage() -> None:
         holdout={"rmse": 10.0},
         brier=None,
         interval=interval,
+        **changes,
     )
+
+
+def test_regression_card_reports_interval_coverage() -> None:
+    interval = {"coverage_target": 0.9, "half_width": 12.5, "coverage_holdout": 0.87}
+    card = _regression_card(interval)
     assert "intervals: 90% target, 0.870 achieved on holdout 2013-04 (±12.5" in card.render()
     check = _check(card, "Prediction intervals reach their coverage")
     assert check.status == "fail"  # 0.87 < 0.90 - 0.0036 (28,000 holdout rows)
@@ -228,7 +234,6 @@ def test_time_ordered_intervals_name_their_calibration_and_pass_within_sampling_
     """The card says what the intervals promise, what they achieved on which holdout, and from
     which residuals; a coverage a little under the target on few rows is sampling error, not a
     failure, while the same shortfall on many rows is one."""
-    decision = decide("rmse", "1", 10.0, None, None, False, 0.1, 20.0)
     interval = {
         "coverage_target": 0.9,
         "half_width": 12.5,
@@ -236,17 +241,7 @@ def test_time_ordered_intervals_name_their_calibration_and_pass_within_sampling_
         "calibration_rows": 310.0,
         "holdout_rows": 400.0,
     }
-    card = _card(
-        task="regression",
-        metric="rmse",
-        greater_is_better=False,
-        decision=decision,
-        holdout={"rmse": 10.0},
-        brier=None,
-        interval=interval,
-        cv_kind="time",
-        holdout_batches=("2014-06",),
-    )
+    card = _regression_card(interval, cv_kind="time", holdout_batches=("2014-06",))
     line = (
         "intervals: 90% target, 0.880 achieved on holdout 2014-06 (±12.5, conformal on the "
         "residuals of the newest 310 training rows, predicted by a fit on the rows before them)"
