@@ -290,7 +290,7 @@ def init(
         raise _fail(err) from None
     typer.echo(f"ingested {len(ingested.batches)} batch(es): {', '.join(ingested.batches)}")
     typer.echo(f"suite written: {suite} (from {reference[0]}..{reference[-1]})")
-    here = "" if root == Path.cwd() else f"cd {os.path.relpath(root)} && "
+    here = "" if root == Path.cwd() else f"cd {root} && "
     typer.echo(f"next: {here}ctloop run    (then `ctloop replay` delivers the held-back batches)")
 
 
@@ -610,13 +610,19 @@ def _monitor_here(landed: Path, params: Path) -> None:
     from flows.monitor_batch import monitor_batch
 
     try:
-        for result in monitor_batch(path=str(landed), params_path=str(params)):
-            reasons = "; ".join(result.reasons)
-            typer.echo(f"{result.batch}: {result.status}" + (f" ({reasons})" if reasons else ""))
-            for warning in result.warnings:
-                typer.secho(f"  warning: {warning}", fg=typer.colors.YELLOW)
+        results = monitor_batch(path=str(landed), params_path=str(params))
     except _loop_errors() as err:
         raise _fail(err) from None
+    for result in results:
+        reasons = "; ".join(result.reasons)
+        typer.echo(f"{result.batch}: {result.status}" + (f" ({reasons})" if reasons else ""))
+        for warning in result.warnings:
+            typer.secho(f"  warning: {warning}", fg=typer.colors.YELLOW)
+    if any(r.retrain for r in results):  # here nothing listens for the retrain event
+        typer.echo(
+            "the policy asks for a retrain: run `ctloop retrain` (with `ctloop up` running, "
+            "its retrain deployment does it on the event)"
+        )
 
 
 HereOpt = Annotated[

@@ -43,7 +43,11 @@ def score_batch(
     project: Project, batch: str, champion: monitoring.Champion
 ) -> tuple[Path, float | None]:
     path, score = monitoring.score_batch(project, batch, champion)
-    measured = "no labels yet" if score is None else f"{project.params.metric} {score:.4f}"
+    measured = (
+        "not measured (fewer than 2 labelled rows, or one class only)"
+        if score is None
+        else f"{project.params.metric} {score:.4f}"
+    )
     print(f"scored {batch} with {champion.name} v{champion.version}: {path.name}; {measured}")
     return path, score
 

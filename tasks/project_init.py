@@ -413,8 +413,18 @@ def _folds(
         if y[held].nunique() == 2:
             break
     else:
+        held = initial[-3:]
+        only = y[batch.isin(held)].dropna().unique()
+        label = f"class {only[0]:g}" if len(only) else "no label"
         raise InitError(
-            "the newest ingested batches hold one class only: ROC AUC cannot be measured on them"
+            f"the newest initial batches ({', '.join(held)}) hold {label} only: ROC AUC cannot be "
+            "measured on a holdout there. The rows look ordered by the target: "
+            + (
+                "without a time column the file's order is the order of arrival, so shuffle the "
+                "rows (or give a time column: --time-column)"
+                if batch.str.startswith("part-").all()
+                else "check the time column, or pass --no-time-column and shuffle the rows"
+            )
         )
     rare = int(y[inside & ~held].value_counts().min()) if y[inside & ~held].nunique() == 2 else 0
     if rare < 2 * 2:

@@ -148,3 +148,18 @@ def test_the_rendered_file_reads_back_as_the_plan() -> None:
     assert "# init: data.task = regression:" in text
     assert yaml.safe_load(text) == plan.params
     assert parse_params(yaml.safe_load(text)).data.target == "price"
+
+
+def test_rows_sorted_by_the_target_are_refused_with_the_remedy() -> None:
+    """Package datasets often come sorted by class: in file order the newest blocks hold one
+    class, so no holdout can measure ROC AUC; init says why and what to do."""
+    sold = np.sort(np.resize([0, 1], 600))
+    with pytest.raises(InitError) as refused:
+        plan_project(frame(sold=sold), "h.csv", "sold")
+    message = str(refused.value)
+    assert "(part-00006, part-00007, part-00008) hold class 1 only" in message
+    assert "shuffle the rows" in message
+    shuffled = np.random.default_rng(0).permutation(sold)
+    assert plan_project(frame(sold=shuffled), "h.csv", "sold").params["data"]["task"] == (
+        "classification"
+    )
