@@ -480,8 +480,13 @@ def _show(value: Any) -> str:
 
 def _template() -> dict[str, Any]:
     """The bundled params.yaml: model, search space, validation and other data-free defaults."""
-    raw = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))
-    return dict(raw)
+    path = ROOT / "params.yaml"
+    if not path.is_file():
+        raise InitError(
+            f"{path}: the bundled params.yaml (model, search space and other defaults of a new "
+            "project) is missing: run ctloop from its checkout (`make install`)"
+        )
+    return dict(yaml.safe_load(path.read_text(encoding="utf-8")))
 
 
 # --- rendering and the project folder (I/O) --------------------------------------------
