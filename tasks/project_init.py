@@ -102,8 +102,9 @@ def plan_project(
             f"{source}: {len(labelled)} labelled row(s) ('{target}' not empty); ctloop needs at "
             f"least {MIN_ROWS} to train, hold out and monitor"
         )
-    time = None if no_time_column else _time_column(frame, target, time_column, choices)
-    drops = _drops(frame, target, time, choices)
+    dates = [c for c in frame.columns if c != target and _is_time(frame[c])]  # looked at once
+    time = None if no_time_column else _time_column(frame, dates, time_column, choices)
+    drops = _drops(frame, target, time, dates, choices)
     zone = "UTC"
     if time is not None:
         times = contract.parse_times(frame[time], zone, source)
@@ -290,14 +291,16 @@ def _labels(frame: pd.DataFrame, target: str, task: str, source: str) -> pd.Seri
 
 
 def _time_column(
-    frame: pd.DataFrame, target: str, forced: str | None, choices: list[Choice]
+    frame: pd.DataFrame, dates: list[str], forced: str | None, choices: list[Choice]
 ) -> str | None:
+    """--time-column, else the date column (`dates`: the columns holding dates) whose name
+    says date/time first; None without one."""
     if forced is not None:
         if forced not in frame.columns:
             raise InitError(f"--time-column: column '{forced}' is not in the data{_columns(frame)}")
         choices.append(Choice("data.time_column", forced, "given by --time-column"))
         return forced
-    found = [c for c in frame.columns if c != target and _is_time(frame[c])]
+    found = list(dates)
     found.sort(key=lambda c: not TIME_NAMES.search(str(c)))
     if not found:
         choices.append(
@@ -377,13 +380,15 @@ def _rows_per_batch(rows: int, limits: ValidationConfig, choices: list[Choice]) 
     return size
 
 
-def _drops(frame: pd.DataFrame, target: str, time: str | None, choices: list[Choice]) -> list[str]:
+def _drops(
+    frame: pd.DataFrame, target: str, time: str | None, dates: list[str], choices: list[Choice]
+) -> list[str]:
     drops = []
     for column in frame.columns:
         if column in (target, time):
             continue
         values = frame[column].dropna()
-        if _is_time(frame[column]):
+        if column in dates:
             drops.append(column)
             why = "dates (not the time column): no model feature"
         elif (
