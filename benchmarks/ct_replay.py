@@ -10,13 +10,14 @@ ingestion does. Every month of `replay.start..replay.end` is scored by the model
 the month arrived, then each strategy may retrain on it:
 
 - static: the model of params.yaml's `split` window (train Jan-May, holdout June), never retrained;
-- policy: `tasks.policy.assess` on the month's signals (Evidently drift against the champion's
+- policy: `ctloop.core.policy.assess` on the month's signals (Evidently drift against the champion's
   training batches, the champion's score on the month vs its holdout score, batches since its
-  holdout); on retrain, a challenger trained on `tasks.policy.ct_window` (holdout = the month)
-  faces the gate `tasks.registry.decide` on that same holdout;
+  holdout); on retrain, a challenger trained on `ctloop.core.policy.ct_window` (holdout = the month)
+  faces the gate `ctloop.io.registry.decide` on that same holdout;
 - always: a challenger after every month, same window and gate.
 
-Training is ctloop's (`tasks.pipeline.training_data`, `tasks.training.tune`, `fit_final`), seeded
+Training is ctloop's (`ctloop.steps.pipeline.training_data`, `ctloop.ml.training.tune`,
+`fit_final`), seeded
 from params.yaml: the run is deterministic. Scores are computed on every labelled row of a month
 (never down-sampled). Identical (window, params) trainings are shared between strategies and, with
 `--cache DIR`, between runs; each strategy is charged the measured time of every training it used.
@@ -43,14 +44,17 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from ctloop.env import apply_env_defaults  # noqa: E402
+from ctloop.core.env import apply_env_defaults  # noqa: E402
 
 apply_env_defaults()
 
-from ctloop.config import Project, load_project, override  # noqa: E402
-from tasks import data, pipeline, policy, registry, training  # noqa: E402
-from tasks.drift import DriftSummary, compute_drift  # noqa: E402
-from tasks.thresholds import Floor, first_model_floor  # noqa: E402
+from ctloop.core import policy  # noqa: E402
+from ctloop.core.config import Project, load_project, override  # noqa: E402
+from ctloop.core.thresholds import Floor, first_model_floor  # noqa: E402
+from ctloop.io import data, registry  # noqa: E402
+from ctloop.ml import training  # noqa: E402
+from ctloop.ml.drift import DriftSummary, compute_drift  # noqa: E402
+from ctloop.steps import pipeline  # noqa: E402
 
 if TYPE_CHECKING:
     from sklearn.pipeline import Pipeline
@@ -78,7 +82,7 @@ def parse_set(items: list[str]) -> dict[str, object]:
 
 
 def build_project(args: argparse.Namespace) -> Project:
-    """params.yaml with the benchmark's overrides (validated by ctloop.config.override)."""
+    """params.yaml with the benchmark's overrides (validated by ctloop.core.config.override)."""
     changes: dict[str, object] = {
         "tune.n_trials": args.n_trials,
         "tune.show_progress_bar": False,

@@ -33,7 +33,7 @@ CTLOOP = str(BIN / "ctloop")
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from ctloop.env import ENV_DEFAULTS  # noqa: E402
+from ctloop.core.env import ENV_DEFAULTS  # noqa: E402
 
 
 def log(name: str, message: str) -> None:

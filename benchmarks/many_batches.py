@@ -52,9 +52,10 @@ def child(params: Path) -> None:
     """Ingest, build the suite, validate: the tasks of train-model, timed one by one."""
     from prefect import flow
 
-    from ctloop.config import load_project
-    from tasks import data, pipeline
-    from tasks import prefect_tasks as t
+    from ctloop.core.config import load_project
+    from ctloop.io import data
+    from ctloop.steps import pipeline
+    from tasks import training as t
 
     @flow(name="many-batches", log_prints=False)
     def ingest_and_validate(params_path: str) -> dict[str, Any]:

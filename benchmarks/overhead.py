@@ -13,7 +13,7 @@ timed from start to exit (wall, and CPU of the process and its children):
 - server: `ctloop run` in a fresh project (`ctloop setup` done, the committed expectation suite)
   against a Prefect server this script starts beforehand on a free port (its own database);
 - run-server: `ctloop run` in another fresh project with no PREFECT_API_URL and no stack, the
-  user's default: the command starts its one run server (ctloop/run_api.py) while it imports the
+  user's default: the command starts its one run server (ctloop/ops/run_api.py) while it imports the
   flow (its database already migrated, as after a first use).
 
 Every flow run gets a fresh PREFECT_LOCAL_STORAGE_PATH and a fresh MLflow store: the tune-and-fit

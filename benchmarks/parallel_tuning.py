@@ -6,7 +6,7 @@ idle 2-core machine):
     .venv/bin/python benchmarks/parallel_tuning.py [--trials 10] [--folds 5] [--rows N] \
         [--workers 2] [--modes serial2,serial1,threads,dask] [--pruning]
 
-Every mode tunes ctloop's pipeline (`tasks.training.tune`) on the same rows (the labelled rows
+Every mode tunes ctloop's pipeline (`ctloop.ml.training.tune`) on the same rows (the labelled rows
 of params.yaml's window, Jan-Jun, optionally a seeded sample of `--rows`), with the same folds
 and seed, and tries the SAME points: they are drawn once from a seeded random sampler and
 enqueued in every study, so each mode fits exactly the same models (pruning is off unless
@@ -45,12 +45,14 @@ if str(ROOT) not in sys.path:
 
 from harness import load_state, log, prefect_server  # noqa: E402
 
-from ctloop.env import apply_env_defaults  # noqa: E402
+from ctloop.core.env import apply_env_defaults  # noqa: E402
 
 apply_env_defaults()
 
-from ctloop.config import Project, load_project, override  # noqa: E402
-from tasks import data, parallel, pipeline, training  # noqa: E402
+from ctloop.core.config import Project, load_project, override  # noqa: E402
+from ctloop.io import data  # noqa: E402
+from ctloop.ml import parallel, training  # noqa: E402
+from ctloop.steps import pipeline  # noqa: E402
 
 NAME = "parallel_tuning"
 MODES = ("serial2", "serial1", "threads", "dask", "plain-threads")
@@ -169,7 +171,7 @@ def run_parallel(
     """The search through the runner of `mode` (Prefect task runs, or plain threads)."""
     from prefect import flow
 
-    from tasks import prefect_tasks
+    from tasks import training as prefect_tasks
 
     project = build_project(args, 2)  # the configured n_jobs; trials get cores / workers
     runner = "threads" if mode.endswith("threads") else "dask"

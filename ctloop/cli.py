@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from ctloop.env import (
+from ctloop.core.env import (
     apply_env_defaults,
     freeze_at_exit,
     sigterm_as_exit,
@@ -22,8 +22,8 @@ from ctloop.env import (
 )
 
 if TYPE_CHECKING:
-    from ctloop.config import Project
-    from ctloop.run_api import PrefectApi
+    from ctloop.core.config import Project
+    from ctloop.ops.run_api import PrefectApi
 
 app = typer.Typer(
     help="ctloop: continuous training for tabular ML (Prefect, DVC, Great Expectations, "
@@ -54,16 +54,16 @@ def _fail(err: BaseException) -> typer.Exit:
 
 
 def _known_errors() -> tuple[type[BaseException], ...]:
-    from ctloop.config import ConfigError
-    from tasks.data import DataError
-    from tasks.drift import DriftError
-    from tasks.locks import LockTimeout
-    from tasks.model_io import ModelSafetyError
-    from tasks.pipeline import WindowError
-    from tasks.preconditions import PreconditionError
-    from tasks.training import TuningError
-    from tasks.validation import ValidationFailed
-    from tasks.versioning import VersioningError
+    from ctloop.core.config import ConfigError
+    from ctloop.io.data import DataError
+    from ctloop.io.locks import LockTimeout
+    from ctloop.io.model_io import ModelSafetyError
+    from ctloop.io.versioning import VersioningError
+    from ctloop.ml.drift import DriftError
+    from ctloop.ml.preconditions import PreconditionError
+    from ctloop.ml.training import TuningError
+    from ctloop.ml.validation import ValidationFailed
+    from ctloop.steps.pipeline import WindowError
 
     return (
         *(ConfigError, DataError, WindowError, ValidationFailed, VersioningError, LockTimeout),
@@ -73,7 +73,7 @@ def _known_errors() -> tuple[type[BaseException], ...]:
 
 
 def _project(params: Path) -> Project:
-    from ctloop.config import ConfigError, load_project
+    from ctloop.core.config import ConfigError, load_project
 
     try:
         return load_project(params)
@@ -82,11 +82,11 @@ def _project(params: Path) -> Project:
 
 
 def _check_against_data(project: Project, purpose: str = "train") -> None:
-    """params.yaml against the data before anything expensive (tasks/config_check.py): every
+    """params.yaml against the data before anything expensive (ctloop/steps/config_check.py): every
     problem in one `ctloop: error:` (exit 1), warnings printed as `ctloop: warning:`."""
-    from ctloop.config import ConfigError
-    from tasks.config_check import check_project
-    from tasks.data import DataError
+    from ctloop.core.config import ConfigError
+    from ctloop.io.data import DataError
+    from ctloop.steps.config_check import check_project
 
     try:
         report = check_project(project, purpose)  # type: ignore[arg-type]
@@ -98,11 +98,11 @@ def _check_against_data(project: Project, purpose: str = "train") -> None:
 
 @contextlib.contextmanager
 def _prefect_api(project: Project) -> Iterator[PrefectApi]:
-    """The one Prefect API of this command's process tree (ctloop/run_api.py): PREFECT_API_URL,
+    """The one Prefect API of this command's process tree (ctloop/ops/run_api.py): PREFECT_API_URL,
     else the running `ctloop up` stack, else the project's run server, stopped when the last
     command using it ends (also on Ctrl-C and SIGTERM). Enter it before importing Prefect."""
-    from ctloop import run_api
-    from ctloop.stack import stack_dir, stack_env, urls
+    from ctloop.ops import run_api
+    from ctloop.ops.stack import stack_dir, stack_env, urls
 
     sigterm_as_exit()  # `finally` blocks run: the lease is dropped, runs are finished
     try:
@@ -154,7 +154,7 @@ def _short_known_errors() -> None:
 
 def _api_ready(api: PrefectApi, project: Project) -> None:
     """Wait for the API (a run server starts while the flow's libraries import), say which."""
-    from ctloop.run_api import ApiError
+    from ctloop.ops.run_api import ApiError
 
     _short_known_errors()
 
@@ -200,7 +200,8 @@ def setup(params: ParamsOpt = Path("params.yaml")) -> None:
 
 def _setup(project: Project) -> None:
     """Folders, the local DVC remote and the MLflow store of a project (`setup`, `init`)."""
-    from tasks import pipeline, versioning
+    from ctloop.io import versioning
+    from ctloop.steps import pipeline
 
     for name in ("batches", "quarantine", "reports", "models", "mlflow_artifacts"):
         project.path(name).mkdir(parents=True, exist_ok=True)
@@ -236,8 +237,10 @@ def init(
     """Write params.yaml for a new dataset from the data (task, metric, time column, batches,
     window, replay, slices, thresholds), say why, then set up, ingest and build the suite:
     `ctloop run` works next."""
-    from ctloop.config import ConfigError, load_project
-    from tasks import data, pipeline, project_init
+    from ctloop.core.config import ConfigError, load_project
+    from ctloop.io import data
+    from ctloop.ops import project_init
+    from ctloop.steps import pipeline
 
     if task not in (None, "classification", "regression"):
         raise _fail(ValueError(f"--task: '{task}' (choose classification or regression)"))
@@ -313,7 +316,7 @@ def up(
     """Start the local Prefect and MLflow servers (and the deployments); logs go to files."""
     import time
 
-    from ctloop import stack
+    from ctloop.ops import stack
 
     project = _project(params)
     cfg = project.params.stack
@@ -333,7 +336,7 @@ def up(
 @app.command()
 def down(params: ParamsOpt = Path("params.yaml")) -> None:
     """Stop what `ctloop up` started (and nothing else)."""
-    from ctloop import stack
+    from ctloop.ops import stack
 
     project = _project(params)
     recorded = stack.state_path(project).exists()
@@ -352,7 +355,7 @@ def down(params: ParamsOpt = Path("params.yaml")) -> None:
 @app.command()
 def status(params: ParamsOpt = Path("params.yaml")) -> None:
     """Show what `ctloop up` started and whether it still runs."""
-    from ctloop import stack
+    from ctloop.ops import stack
 
     try:
         lines = stack.status(_project(params))
@@ -369,7 +372,7 @@ def run(
 ) -> None:
     """Run the training flow (against PREFECT_API_URL, else the running `ctloop up` stack, else
     one Prefect server for this command, on the project's database)."""
-    from ctloop.preflight import UnreachableError, check_servers
+    from ctloop.ops.preflight import UnreachableError, check_servers
 
     project = _project(params)
     _check_against_data(project)
@@ -393,7 +396,7 @@ def stage(
     params: ParamsOpt = Path("params.yaml"),
 ) -> None:
     """Run one DVC stage (called by dvc.yaml; same steps as the flow)."""
-    from ctloop.stages import STAGES, run_stage
+    from ctloop.ops.stages import STAGES, run_stage
 
     if name not in STAGES:
         raise _fail(ValueError(f"unknown stage '{name}' (choose from {', '.join(STAGES)})"))
@@ -411,7 +414,8 @@ def expectations_build(
     if_missing: Annotated[bool, typer.Option(help="Keep an existing suite untouched.")] = False,
 ) -> None:
     """Build the baseline suite from reference batches (default: the training window)."""
-    from tasks import data, pipeline
+    from ctloop.io import data
+    from ctloop.steps import pipeline
 
     project = _project(params)
     _check_against_data(project)
@@ -451,7 +455,7 @@ def batch_replace(
     a time column: the rows of the batch named by --batch): read, cut and validated like a
     delivery (refused the same way: nothing replaced); the old content stays in DVC's cache and
     remote; the replacement and its reason are recorded."""
-    from tasks import correction
+    from ctloop.steps import correction
 
     project = _project(params)
     try:
@@ -493,8 +497,8 @@ def batch_replace(
 
 def _registry_model(project: Project) -> str:
     """Point MLflow at the project's store and return the registered model's name."""
-    from ctloop.config import ConfigError
-    from tasks.tracking import use_store
+    from ctloop.core.config import ConfigError
+    from ctloop.io.tracking import use_store
 
     uri = project.tracking_uri
     db = project.path("mlflow_db")
@@ -507,7 +511,7 @@ def _registry_model(project: Project) -> str:
 @app.command()
 def history(params: ParamsOpt = Path("params.yaml")) -> None:
     """List every promotion and rollback of `champion` (recorded in the MLflow registry)."""
-    from tasks import audit
+    from ctloop.io import audit
 
     name = _registry_model(_project(params))
     try:
@@ -516,7 +520,7 @@ def history(params: ParamsOpt = Path("params.yaml")) -> None:
         raise _fail(err) from None
     typer.echo(f"model {name}: champion events, oldest first")
     typer.echo(audit.format_history(events))
-    from tasks import correction
+    from ctloop.steps import correction
 
     if corrected := correction.batch_events(name):
         typer.echo("batch replacements (`ctloop batch replace`), oldest first")
@@ -529,7 +533,7 @@ def rollback(
     params: ParamsOpt = Path("params.yaml"),
 ) -> None:
     """Move `champion` back to the previous champion and record why."""
-    from tasks import audit
+    from ctloop.io import audit
 
     name = _registry_model(_project(params))
     try:
@@ -544,7 +548,7 @@ def rollback(
 
 
 def _loop_errors() -> tuple[type[BaseException], ...]:
-    from tasks.policy import NoWindowError
+    from ctloop.core.policy import NoWindowError
 
     return (*_known_errors(), NoWindowError)
 
@@ -555,7 +559,7 @@ def _delivery(project: Project, here: bool) -> str:
     monitor flow in this process)."""
     import os
 
-    from ctloop.stack import stack_env
+    from ctloop.ops.stack import stack_env
 
     if here:
         return "here"
@@ -570,7 +574,7 @@ def _wait_for_loop(monitor_runs_before: int, timeout_s: float) -> None:
     due or running (twice in a row, 5 s apart: a monitor's events start retrain runs)."""
     import time
 
-    from tasks.prefect_ct import busy_runs, count_runs
+    from tasks.monitoring import busy_runs, count_runs
 
     deadline = time.monotonic() + timeout_s
     busy: list[str] = ["(monitor run not created yet)"]
@@ -595,7 +599,7 @@ def _hand_over(landed: Path, project: Project, mode: str, params: Path) -> None:
         return
     from prefect.events.worker import EventsWorker
 
-    from tasks.prefect_ct import announce_file
+    from tasks.monitoring import announce_file
 
     sent = announce_file(project, landed)
     EventsWorker.drain_all()
@@ -643,7 +647,7 @@ def ingest(
 ) -> None:
     """Deliver a new data file: copy it into the landing folder and announce it (or monitor it
     here); a rejected file exits 1 with the file, column and rule."""
-    from tasks import monitoring
+    from ctloop.steps import monitoring
 
     project = _project(params)
     try:
@@ -705,7 +709,8 @@ def replay(
     each announced as a `ctloop.data.arrived` event (defaults from params.yaml `replay`)."""
     import time
 
-    from tasks import data, replay
+    from ctloop.io import data
+    from ctloop.steps import replay
 
     project = _project(params)
     _check_against_data(project, "replay" if start is None and end is None else "check")
@@ -730,7 +735,7 @@ def replay(
             frame = replay.delivery_frame(rows, cfg.data, delivery.labelled)
             waiting = mode != "here" and (cfg.replay.wait if wait is None else wait)
             if waiting:
-                from tasks.prefect_ct import count_runs
+                from tasks.monitoring import count_runs
 
                 before = count_runs("monitor")
             landed = replay.write_delivery(frame, project.path("landing"), delivery)
@@ -745,7 +750,7 @@ def replay(
 
 
 def _serving_errors() -> tuple[type[BaseException], ...]:
-    from tasks.serving import ServingError
+    from ctloop.steps.serving import ServingError
 
     return (*_known_errors(), ServingError)
 
@@ -768,7 +773,7 @@ def predict(
     import os
     import time
 
-    from tasks import serving
+    from ctloop.steps import serving
 
     began = time.monotonic()
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
@@ -794,9 +799,9 @@ def serve_model(
     import os
     import sys
 
-    from ctloop import model_server
-    from tasks import serving
-    from tasks.registry import CHAMPION
+    from ctloop.io.registry import CHAMPION
+    from ctloop.ops import model_server
+    from ctloop.steps import serving
 
     project = _project(params)
     cfg = project.params

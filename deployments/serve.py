@@ -12,7 +12,7 @@
 
 `concurrency_limit=1` holds per deployment only: `train` and `retrain` are serialized by the
 project's retrain lock inside the flow, and ingestions (monitor runs, CLI runs) by its data lock
-(tasks/locks.py).
+(ctloop/io/locks.py).
 
 `python -m deployments.serve --params params.yaml` serves them (`ctloop up` starts it) and
 watches the landing folder: a file dropped there is announced as `ctloop.data.arrived`.
@@ -26,9 +26,9 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ctloop.config import Project, load_project
-from ctloop.env import apply_env_defaults
-from tasks import events
+from ctloop.core import events
+from ctloop.core.config import Project, load_project
+from ctloop.core.env import apply_env_defaults
 
 if TYPE_CHECKING:
     from prefect.deployments.runner import RunnerDeployment
@@ -123,8 +123,8 @@ def predict_deployment(project: Project, params_path: str) -> RunnerDeployment:
 def watch_landing(project: Project, stop: threading.Event, interval: float) -> None:
     """Announce every new or changed file of the landing folder, once (ledger in the stack
     folder); a file that could not be announced is tried again on the next pass."""
-    from tasks import landing
-    from tasks.prefect_ct import announce_file
+    from ctloop.io import landing
+    from tasks.monitoring import announce_file
 
     ledger = project.path("stack") / LEDGER
     seen = landing.read_ledger(ledger)

@@ -8,11 +8,13 @@ from pathlib import Path
 
 from prefect import flow
 
-from ctloop.config import Project, load_project
-from tasks import data, events, monitoring
-from tasks import prefect_ct as ct
-from tasks import prefect_tasks as t
-from tasks.validation import ValidationFailed, ValidationReport
+from ctloop.core import events
+from ctloop.core.config import Project, load_project
+from ctloop.io import data
+from ctloop.ml.validation import ValidationFailed, ValidationReport
+from ctloop.steps import monitoring
+from tasks import monitoring as ct
+from tasks import training as t
 
 
 @dataclass(frozen=True)
@@ -119,7 +121,7 @@ def _reject_written(
     batches still in the batch folder follow the file to quarantine (nothing unvalidated or
     unversioned is kept; `dvc checkout` restores a batch whose labels this file filled in), then
     the file is rejected with rule 'internal'."""
-    from tasks import validation
+    from ctloop.ml import validation
 
     failure = internal_error(landed, step, err)
     moved = []

@@ -1,15 +1,15 @@
 """Batch scoring flow: a CSV/Parquet file -> checked against the champion's signature and the
 data contract -> scored with `models:/<name>@champion` (fold spread, conformal interval) ->
 predictions file and the `predictions` artifact. Only wiring here; the work is in
-tasks/serving.py."""
+ctloop/steps/serving.py."""
 
 from __future__ import annotations
 
 from prefect import flow
 
-from ctloop.config import load_project
-from tasks import prefect_serving as ps
-from tasks import serving
+from ctloop.core.config import load_project
+from ctloop.steps import serving
+from tasks import scoring as ps
 
 
 @flow(name="predict-batch", log_prints=True)
@@ -19,7 +19,7 @@ def predict_batch(
     """Score `input_path` with the champion into `output_path` (CSV or Parquet by extension;
     default `<paths.predictions>/<input stem>.champion-v<N>.parquet`). Relative paths are
     relative to the folder of params.yaml. A file that does not match the model signature or
-    breaks a critical rule of the data contract (tasks/suite_rules.py) fails the run before any
+    breaks a critical rule of the data contract (ctloop/ml/suite_rules.py) fails the run before any
     model is loaded, naming each column and rule."""
     project = load_project(params_path)
     source = serving.resolve_input(project, input_path)

@@ -11,10 +11,11 @@ from dataclasses import dataclass
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
-from ctloop.config import load_project
+from ctloop.core import events
+from ctloop.core.config import load_project
+from ctloop.io import locks
 from flows.train_model import train_model
-from tasks import events, locks
-from tasks import prefect_ct as ct
+from tasks import monitoring as ct
 
 
 @dataclass(frozen=True)
@@ -37,7 +38,7 @@ def retrain_model(
 ) -> RetrainResult:
     """Retrain on the policy's window when a trigger fired (drift, decay, N batches, by hand).
 
-    Plan, training and gate run under the project's retrain lock (tasks/locks.py), whichever
+    Plan, training and gate run under the project's retrain lock (ctloop/io/locks.py), whichever
     deployment started the run (the cron `train`, the event `retrain`, a CLI run): trainings never
     overlap and a run that waited re-reads the plan, so it skips a window trained meanwhile."""
     project = load_project(params_path)

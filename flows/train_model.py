@@ -11,13 +11,14 @@ from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 from prefect.task_runners import ProcessPoolTaskRunner
 
-from ctloop.config import load_project, override
-from ctloop.env import background_worker
-from tasks import approval, pipeline
-from tasks import prefect_tasks as t
-from tasks.parallel import plan_parallel
-from tasks.prefect_approval import ask_approval
-from tasks.summary import TrainingSummary
+from ctloop.core import approval
+from ctloop.core.config import load_project, override
+from ctloop.core.env import background_worker
+from ctloop.ml.parallel import plan_parallel
+from ctloop.steps import pipeline
+from ctloop.steps.summary import TrainingSummary
+from tasks import training as t
+from tasks.approval import ask_approval
 
 
 # `.submit` goes to a process of its own: the drift report computes beside validation and

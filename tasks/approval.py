@@ -1,99 +1,103 @@
-"""Human approval of a promotion: the answer (or its absence) turned into the final decision.
+"""Ask a person in the Prefect UI whether to promote: the flow run pauses with a Resume form.
 
-Pure: no Prefect, no MLflow. The flow asks in the Prefect UI (tasks/prefect_approval.py) only when
-`promotion.require_approval` is on and the gate would promote; an approval can only veto, never
-promote a challenger the gate refused. The outcome is recorded on the model version as tags.
+Called from the flow body, never from a task: a pause belongs to the flow run. The pure part
+(what the answer means for the decision) is ctloop/core/approval.py.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
-from datetime import UTC, datetime
-from typing import Literal
+import math
+import os
 
-from tasks.registry import PromotionDecision
+from prefect.input import RunInput
+from pydantic import Field
 
-Outcome = Literal["approved", "rejected", "timeout", "not-required", "unavailable"]
-TAG = "ctloop.approval"
+from ctloop.core import approval
+from ctloop.core.config import Project
+from ctloop.io.registry import PromotionDecision
+from ctloop.ops.run_api import RUN_SERVER_ENV
 
-
-@dataclass(frozen=True)
-class Approval:
-    """Who or what decided, and when (UTC, ISO 8601). `detail` says why for timeout/unavailable."""
-
-    outcome: Outcome
-    reviewer: str = ""
-    comment: str = ""
-    time: str = ""
-    detail: str = ""
-
-    @property
-    def vetoes(self) -> bool:
-        """True when the promotion must not happen (anything but approved / not required)."""
-        return self.outcome not in ("approved", "not-required")
-
-    def who(self) -> str:
-        return self.reviewer.strip() or "an unnamed reviewer"
-
-    def describe(self) -> str:
-        """One line for reasons, logs and the model card."""
-        said = f": {self.comment.strip()}" if self.comment.strip() else ""
-        return {
-            "approved": f"approved by {self.who()}{said}",
-            "rejected": f"rejected by {self.who()}{said}",
-            "timeout": f"timed out: {self.detail}",
-            "not-required": "not required (promotion.require_approval is off)",
-            "unavailable": f"could not be asked: {self.detail}",
-        }[self.outcome]
-
-    def tags(self) -> dict[str, str]:
-        """Registry tags on the model version."""
-        return {
-            TAG: self.outcome,
-            f"{TAG}_by": self.reviewer.strip(),
-            f"{TAG}_comment": self.comment.strip(),
-            f"{TAG}_time": self.time,
-        }
+POLL_S = 3  # how often the paused run asks the API whether it was resumed
 
 
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
+class ApprovalInput(RunInput):
+    """The Resume form of a paused train-model run."""
+
+    approve: bool = Field(
+        default=False, description="Tick to promote this version to champion; untick to reject"
+    )
+    reviewer: str = Field(default="", description="Your name (recorded on the model version)")
+    comment: str = Field(default="", description="Why (recorded on the model version)")
 
 
-def needed(require_approval: bool, decision: PromotionDecision) -> bool:
-    """Ask a person only when approval is required and the gate would promote."""
-    return require_approval and decision.promote
+def ask_approval(
+    project: Project, decision: PromotionDecision, card: str | None = None
+) -> approval.Approval:
+    """Pause until someone answers in the Prefect UI (or the timeout rejects); `not-required`
+    when approval is off or the gate refuses anyway. `card` (Markdown) is shown on the form."""
+    from prefect.exceptions import FlowPauseTimeout
+    from prefect.flow_runs import pause_flow_run
+    from prefect.settings import PREFECT_API_URL
 
-
-def not_required() -> Approval:
-    return Approval("not-required", time=_now())
-
-
-def from_answer(approve: bool, reviewer: str, comment: str) -> Approval:
-    """The answer given in the Prefect UI's Resume form."""
-    return Approval("approved" if approve else "rejected", reviewer, comment, _now())
-
-
-def timed_out(timeout_s: float) -> Approval:
-    return Approval("timeout", time=_now(), detail=f"no answer within {timeout_s:g} s")
-
-
-def unavailable(why: str) -> Approval:
-    """Approval required but nobody can be asked (no Prefect UI, a DVC stage)."""
-    return Approval("unavailable", time=_now(), detail=why)
-
-
-def resolve(decision: PromotionDecision, approval: Approval) -> PromotionDecision:
-    """The final decision: the gate's, unless the approval vetoes it (reason says who or why).
-    A decision the gate refused stays refused whatever the answer."""
-    if not decision.promote:
-        return decision
-    if approval.vetoes:
-        return replace(
-            decision,
-            promote=False,
-            reason=f"approval {approval.describe()} (gate: {decision.reason})",
+    cfg = project.params.promotion
+    if not approval.needed(cfg.require_approval, decision):
+        return approval.not_required()
+    if not PREFECT_API_URL.value() or PREFECT_API_URL.value() == os.environ.get(RUN_SERVER_ENV):
+        answer = approval.unavailable(
+            "no Prefect server with a UI (a command's run server has none): start one "
+            "(`ctloop up`) or set PREFECT_API_URL"
         )
-    if approval.outcome == "approved":
-        return replace(decision, reason=f"{decision.reason}; {approval.describe()}")
-    return decision
+        print(
+            f"approval required but {answer.detail}: "
+            f"v{decision.challenger_version} stays challenger"
+        )
+        return answer
+    timeout = max(1, math.ceil(cfg.approval_timeout_s))
+    print(_waiting_message(decision, timeout))
+    form = ApprovalInput.with_initial_data(description=_form_text(decision, card))
+    try:
+        answer = pause_flow_run(wait_for_input=form, timeout=timeout, poll_interval=POLL_S)
+    except FlowPauseTimeout:
+        _run_again()
+        print(f"no approval within {timeout} s: v{decision.challenger_version} is not promoted")
+        return approval.timed_out(cfg.approval_timeout_s)
+    result = approval.from_answer(answer.approve, answer.reviewer, answer.comment)
+    print(f"approval for v{decision.challenger_version}: {result.describe()}")
+    return result
+
+
+def _waiting_message(decision: PromotionDecision, timeout: int) -> str:
+    from prefect.runtime import flow_run
+
+    return (
+        f"WAITING FOR APPROVAL: the gate would promote v{decision.challenger_version} "
+        f"({decision.reason}).\n"
+        f"  Approve or reject in the Prefect UI: {flow_run.ui_url} -> Resume "
+        f"(within {timeout} s; no answer rejects)."
+    )
+
+
+def _form_text(decision: PromotionDecision, card: str | None) -> str:
+    head = (
+        f"### Promote v{decision.challenger_version} to champion?\n\n"
+        f"Gate: {decision.reason}\n\n"
+        "Tick **approve** to promote, leave it unticked to reject; name and comment are "
+        "recorded on the model version.\n"
+    )
+    return head if card is None else f"{head}\n---\n\n{card}"
+
+
+def _run_again() -> None:
+    """After a pause timeout the server still shows the run PAUSED (and would refuse its next
+    task runs): set it RUNNING again so the run goes on and completes, champion unchanged."""
+    from prefect import get_client
+    from prefect.context import FlowRunContext
+    from prefect.states import Running
+
+    context = FlowRunContext.get()
+    if context is None or context.flow_run is None:
+        raise RuntimeError("approval: no flow run to continue after the pause timed out")
+    with get_client(sync_client=True) as client:
+        client.set_flow_run_state(
+            context.flow_run.id, Running(message="approval timed out: rejected"), force=True
+        )

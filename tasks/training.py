@@ -1,729 +1,538 @@
-"""Model pipelines, cross-validation and Optuna tuning (pure: no Prefect, no MLflow).
-
-Preprocessing lives inside a scikit-learn Pipeline fitted per fold, so CV has no leakage.
-XGBoost early-stops on each fold's validation part; Optuna prunes a trial after any fold.
-"""
+"""Thin Prefect wrappers around ctloop/steps/pipeline.py: operational settings only (names, retries
+on
+transient I/O, caching of deterministic compute, artifacts for the Prefect UI)."""
 
 from __future__ import annotations
 
-import time
-import warnings
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import pandas as pd
+from prefect import Task, task
+from prefect.artifacts import create_link_artifact, create_markdown_artifact
+from prefect.cache_policies import NO_CACHE, TASK_SOURCE, CacheKeyFnPolicy, CachePolicy
+from prefect.client.schemas.objects import State, TaskRun
+from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
-from ctloop.config import CategoricalParam, FloatParam, IntParam, Params, SearchParam
-from ctloop.faults import crash_point
-from tasks.data import Schema
+from ctloop.core import fingerprint
+from ctloop.core.config import Params, Project
+from ctloop.io import data
+from ctloop.ml import parallel, training
+from ctloop.steps import pipeline
 
 if TYPE_CHECKING:
-    import optuna
+    import pandas as pd
+    from prefect.context import TaskRunContext
+    from prefect.futures import PrefectFuture
     from sklearn.pipeline import Pipeline
 
-ParamValue = str | int | float | bool | None
-TIME_BUDGET = "time_budget"  # TuningResult.stopped_by: tune.timeout_s ended the search early
+    from ctloop.core.approval import Approval
+    from ctloop.io.registry import PromotionDecision
+    from ctloop.ml.drift import DriftOutputs, DriftSummary
+    from ctloop.ml.insights import Insights
+    from ctloop.ml.validation import ValidationReport
+    from ctloop.steps.summary import TrainingSummary
+
+TRANSIENT = (OSError, ConnectionError, TimeoutError)
+PERMANENT = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
 
 
-class TuningError(ValueError):
-    """The search ended without a usable trial (every trial failed, scored NaN or was pruned);
-    the message says why and which params to change."""
+def retry_transient(task: Task[..., Any], task_run: TaskRun, state: State[Any]) -> bool:
+    """Retry I/O hiccups only; a deterministic failure (bad data, bad params) fails at once."""
+    try:
+        state.result()
+    except PERMANENT:
+        return False
+    except TRANSIENT:
+        return True
+    except Exception:
+        return False
+    return False
 
 
-@dataclass(frozen=True)
-class TrialRecord:
-    """One tuning trial: its parameters, per-fold scores and fate (complete or pruned)."""
+def cached_by(key: Callable[[dict[str, Any]], str]) -> CachePolicy:
+    """Cache on `key(inputs)` (a content fingerprint of what the step reads,
+    ctloop/core/fingerprint.py)
+    and the task's own source: unlike INPUTS, unrelated params (the model card text, the serving
+    port) and paths do not change it, and the data counts by content."""
 
-    number: int
-    params: dict[str, ParamValue]
-    fold_scores: tuple[float, ...]
-    state: str
-    seconds: float
-    best_iterations: tuple[int, ...] = ()
-    train_scores: tuple[float, ...] = ()
+    def cache_key(ctx: TaskRunContext, inputs: dict[str, Any]) -> str:
+        return key(inputs)
 
-    @property
-    def mean(self) -> float:
-        return float(np.mean(self.fold_scores)) if self.fold_scores else float("nan")
+    return CacheKeyFnPolicy(cache_key_fn=cache_key) + TASK_SOURCE
 
 
-@dataclass(frozen=True)
-class TuningResult:
-    """The search's outcome. The best trial's fold models and out-of-fold scores are kept: they
-    give per-prediction uncertainty (fold spread) and conformal intervals at no extra fit."""
-
-    best_params: dict[str, ParamValue]
-    cv_mean: float
-    cv_std: float
-    fold_scores: tuple[float, ...]
-    trials: tuple[TrialRecord, ...] = field(default_factory=tuple)
-    fold_models: tuple[Pipeline, ...] = field(default=(), repr=False)
-    oof_scores: np.ndarray | None = field(default=None, repr=False)
-    study_name: str | None = None  # the Optuna study in tune.storage (None: in memory)
-    trials_planned: int = 0  # tune.n_trials of the search
-    stopped_by: str | None = None  # TIME_BUDGET: tune.timeout_s stopped it before trials_planned
-
-    @property
-    def n_pruned(self) -> int:
-        return sum(t.state == "PRUNED" for t in self.trials)
-
-    @property
-    def trials_run(self) -> int:
-        return len(self.trials)
-
-    @property
-    def budget_note(self) -> str | None:
-        """'stopped by the time budget after k of n trials', or None: every planned trial ran."""
-        return budget_note(self.trials_run, self.trials_planned, self.stopped_by)
+def _tuning_key(inputs: dict[str, Any]) -> str:
+    return fingerprint.tuning_key(inputs["params"], inputs["X"], inputs["y"], inputs.get("plan"))
 
 
-def budget_note(trials_run: int, trials_planned: int | None, stopped_by: str | None) -> str | None:
-    """The one wording (summary, MLflow, model card) of a search the time budget cut short;
-    None when it was not (`stopped_by` is not TIME_BUDGET)."""
-    if stopped_by != TIME_BUDGET:
-        return None
-    return f"stopped by the time budget after {trials_run} of {trials_planned} trials"
+def _validation_key(project: Project, name: str) -> str:
+    batch = data.batch_path(project.path("batches"), name)
+    return fingerprint.validation_key(batch, name, pipeline.suite_file(project))
 
 
-class TimeBudget:
-    """`tune.timeout_s` as a deadline on the wall clock (epoch seconds: the same in every worker
-    process). It is checked only before a trial that is not the search's first: a started trial
-    always finishes and a search always runs at least one trial. Off (None): the trial count is
-    tune.n_trials whatever the machine's load."""
-
-    def __init__(self, timeout_s: float | None, now: float | None = None) -> None:
-        start = time.time() if now is None else now
-        self.deadline = None if timeout_s is None else start + timeout_s
-
-    def spent(self, now: float | None = None) -> bool:
-        """True once the deadline has passed (never when there is no budget)."""
-        return self.deadline is not None and (time.time() if now is None else now) >= self.deadline
+def _drift_key(inputs: dict[str, Any]) -> str:
+    return pipeline.drift_key(inputs["project"], inputs["reference"], inputs["current"])
 
 
-# --- building blocks -------------------------------------------------------------------
+IO = dict(
+    retries=2,
+    retry_delay_seconds=[2, 10],
+    retry_condition_fn=retry_transient,
+    cache_policy=NO_CACHE,
+)
 
 
-def make_preprocessor(schema: Schema, family: str) -> Any:
-    """Trees get ordinal-encoded categories and raw numbers (NaN kept); linear models get
-    imputation, scaling and one-hot encoding."""
-    from sklearn.compose import ColumnTransformer
-    from sklearn.impute import SimpleImputer
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder, StandardScaler
+@task(name="reconcile-runs", **IO)
+def reconcile_runs(project: Project) -> list[str]:
+    """Runs a killed process left RUNNING on this host: marked FAILED before anything starts."""
+    found = pipeline.reconcile_runs(project)
+    for run in found:
+        versions = f", registered v{', v'.join(run.versions)}" if run.versions else ""
+        what = f"MLflow run {run.run_name} ({run.kind} {run.run_id}{versions})"
+        print(f"{what} marked FAILED: {run.reason}")
+    return [run.run_id for run in found]
 
-    cats, nums = list(schema.categorical), list(schema.numeric)
-    if family == "linear":
-        numeric = make_pipeline(SimpleImputer(strategy="median"), StandardScaler())
-        categorical = make_pipeline(
-            SimpleImputer(strategy="constant", fill_value="__missing__"),
-            OneHotEncoder(handle_unknown="infrequent_if_exist", min_frequency=20),
-        )
-    else:
-        numeric = SimpleImputer(strategy="median") if family == "random_forest" else "passthrough"
-        categorical = OrdinalEncoder(
-            handle_unknown="use_encoded_value", unknown_value=-1, encoded_missing_value=-2
-        )
-    return ColumnTransformer(
-        [("num", numeric, nums), ("cat", categorical, cats)],
-        verbose_feature_names_out=False,
+
+@task(name="ingest-batches", **IO)
+def ingest_batches(project: Project) -> pipeline.IngestResult:
+    result = pipeline.run_ingest(project)
+    print(
+        f"ingested {len(result.written)} new batch(es), {len(result.unchanged)} unchanged; "
+        f"{result.unlabelled_rows} unlabelled rows kept in the batches, excluded from training"
+    )
+    return result
+
+
+@task(name="version-data", **IO)
+def version_data(project: Project) -> str:
+    return pipeline.version_data(project)
+
+
+@task(name="build-expectations", cache_policy=NO_CACHE)
+def build_expectations(project: Project, reference: tuple[str, ...]) -> Path:
+    return pipeline.build_expectations(project, reference)
+
+
+@task(name="validate-batches", cache_policy=NO_CACHE)
+def validate_batches(
+    project: Project, names: list[str], results: str = "validation.json"
+) -> list[ValidationReport]:
+    """Validate the batches in ONE task run, quarantine failures, save results, publish the
+    `validation` artifact.
+
+    Each batch's report is cached by content (`fingerprint.validation_key`: the batch's bytes,
+    name and path, the suite's bytes, the validation code and library versions) in Prefect's
+    result storage: a batch validated before with the same key is read back, not validated
+    again. The others are validated together (`pipeline.validate_many`: one Great Expectations
+    context, suite and plan for all). One task run rather than one per batch: at 365 daily
+    batches, a task run per batch cost more than the validation itself and flooded the UI."""
+    from ctloop.ml.validation import summary_markdown
+
+    reports, validated = cached_reports(project, names)
+    pipeline.record_validation(project, reports, results)
+    line = cache_line(len(validated), len(names) - len(validated))
+    markdown = summary_markdown(reports) + f"\n{line}\n"
+    create_markdown_artifact(markdown, key="validation", description="Great Expectations gate")
+    print(markdown)
+    return reports
+
+
+def cached_reports(project: Project, names: list[str]) -> tuple[list[ValidationReport], list[str]]:
+    """Every batch's report, in order, and the names of those validated now (the others came
+    from the result store under their `_validation_key`); new reports are stored there."""
+    from prefect.results import get_result_store
+
+    store = get_result_store()
+    keys = {name: _validation_key(project, name) for name in names}
+    found = {name: store.read(key).result for name, key in keys.items() if store.exists(key)}
+    todo = [name for name in names if name not in found]
+    fresh = dict(zip(todo, pipeline.validate_many(project, todo), strict=True)) if todo else {}
+    for name, report in fresh.items():
+        store.write(report, key=keys[name])
+    return [found[n] if n in found else fresh[n] for n in names], todo
+
+
+def cache_line(validated: int, cached: int) -> str:
+    """What validate-batches did, as printed and in its artifact."""
+    return (
+        f"validation: {validated} batch(es) validated, {cached} taken from the cache "
+        "(same batch bytes, suite and code)"
     )
 
 
-def make_estimator(
-    family: str, task: str, params: dict[str, ParamValue], seed: int, early_stopping: int | None
-) -> Any:
-    """The model at the end of the pipeline; `params` are fixed + tuned parameters."""
-    if family == "xgboost":
-        from xgboost import XGBClassifier, XGBRegressor
+@task(name="gate-validation", cache_policy=NO_CACHE)
+def gate_validation(reports: list[ValidationReport]) -> str:
+    """Raise on any critical failure (the batches are already in quarantine)."""
+    from ctloop.ml.validation import ValidationFailed
 
-        cls = XGBClassifier if task == "classification" else XGBRegressor
-        metric = "logloss" if task == "classification" else "rmse"
-        return cls(
-            **params, random_state=seed, eval_metric=metric, early_stopping_rounds=early_stopping
-        )
-    if family == "linear":
-        from sklearn.linear_model import LogisticRegression, Ridge
-
-        if task == "classification":
-            return LogisticRegression(**params, random_state=seed)
-        return Ridge(
-            **{("alpha" if k == "C" else k): v for k, v in params.items() if k != "max_iter"},
-            random_state=seed,
-        )
-    if family == "random_forest":
-        from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
-
-        cls = RandomForestClassifier if task == "classification" else RandomForestRegressor
-        return cls(**params, random_state=seed)
-    raise ValueError(f"model.family: unknown family '{family}'")
+    failed = [r for r in reports if not r.success]
+    if failed:
+        raise ValidationFailed(failed)
+    warned = sum(len(r.warnings) for r in reports)
+    return f"passed ({len(reports)} batches, {warned} warning(s))"
 
 
-def make_pipeline(
-    schema: Schema,
-    family: str,
-    params: dict[str, ParamValue],
-    seed: int,
-    early_stopping: int | None = None,
-) -> Pipeline:
-    from sklearn.pipeline import Pipeline
+@task(name="plan-window", cache_policy=NO_CACHE)
+def plan_window(project: Project) -> pipeline.Window:
+    return pipeline.current_window(project)
 
-    return Pipeline(
-        [
-            ("preprocess", make_preprocessor(schema, family)),
-            ("model", make_estimator(family, schema.task, params, seed, early_stopping)),
-        ]
+
+@task(name="load-training-data", **IO)
+def load_training_data(
+    project: Project, window: pipeline.Window
+) -> tuple[pipeline.TrainingData, pipeline.TrainingData]:
+    """The window's labelled rows, checked before anything is tuned, logged or registered
+    (pipeline.check_plan: empty features dropped with a warning; PreconditionError otherwise)."""
+    train, holdout = pipeline.load_training(project, window)
+    print(
+        f"training rows {len(train.y)} from {window.train[0]}..{window.train[-1]}, holdout rows "
+        f"{len(holdout.y)} ({', '.join(window.holdout)}); unlabelled rows excluded: "
+        f"{train.unlabelled_rows + holdout.unlabelled_rows}"
+    )
+    return train, holdout
+
+
+@task(name="drift-reference", **IO)
+def drift_reference(project: Project, window: pipeline.Window) -> tuple[str, ...]:
+    return pipeline.drift_reference(project, window)
+
+
+@task(name="start-training-run", **IO)
+def start_training_run(
+    project: Project,
+    window: pipeline.Window,
+    data_version: str,
+    validation: str,
+    train: pipeline.TrainingData,
+    holdout: pipeline.TrainingData,
+    trigger: str = "manual",
+    fingerprint: str | None = None,
+) -> str:
+    return pipeline.start_training_run(
+        project, window, data_version, validation, train, holdout, trigger, fingerprint
     )
 
 
-def fit_pipeline(
-    pipeline: Pipeline,
-    X: pd.DataFrame,
-    y: pd.Series,
-    eval_set: tuple[pd.DataFrame, pd.Series] | None = None,
-) -> Pipeline:
-    """Fit; with an eval set, XGBoost sees it preprocessed by the fold's own preprocessor."""
-    if eval_set is None or not _is_xgboost(pipeline):
-        return pipeline.fit(X, y)
-    pre = pipeline.named_steps["preprocess"].fit(X, y)
-    Xe, ye = eval_set
-    pipeline.named_steps["model"].fit(
-        pre.transform(X), y, eval_set=[(pre.transform(Xe), ye)], verbose=False
+@task(name="tune-and-fit", cache_policy=cached_by(_tuning_key))
+def tune_and_fit(
+    params: Params, X: pd.DataFrame, y: pd.Series, plan: parallel.ParallelPlan | None = None
+) -> tuple[training.TuningResult, Pipeline]:
+    """Search, then refit with the best parameters. Cached across runs for the same params, data,
+    plan and code (one task: its inputs hash the same in every process). The trials run as the
+    plan says (`parallel.plan_parallel(project)`; None: sequential, in memory)."""
+    from ctloop.io.data import infer_schema
+
+    if plan is None:
+        if params.parallel.runner != "sequential" or params.tune.storage:
+            raise ValueError(
+                "tune-and-fit: parallel.runner / tune.storage need a plan "
+                "(ctloop.ml.parallel.plan_parallel(project))"
+            )
+        plan = parallel.ParallelPlan("sequential", 1, None, 0)
+    schema = infer_schema(X.assign(**{params.data.target: y}), params.data)
+    tuning = training.tune(
+        params,
+        schema,
+        X,
+        y,
+        storage=plan.storage,
+        study_name=_study_name(params) if plan.storage else None,
+        runner=trial_runner(plan) if plan.parallel else None,
+        fit_threads=plan.fit_threads,
     )
-    return pipeline
+    return tuning, training.fit_final(params, schema, tuning.best_params, X, y)
 
 
-def _is_xgboost(pipeline: Pipeline) -> bool:
-    return type(pipeline.named_steps["model"]).__module__.startswith("xgboost")
+@task(name="run-trials", cache_policy=NO_CACHE)
+def run_trials(job: training.TrialJob) -> training.TrialsOutcome:
+    """Trials of the shared Optuna study, on whichever worker the task runner picks."""
+    return training.run_trials(job)
 
 
-def predict_scores(pipeline: Pipeline, X: pd.DataFrame, task: str) -> np.ndarray:
-    """Probability of the positive class (classification) or the prediction (regression)."""
-    if task == "classification":
-        return pipeline.predict_proba(X)[:, 1]
-    return pipeline.predict(X)
+def task_runner(plan: parallel.ParallelPlan, api_url: str | None = None) -> TaskRunner[Any]:
+    """Prefect's runner for the plan: a thread pool, or prefect-dask on a local cluster
+    (`parallel.workers` single-threaded processes whose task runs report to `api_url`) or on
+    the scheduler `parallel.dask_address` (its workers need PREFECT_API_URL set themselves)."""
+    if plan.runner == "threads":
+        return ThreadPoolTaskRunner(max_workers=plan.workers)
+    if plan.runner == "dask":
+        from prefect_dask import DaskTaskRunner
+
+        if plan.dask_address:
+            return DaskTaskRunner(address=plan.dask_address)
+        env = {"PREFECT_API_URL": api_url} if api_url else None
+        return DaskTaskRunner(cluster_kwargs=parallel.local_cluster_kwargs(plan, env))
+    raise ValueError(f"parallel.runner: no task runner for '{plan.runner}'")
 
 
-def evaluate(task: str, y_true: pd.Series | np.ndarray, scores: np.ndarray) -> dict[str, float]:
-    """Metrics of one prediction set; the primary metric is roc_auc or rmse."""
-    from sklearn import metrics as m
+def trial_runner(plan: parallel.ParallelPlan) -> training.TrialRunner:
+    """Each trial is a `run-trials` task run submitted to the plan's task runner. A local Dask
+    cluster's workers report to this process's API, even a temporary server (else each worker
+    would start its own)."""
 
-    y = np.asarray(y_true)
-    if task == "classification":
-        labels = (scores >= 0.5).astype(int)
-        return {
-            "roc_auc": float(m.roc_auc_score(y, scores)),
-            "pr_auc": float(m.average_precision_score(y, scores)),
-            "log_loss": float(m.log_loss(y, np.clip(scores, 1e-7, 1 - 1e-7), labels=[0, 1])),
-            "brier": float(m.brier_score_loss(y, scores)),
-            "accuracy": float(m.accuracy_score(y, labels)),
-            "f1": float(m.f1_score(y, labels, zero_division=0)),
-        }
-    return {
-        "rmse": float(m.root_mean_squared_error(y, scores)),
-        "mae": float(m.mean_absolute_error(y, scores)),
-        "r2": float(m.r2_score(y, scores)),
-    }
+    def run(jobs: list[training.TrialJob]) -> list[training.TrialsOutcome]:
+        local_dask = plan.runner == "dask" and not plan.dask_address
+        with task_runner(plan, _api_url() if local_dask else None) as runner:
+            futures = [
+                runner.submit(run_trials.with_options(task_run_name=f"trial-{j.index}"), {"job": j})
+                for j in jobs
+            ]
+            return [f.result() for f in futures]
 
-
-def constant_baseline(
-    task: str, y_train: pd.Series | np.ndarray, y_holdout: pd.Series | np.ndarray
-) -> float:
-    """The primary metric of a constant prediction on the holdout: what any model must beat.
-
-    Classification: ROC AUC 0.5 (a constant score ranks no positive above a negative). Regression:
-    the RMSE of predicting the training target's mean for every holdout row (target units).
-    Raises ValueError when a regression side has no rows."""
-    if task == "classification":
-        return 0.5
-    train, holdout = np.asarray(y_train, dtype=float), np.asarray(y_holdout, dtype=float)
-    if train.size == 0 or holdout.size == 0:
-        raise ValueError(
-            f"constant baseline: {train.size} training and {holdout.size} holdout target(s); "
-            "need both"
-        )
-    return float(np.sqrt(np.mean((holdout - train.mean()) ** 2)))
-
-
-def cv_splits(kind: str, folds: int, seed: int, X: pd.DataFrame, y: pd.Series) -> list[tuple]:
-    """Fold indices (train rows, validation rows) as positions: stratified or shuffled k-fold,
-    or `time`: forward chaining (scikit-learn's TimeSeriesSplit; rows must be in time order, as
-    `pipeline.training_data` gives them): the rows are cut into k + 1 blocks and fold i (from 1)
-    trains on blocks 1..i and validates on block i + 1. The first block is never validated (its
-    out-of-fold score is NaN); every validation row is predicted by a model of its past."""
-    from sklearn.model_selection import KFold, StratifiedKFold, TimeSeriesSplit
-
-    if kind == "time":
-        return list(TimeSeriesSplit(n_splits=folds).split(X))
-    if kind == "stratified":
-        return list(StratifiedKFold(folds, shuffle=True, random_state=seed).split(X, y))
-    return list(KFold(folds, shuffle=True, random_state=seed).split(X))
-
-
-# --- tuning ----------------------------------------------------------------------------
-
-
-def suggest(trial: optuna.Trial, space: dict[str, SearchParam]) -> dict[str, ParamValue]:
-    """Sample one point of the params.yaml search space."""
-    out: dict[str, ParamValue] = {}
-    for name, spec in space.items():
-        if isinstance(spec, IntParam):
-            out[name] = trial.suggest_int(name, spec.low, spec.high, log=spec.log)
-        elif isinstance(spec, FloatParam):
-            out[name] = trial.suggest_float(name, spec.low, spec.high, log=spec.log)
-        elif isinstance(spec, CategoricalParam):
-            out[name] = trial.suggest_categorical(name, spec.choices)
-    return out
-
-
-@dataclass
-class _FoldRun:
-    scores: list[float] = field(default_factory=list)
-    train_scores: list[float] = field(default_factory=list)
-    best_iterations: list[int] = field(default_factory=list)
-    models: list[Pipeline] = field(default_factory=list)
-    oof: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)  # (rows, scores)
-
-    def oof_scores(self, n_rows: int) -> np.ndarray:
-        """Out-of-fold score of every training row (NaN for rows in no validation fold)."""
-        out = np.full(n_rows, np.nan)
-        for rows, scores in self.oof:
-            out[rows] = scores
-        return out
-
-
-def run_folds(
-    schema: Schema,
-    family: str,
-    params: dict[str, ParamValue],
-    seed: int,
-    X: pd.DataFrame,
-    y: pd.Series,
-    splits: list[tuple],
-    metric: str,
-    early_stopping: int | None,
-    report: Callable[[int, float], None] | None = None,
-    run: _FoldRun | None = None,
-) -> _FoldRun:
-    """Fit and score each fold into `run` (kept when `report(step, mean)` raises to prune)."""
-    run = run if run is not None else _FoldRun()
-    for i, (tr, va) in enumerate(splits):
-        pipe = make_pipeline(schema, family, params, seed, early_stopping)
-        fit_pipeline(pipe, X.iloc[tr], y.iloc[tr], eval_set=(X.iloc[va], y.iloc[va]))
-        va_scores = predict_scores(pipe, X.iloc[va], schema.task)
-        run.scores.append(evaluate(schema.task, y.iloc[va], va_scores)[metric])
-        run.models.append(pipe)
-        run.oof.append((np.asarray(va), va_scores))
-        run.train_scores.append(
-            evaluate(schema.task, y.iloc[tr], predict_scores(pipe, X.iloc[tr], schema.task))[metric]
-        )
-        best = getattr(pipe.named_steps["model"], "best_iteration", None)
-        if best is not None:
-            run.best_iterations.append(int(best) + 1)
-        if report is not None:
-            report(i, float(np.mean(run.scores)))
     return run
 
 
-@dataclass(frozen=True)
-class _Search:
-    """What every trial of one search shares, derived from params (same in every worker)."""
+def _api_url() -> str:
+    """The Prefect API this process reports to (PREFECT_API_URL, or its temporary server)."""
+    from prefect.client.orchestration import get_client
 
-    family: str
-    metric: str
-    seed: int
-    fixed: dict[str, ParamValue]
-    space: dict[str, SearchParam]
-    splits: list[tuple]
-    early_stopping: int | None
-    direction: str
+    with get_client(sync_client=True) as client:
+        return str(client.api_url)
 
-    @classmethod
-    def of(cls, params: Params, X: pd.DataFrame, y: pd.Series) -> _Search:
-        family = params.model.family
-        return cls(
-            family=family,
-            metric=params.metric,
-            seed=params.seed,
-            fixed=dict(params.model.fixed.get(family, {})),
-            space=params.model.search_space[family],
-            splits=cv_splits(params.cv_kind, params.split.folds, params.seed, X, y),
-            early_stopping=params.tune.early_stopping_rounds if family == "xgboost" else None,
-            direction="maximize" if params.greater_is_better else "minimize",
+
+def _study_name(params: Params) -> str:
+    """Unique per search: the experiment, UTC time and the flow run (or task run) that tuned."""
+    from datetime import UTC, datetime
+
+    from prefect.runtime import flow_run, task_run
+
+    key = flow_run.get_id() or task_run.get_id() or "local"
+    return parallel.study_name(params.tracking.experiment, str(key), datetime.now(UTC))
+
+
+@task(name="record-tuning", **IO)
+def record_tuning(project: Project, run_id: str, tuning: training.TuningResult) -> None:
+    pipeline.record_tuning(project, run_id, tuning)
+
+
+@task(name="evaluate-holdout", cache_policy=NO_CACHE)
+def evaluate_holdout(
+    project: Project,
+    run_id: str,
+    model: Pipeline,
+    holdout: pipeline.TrainingData,
+    tuning: training.TuningResult,
+    train: pipeline.TrainingData,
+) -> pipeline.Evaluation:
+    return pipeline.evaluate_holdout(project, run_id, model, holdout, tuning, train)
+
+
+@task(name="explain-model", cache_policy=NO_CACHE)
+def explain_model(
+    project: Project,
+    run_id: str,
+    model: Pipeline,
+    train: pipeline.TrainingData,
+    holdout: pipeline.TrainingData,
+    tuning: training.TuningResult,
+) -> Insights:
+    """Importance, SHAP, calibration or intervals, train vs validation (learning-curve apart)."""
+    ins = pipeline.explain_model(project, run_id, model, train, holdout, tuning)
+    top = ", ".join(ins.importance["feature"].head(5))
+    cost = ", ".join(f"{k} {v:.1f}s" for k, v in ins.seconds.items())
+    print(f"insights: top features by permutation importance: {top} ({cost})")
+    return ins
+
+
+@task(name="learning-curve", cache_policy=NO_CACHE)
+def learning_curve(
+    project: Project,
+    model: Pipeline,
+    train: pipeline.TrainingData,
+    holdout: pipeline.TrainingData,
+    tuning: training.TuningResult,
+) -> pd.DataFrame | None:
+    """Refits on growing shares of the training rows (compute only: the flow runs it in its
+    worker process beside explain-model and register-challenger)."""
+    import time
+
+    started = time.perf_counter()
+    curve = pipeline.learning_curve(project, model, train, holdout, tuning)
+    print(
+        f"learning curve: {0 if curve is None else len(curve)} point(s) in "
+        f"{time.perf_counter() - started:.1f}s"
+    )
+    return curve
+
+
+@task(name="record-learning-curve", **IO)
+def record_learning_curve(project: Project, run_id: str, curve: pd.DataFrame | None) -> None:
+    pipeline.record_learning_curve(project, run_id, curve)
+
+
+@task(name="importance-over-versions", **IO)
+def importance_over_versions(project: Project, run_id: str) -> None:
+    history = pipeline.importance_over_versions(project, run_id)
+    print(f"importance over versions: {history['point'].nunique()} version(s) with importance")
+
+
+@task(name="register-challenger", cache_policy=NO_CACHE)
+def register_challenger(
+    project: Project,
+    run_id: str,
+    model: Pipeline,
+    holdout: pipeline.TrainingData,
+    evaluation: pipeline.Evaluation,
+    window: pipeline.Window,
+    fingerprint: str | None = None,
+) -> PromotionDecision:
+    """Register the challenger and take the gate's decision (applied by `apply_promotion`); a
+    version a failed run of the same fingerprint registered is finished, not registered again."""
+    return pipeline.register_challenger(
+        project, run_id, model, holdout, evaluation, window, fingerprint
+    )
+
+
+@task(name="apply-promotion", cache_policy=NO_CACHE)
+def apply_promotion(
+    project: Project, run_id: str, decision: PromotionDecision, answer: Approval | None = None
+) -> PromotionDecision:
+    decision = pipeline.apply_promotion(project, run_id, decision, answer)
+    verdict = "PROMOTED to champion" if decision.promote else "kept as challenger"
+    create_markdown_artifact(
+        f"### Model v{decision.challenger_version}: {verdict}\n\n{decision.reason}\n",
+        key="promotion",
+        description="Champion/challenger gate",
+    )
+    return decision
+
+
+@task(name="compute-drift", cache_policy=cached_by(_drift_key))
+def compute_drift(project: Project, reference: tuple[str, ...], current: str) -> DriftOutputs:
+    """Evidently's drift, keyed by both sides' bytes and the drift settings: the flow submits it
+    while the model trains, and an unchanged re-run takes it from the cache."""
+    return pipeline.compute_drift(project, reference, current)
+
+
+def drift_beside(
+    project: Project, reference: tuple[str, ...], current: str
+) -> PrefectFuture[DriftOutputs] | None:
+    """Submit compute-drift to the flow's task runner (a worker process in train-model) unless
+    reports/drift/ already holds this very report (its result is then in the cache: no process
+    is started for it). Call from a flow; pass the future to `wait_for`."""
+    if pipeline.drift_reported(project, reference, current):
+        return None
+    return compute_drift.submit(project, reference, current)
+
+
+def wait_for(future: PrefectFuture[Any] | None) -> None:
+    """Wait until a step submitted beside the main line is done (its result is in the cache)."""
+    if future is not None:
+        future.wait()
+
+
+@task(name="report-drift", cache_policy=NO_CACHE)
+def report_drift(
+    project: Project, reference: tuple[str, ...], current: str, run_id: str | None
+) -> tuple[DriftSummary, dict[str, Path]]:
+    """The report of `current` against `reference`: the stored one of the same inputs (not
+    computed again) or compute-drift's (cached), written once under its keyed name
+    (pipeline.write_drift); the `drift` and `drift-report` artifacts name that file, never the
+    replaced "latest" copy, so an artifact keeps opening the report it was made with."""
+    from ctloop.ml.drift import drift_markdown
+
+    summary, paths = pipeline.run_drift(project, reference, current, run_id, compute_drift)
+    ref = f"{reference[0]}..{reference[-1]}" if reference else "-"
+    create_markdown_artifact(
+        drift_markdown(summary, f"Drift of {current} against {ref}")
+        + f"\nReport: `{pipeline.project_relative(project, paths['html'])}`\n",
+        key="drift",
+        description="Evidently data drift",
+    )
+    create_link_artifact(
+        paths["html"].resolve().as_uri(),
+        link_text=f"drift report {current} against {ref} ({paths['html'].name})",
+        key="drift-report",
+        description="Evidently HTML (open locally)",
+    )
+    return summary, paths
+
+
+@task(name="write-model-card", **IO)
+def write_model_card(
+    project: Project,
+    run_id: str,
+    window: pipeline.Window,
+    data_version: str,
+    train: pipeline.TrainingData,
+    holdout: pipeline.TrainingData,
+    tuning: training.TuningResult,
+    evaluation: pipeline.Evaluation,
+    decision: PromotionDecision,
+    answer: Approval | None,
+    drift: tuple[tuple[str, ...], DriftSummary] | None = None,
+    insights: Insights | None = None,
+) -> str:
+    """The version's model card (ctloop/steps/model_card.py) to reports/, the run, the version's
+    description and the `model-card` artifact. Without `answer` it is the draft a reviewer reads
+    while the run waits for approval (drift comes later); returns the Markdown."""
+    note = "measured after the approval: see the final card" if answer is None else "not measured"
+    card = pipeline.build_model_card(
+        project,
+        run_id,
+        window,
+        data_version,
+        train,
+        holdout,
+        tuning,
+        evaluation,
+        decision,
+        answer,
+        drift,
+        insights,
+        drift_note=note,
+    )
+    pipeline.publish_model_card(project, run_id, card)
+    text = card.render()
+    state = "draft, waiting for approval" if answer is None else "final"
+    create_markdown_artifact(
+        text, key="model-card", description=f"Model card v{card.version} ({state})"
+    )
+    return text
+
+
+@task(name="finish-run", **IO)
+def finish_run(run_id: str, failed: bool = False, error: str | None = None) -> None:
+    from ctloop.io import tracking
+
+    tracking.finish_run(run_id, failed, error)
+
+
+@task(name="fingerprint-run", cache_policy=NO_CACHE)
+def fingerprint_run(
+    project: Project,
+    data_version: str,
+    window: pipeline.Window,
+    train: pipeline.TrainingData,
+    holdout: pipeline.TrainingData,
+) -> str:
+    return pipeline.run_fingerprint(project, data_version, window, train, holdout)
+
+
+@task(name="find-unchanged", **IO)
+def find_unchanged(project: Project, fingerprint: str) -> pipeline.PreviousTraining | None:
+    """A finished training of the same data, params and code: nothing to train or register."""
+    previous = pipeline.find_unchanged(project, fingerprint)
+    if previous is not None:
+        print(
+            f"unchanged: same data, params and code as v{previous.version} "
+            f"(MLflow run {previous.run_id}): nothing to train or register"
         )
+    return previous
 
 
-def _pruner(params: Params) -> optuna.pruners.BasePruner:
-    import optuna
-
-    if params.tune.pruning:
-        return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=0)
-    return optuna.pruners.NopPruner()
-
-
-def open_storage(url: str) -> optuna.storages.RDBStorage:
-    """Optuna RDB storage. SQLite: its folder is created, and a busy database is waited for
-    (trials of several workers write to it) instead of failing at once."""
-    import optuna
-
-    engine: dict[str, Any] = {}
-    if url.startswith("sqlite:///"):
-        engine = {"connect_args": {"timeout": 60}}
-        Path(url[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
-    return optuna.storages.RDBStorage(url, engine_kwargs=engine)
+@task(name="unchanged-summary", **IO)
+def unchanged_summary(
+    project: Project,
+    previous: pipeline.PreviousTraining,
+    drift: DriftSummary,
+    drift_report: Path,
+    prefect_api_url: str | None,
+) -> TrainingSummary:
+    return pipeline.unchanged_summary(project, previous, drift, drift_report, prefect_api_url)
 
 
-def _objective(
-    search: _Search,
-    schema: Schema,
-    X: pd.DataFrame,
-    y: pd.Series,
-    fixed: dict[str, ParamValue],
-    records: list[TrialRecord],
-    kept: dict[int, _FoldRun],
-    on_trial: Callable[[TrialRecord], None] | None = None,
-) -> Callable[[optuna.Trial], float]:
-    """One trial: the folds of a sampled point, reported per fold for pruning; its record goes
-    to `records` and its folds to `kept` while it is the best complete trial seen here."""
-    import optuna
-
-    def keep_if_best(number: int, folds: _FoldRun) -> None:
-        best = next(iter(kept.values()), None)
-        mean = float(np.mean(folds.scores))
-        if best is None or _better_mean(mean, float(np.mean(best.scores)), search.direction):
-            kept.clear()
-            kept[number] = folds
-
-    def objective(trial: optuna.Trial) -> float:
-        started, tuned = time.perf_counter(), suggest(trial, search.space)
-        folds = _FoldRun()
-
-        def report(step: int, value: float) -> None:
-            trial.report(value, step)
-            if trial.should_prune():
-                raise optuna.TrialPruned()
-
-        state = "COMPLETE"
-        try:
-            run_folds(
-                schema,
-                search.family,
-                {**fixed, **tuned},
-                search.seed,
-                X,
-                y,
-                search.splits,
-                search.metric,
-                search.early_stopping,
-                report,
-                run=folds,
-            )
-        except optuna.TrialPruned:
-            state = "PRUNED"
-            raise
-        except Exception:
-            state = "FAIL"
-            raise
-        else:
-            if np.isnan(np.mean(folds.scores)):  # Optuna fails a trial whose value is NaN
-                state = "FAIL"
-        finally:
-            rec = TrialRecord(
-                trial.number,
-                tuned,
-                tuple(folds.scores),
-                state,
-                time.perf_counter() - started,
-                tuple(folds.best_iterations),
-                tuple(folds.train_scores),
-            )
-            records.append(rec)
-            if on_trial is not None:
-                on_trial(rec)
-            crash_point("tuning")  # tests only (CTLOOP_CRASH_AT): killed after the first trial
-        if state == "COMPLETE":
-            keep_if_best(trial.number, folds)
-        return float(np.mean(folds.scores))
-
-    return objective
-
-
-@dataclass(frozen=True)
-class TrialJob:
-    """Trials of one shared study, with everything a worker needs (picklable: Dask ships it)."""
-
-    params: Params
-    schema: Schema
-    X: pd.DataFrame
-    y: pd.Series
-    study_name: str
-    storage: str  # RDB URL every worker reaches
-    index: int  # seeds this job's sampler (seed + index), so jobs draw different points
-    fit_threads: int  # n_jobs of each fit: the cores are shared with the other workers
-    deadline: float | None = None  # epoch seconds: no trial but job 0's starts after it
-    n_trials: int = 1
-    point: dict[str, ParamValue] | None = None  # tried instead of a sampled point (first trial)
-
-
-@dataclass(frozen=True)
-class TrialsOutcome:
-    """A job's trial records, and the folds (models, out-of-fold scores) of its best trial."""
-
-    records: tuple[TrialRecord, ...]
-    best_number: int | None = None
-    fold_models: tuple[Pipeline, ...] = field(default=(), repr=False)
-    oof_scores: np.ndarray | None = field(default=None, repr=False)
-    skipped: int = 0  # trials not started: the deadline (tune.timeout_s) had passed
-
-
-TrialRunner = Callable[[list[TrialJob]], list[TrialsOutcome]]
-"""Runs jobs somewhere (threads, Dask workers...) and returns their outcomes in order."""
-
-
-def with_fit_threads(
-    family: str, fixed: dict[str, ParamValue], threads: int
-) -> dict[str, ParamValue]:
-    """Fixed parameters with each fit limited to `threads` cores (multi-threaded families)."""
-    if family in ("xgboost", "random_forest"):
-        return {**fixed, "n_jobs": threads}
-    return dict(fixed)
-
-
-def run_trials(job: TrialJob) -> TrialsOutcome:
-    """Worker function: run `job.n_trials` trials of the shared study (any runner can call it).
-    The study lives in RDB storage, so pruning and TPE see the trials of every worker. Past
-    `job.deadline` no trial starts, except the very first one of job 0 (every search runs at
-    least one trial); the trials not started are counted in `skipped`."""
-    import optuna
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    search = _Search.of(job.params, job.X, job.y)
-    storage = open_storage(job.storage)
-    tpe = optuna.samplers.TPESampler(seed=job.params.seed + job.index, constant_liar=True)
-    records: list[TrialRecord] = []
-    kept: dict[int, _FoldRun] = {}
-    fixed = with_fit_threads(search.family, search.fixed, job.fit_threads)
-    objective = _objective(search, job.schema, job.X, job.y, fixed, records, kept)
-    skipped = 0
-    for i in range(job.n_trials):
-        first = job.index == 0 and i == 0  # the search's first trial always runs
-        if not first and job.deadline is not None and time.time() >= job.deadline:
-            skipped = job.n_trials - i
-            break
-        # a job's own point goes through its own sampler, not the study's shared queue: popping
-        # an enqueued trial is not atomic on SQLite (two workers could take the same one)
-        sampler: optuna.samplers.BaseSampler = tpe
-        if i == 0 and job.point is not None:
-            with warnings.catch_warnings():  # "experimental" since Optuna 2.4, still there in 5
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                sampler = optuna.samplers.PartialFixedSampler(dict(job.point), tpe)
-        study = optuna.load_study(
-            study_name=job.study_name, storage=storage, sampler=sampler, pruner=_pruner(job.params)
-        )
-        study.optimize(objective, n_trials=1, gc_after_trial=False)
-    number, folds = next(iter(kept.items()), (None, None))
-    return TrialsOutcome(
-        tuple(records),
-        number,
-        tuple(folds.models) if folds else (),
-        folds.oof_scores(len(job.X)) if folds else None,
-        skipped,
-    )
-
-
-def tune(
-    params: Params,
-    schema: Schema,
-    X: pd.DataFrame,
-    y: pd.Series,
-    on_trial: Callable[[TrialRecord], None] | None = None,
-    *,
-    storage: str | None = None,
-    study_name: str | None = None,
-    runner: TrialRunner | None = None,
-    fit_threads: int = 1,
-    enqueue: Sequence[dict[str, ParamValue]] = (),
-) -> TuningResult:
-    """Seeded TPE search over params.yaml's space with per-fold median pruning.
-
-    Without `runner` the trials run here one after another (deterministic; the study is in
-    memory, or in `storage` under `study_name`). With a runner, each trial is a `TrialJob` of
-    one study in `storage` and the runner spreads them over its workers: the trial order then
-    depends on timing, so TPE and the pruner see a different history run to run. `enqueue`:
-    points tried first, in order (e.g. the same trials for every runner in a benchmark).
-
-    `tune.timeout_s` (off by default) is a wall-time budget: once spent, no further trial starts
-    and the result says so (`stopped_by`, `budget_note`); the number of trials then depends on
-    the machine's load. Without it the figures depend only on data, params and code.
-    Raises TuningError when no trial completed (NaN scores say so, with the params to change)."""
-    if runner is not None:
-        if storage is None or study_name is None:
-            raise ValueError("parallel tuning needs an RDB storage URL and a study name")
-        return _tune_parallel(
-            params, schema, X, y, on_trial, storage, study_name, runner, fit_threads, enqueue
-        )
-    import optuna
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    search = _Search.of(params, X, y)
-    study = optuna.create_study(
-        direction=search.direction,
-        pruner=_pruner(params),
-        sampler=optuna.samplers.TPESampler(seed=search.seed),
-        storage=open_storage(storage) if storage else None,
-        study_name=study_name,
-    )
-    for point in enqueue:
-        study.enqueue_trial(dict(point))
-    records: list[TrialRecord] = []
-    kept: dict[int, _FoldRun] = {}  # the best complete trial's folds (models, out-of-fold scores)
-    budget = TimeBudget(params.tune.timeout_s)
-
-    def stop_when_spent(study: optuna.Study, _trial: optuna.trial.FrozenTrial) -> None:
-        if budget.spent():  # checked after each trial: the first one always runs
-            study.stop()
-
-    study.optimize(
-        _objective(search, schema, X, y, search.fixed, records, kept, on_trial),
-        n_trials=params.tune.n_trials,
-        callbacks=[stop_when_spent],
-        show_progress_bar=params.tune.show_progress_bar,
-        gc_after_trial=False,
-    )
-    if not any(r.state == "COMPLETE" for r in records):
-        raise TuningError(_no_complete_trial(study_name or "in memory", records, budget))
-    try:
-        best_number = study.best_trial.number
-    except ValueError as err:  # Optuna's "No trials are completed yet": never shown bare
-        raise TuningError(_no_complete_trial(study_name or "in memory", records, budget)) from err
-    folds = kept.get(best_number)
-    return _result(
-        best_number,
-        records,
-        search.fixed,
-        tuple(folds.models) if folds else (),
-        folds.oof_scores(len(X)) if folds else None,
-        study_name if storage else None,
-        params.tune.n_trials,
-        TIME_BUDGET if len(records) < params.tune.n_trials else None,
-    )
-
-
-def _tune_parallel(
-    params: Params,
-    schema: Schema,
-    X: pd.DataFrame,
-    y: pd.Series,
-    on_trial: Callable[[TrialRecord], None] | None,
-    storage: str,
-    study_name: str,
-    runner: TrialRunner,
-    fit_threads: int,
-    enqueue: Sequence[dict[str, ParamValue]],
-) -> TuningResult:
-    """Create the shared study, hand one job per trial to the runner, keep the best trial."""
-    import optuna
-
-    search = _Search.of(params, X, y)
-    optuna.create_study(
-        storage=open_storage(storage), study_name=study_name, direction=search.direction
-    )
-    budget = TimeBudget(params.tune.timeout_s)
-    points = list(enqueue)
-    jobs = [
-        TrialJob(
-            params,
-            schema,
-            X,
-            y,
-            study_name,
-            storage,
-            i,
-            fit_threads,
-            budget.deadline,
-            point=points[i] if i < len(points) else None,
-        )
-        for i in range(params.tune.n_trials)
-    ]
-    outcomes = runner(jobs)
-    records = sorted((r for o in outcomes for r in o.records), key=lambda r: r.number)
-    for rec in records:
-        if on_trial is not None:
-            on_trial(rec)
-    complete = [r for r in records if r.state == "COMPLETE"]
-    if not complete:
-        raise TuningError(_no_complete_trial(study_name, records, budget))
-    sign = 1.0 if search.direction == "maximize" else -1.0
-    best = max(complete, key=lambda r: (sign * r.mean, -r.number))
-    holder = next(o for o in outcomes if o.best_number == best.number)
-    skipped = sum(o.skipped for o in outcomes)
-    return _result(
-        best.number,
-        records,
-        search.fixed,
-        holder.fold_models,
-        holder.oof_scores,
-        study_name,
-        params.tune.n_trials,
-        TIME_BUDGET if skipped else None,
-    )
-
-
-def _no_complete_trial(study: str, records: list[TrialRecord], budget: TimeBudget) -> str:
-    """Why a search has no complete trial, and what to change."""
-    nan = [r for r in records if r.state == "FAIL" and any(np.isnan(r.fold_scores))]
-    if nan:
-        return (
-            f"tune: Optuna study '{study}': no trial completed: {len(nan)} of {len(records)} "
-            "trial(s) scored NaN on a validation fold (a fold with one class, or too few rows "
-            "for the metric); lower split.folds, widen the window (split.window_start) or raise "
-            "split.max_train_rows"
-        )
-    advice = "raise tune.timeout_s or tune.n_trials" if budget.deadline else "raise tune.n_trials"
-    return f"tune: Optuna study '{study}': no trial completed ({len(records)} ran; {advice})"
-
-
-def _better_mean(a: float, b: float, direction: str) -> bool:
-    return a > b if direction == "maximize" else a < b
-
-
-def _result(
-    best_number: int,
-    records: list[TrialRecord],
-    fixed: dict[str, ParamValue],
-    fold_models: tuple[Pipeline, ...],
-    oof_scores: np.ndarray | None,
-    study_name: str | None,
-    trials_planned: int,
-    stopped_by: str | None,
-) -> TuningResult:
-    rec = next(r for r in records if r.number == best_number)
-    best: dict[str, ParamValue] = {**fixed, **rec.params}
-    if rec.best_iterations:  # refit without early stopping, with the trees the folds needed
-        best["n_estimators"] = int(np.ceil(np.mean(rec.best_iterations)))
-    return TuningResult(
-        best,
-        rec.mean,
-        float(np.std(rec.fold_scores)),
-        rec.fold_scores,
-        tuple(sorted(records, key=lambda r: r.number)),
-        fold_models,
-        oof_scores,
-        study_name,
-        trials_planned,
-        stopped_by,
-    )
-
-
-def fit_final(
-    params: Params,
-    schema: Schema,
-    best_params: dict[str, ParamValue],
-    X: pd.DataFrame,
-    y: pd.Series,
-) -> Pipeline:
-    """Refit on the whole training part of the window with the best parameters."""
-    pipe = make_pipeline(schema, params.model.family, best_params, params.seed)
-    return fit_pipeline(pipe, X, y)
+@task(name="record-summary", **IO)
+def record_summary(project: Project, run_id: str, summary: TrainingSummary) -> None:
+    pipeline.record_summary(project, run_id, summary)

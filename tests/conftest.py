@@ -12,9 +12,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from ctloop.config import Project, load_project
-from ctloop.env import apply_env_defaults
-from tasks import data
+from ctloop.core.config import Project, load_project
+from ctloop.core.env import apply_env_defaults
+from ctloop.io import data
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -44,7 +44,7 @@ def _merge(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
 def new_project(root: Path, changes: dict[str, Any] | None = None) -> Project:
     """A fresh project folder at `root` (params.yaml with overrides, dvc.yaml, DVC repo without
     git); for fixtures of any scope."""
-    from tasks.project_init import scaffold
+    from ctloop.ops.project_init import scaffold
 
     root.mkdir(parents=True)
     params = _merge(yaml.safe_load((ROOT / "params.yaml").read_text()), changes or {})

@@ -2,7 +2,7 @@
 
 Every file is derived from real raw source rows as the landing folder receives them (the joined
 flights + weather columns, `arr_delay` from which the target is derived, and `date`; see
-tasks/replay.py), one defect per file. Next to the bad files the corpus holds the project's
+ctloop/steps/replay.py), one defect per file. Next to the bad files the corpus holds the project's
 initial source (Jan-Mar) and a good April delivery, so a test can train once, feed every case,
 and check that the next good batch still goes through.
 
@@ -26,8 +26,9 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from ctloop.config import DataConfig, load_project
-from tasks import data, replay
+from ctloop.core.config import DataConfig, load_project
+from ctloop.io import data
+from ctloop.steps import replay
 
 ROOT = Path(__file__).resolve().parents[2]
 ROWS = 1500

@@ -10,9 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ctloop.config import Project
-from tasks import data
-from tasks import validation as v
+from ctloop.core.config import Project
+from ctloop.io import data
+from ctloop.ml import validation as v
 
 REFERENCE = ["2013-01", "2013-02", "2013-03", "2013-04", "2013-05"]
 MONTHS = [*REFERENCE, "2013-06", "2013-07"]

@@ -30,9 +30,10 @@ import pandas as pd
 import pytest
 import yaml
 
-from ctloop import stack
-from ctloop.config import Project, load_project
-from tasks import audit, data, locks, pipeline, replay, tracking, versioning
+from ctloop.core.config import Project, load_project
+from ctloop.io import audit, data, locks, tracking, versioning
+from ctloop.ops import stack
+from ctloop.steps import pipeline, replay
 from tests.conftest import ROOT, _merge, free_ports, sample_months
 
 CTLOOP = str(Path(sys.executable).parent / "ctloop")
@@ -266,7 +267,7 @@ def _emit_drift(api: str, batch: str, n: int) -> None:
     code = (
         "from prefect.events import emit_event\n"
         "from prefect.events.worker import EventsWorker\n"
-        "from tasks import events\n"
+        "from ctloop.core import events\n"
         f"e = events.batch_event(events.DRIFT_DETECTED, {batch!r}, {{'reason': 'burst'}})\n"
         f"for _ in range({n}):\n"
         "    assert emit_event(event=e.name, resource=e.resource, payload=e.payload)\n"

@@ -18,9 +18,10 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-from ctloop import stack
-from ctloop.config import Project
-from tasks import data, events, tracking
+from ctloop.core import events
+from ctloop.core.config import Project
+from ctloop.io import data, tracking
+from ctloop.ops import stack
 from tests.conftest import free_ports, sample_months
 
 CTLOOP = str(Path(sys.executable).parent / "ctloop")
@@ -105,12 +106,12 @@ def _drifted(rows: pd.DataFrame) -> pd.DataFrame:
 
 
 def _emit(api: str, event: str, n: int) -> None:
-    """Emit `n` copies of an event (a `tasks.events` builder call) from another process, as a
+    """Emit `n` copies of an event (a `ctloop.core.events` builder call) from another process, as a
     second monitor or a retried delivery would."""
     code = (
         "from prefect.events import emit_event\n"
         "from prefect.events.worker import EventsWorker\n"
-        "from tasks import events\n"
+        "from ctloop.core import events\n"
         f"e = events.{event}\n"
         f"for _ in range({n}):\n"
         "    assert emit_event(event=e.name, resource=e.resource, payload=e.payload)\n"

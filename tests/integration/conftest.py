@@ -9,7 +9,7 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from ctloop.config import Project
+from ctloop.core.config import Project
 from tests.conftest import sample_months
 
 MONTHS = ["2013-01", "2013-02", "2013-03", "2013-04"]

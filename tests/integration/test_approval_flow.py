@@ -20,9 +20,9 @@ from prefect.client.schemas.filters import (
 from prefect.client.schemas.objects import StateType
 from prefect.flow_runs import resume_flow_run
 
-from ctloop.config import Project
+from ctloop.core.config import Project
+from ctloop.io import audit, registry, tracking
 from flows.train_model import train_model
-from tasks import audit, registry, tracking
 from tests.integration.conftest import SMALL
 
 

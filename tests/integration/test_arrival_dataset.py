@@ -13,11 +13,12 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-from ctloop.config import Project
+from ctloop.core.config import Project
+from ctloop.io import data, registry, tracking
+from ctloop.steps import monitoring, pipeline, replay
 from flows.monitor_batch import monitor_batch
 from flows.retrain_model import retrain_model
 from flows.train_model import train_model
-from tasks import data, monitoring, pipeline, registry, replay, tracking
 from tests.integration.conftest import SMALL
 
 ROWS_PER_BATCH = 100

@@ -19,11 +19,12 @@ from typing import Any
 import pytest
 import yaml
 
-from ctloop.config import Project, load_project
+from ctloop.core.config import Project, load_project
+from ctloop.io import data, registry, tracking
+from ctloop.ml.validation import ValidationFailed
+from ctloop.steps import monitoring
 from flows.monitor_batch import monitor_batch
 from flows.train_model import train_model
-from tasks import data, monitoring, registry, tracking
-from tasks.validation import ValidationFailed
 from tests.conftest import ROOT, _merge
 from tests.corpus import make_bad_batches as corpus_gen
 from tests.integration.conftest import SMALL

@@ -33,11 +33,13 @@ import pytest
 from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
 
-from ctloop.config import Project
+from ctloop.core.config import Project
+from ctloop.io import data, registry, tracking
+from ctloop.ml import training
+from ctloop.ml.validation import ValidationFailed
+from ctloop.steps import monitoring, pipeline, serving
 from flows.monitor_batch import monitor_batch
 from flows.train_model import train_model
-from tasks import data, monitoring, pipeline, registry, serving, tracking, training
-from tasks.validation import ValidationFailed
 from tests.conftest import new_project, sample_months
 from tests.integration.conftest import SMALL
 

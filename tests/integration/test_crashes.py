@@ -1,5 +1,6 @@
 """Crashes and partial failure: `ctloop run` SIGKILLed (a real subprocess) during ingestion,
-tuning, registration and promotion (ctloop/faults.py). Afterwards the champion is a READY version
+tuning, registration and promotion (ctloop/core/faults.py). Afterwards the champion is a READY
+version
 that loads and predicts, every batch is a complete Parquet file and none is lost, the interrupted
 MLflow run is FAILED once the next run has reconciled, and that re-run completes."""
 
@@ -22,11 +23,12 @@ from mlflow.entities import Run
 from typer.testing import CliRunner
 
 from ctloop.cli import app
-from ctloop.config import Project
-from ctloop.faults import CRASH_ENV
+from ctloop.core.config import Project
+from ctloop.core.faults import CRASH_ENV
+from ctloop.io import audit, data, registry, tracking
+from ctloop.ops import recovery
+from ctloop.steps.summary import TrainingSummary
 from flows.train_model import train_model
-from tasks import audit, data, recovery, registry, tracking
-from tasks.summary import TrainingSummary
 from tests.conftest import ROOT, sample_months
 from tests.integration.conftest import MONTHS
 

@@ -11,12 +11,13 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-from ctloop.config import Project, override
+from ctloop.core.config import Project, override
+from ctloop.io import data, registry, tracking
+from ctloop.ml.validation import ValidationFailed
+from ctloop.steps import monitoring, replay
 from flows.monitor_batch import monitor_batch
 from flows.retrain_model import retrain_model
 from flows.train_model import train_model
-from tasks import data, monitoring, registry, replay, tracking
-from tasks.validation import ValidationFailed
 from tests.conftest import sample_months
 from tests.integration.conftest import SMALL
 

@@ -12,9 +12,10 @@ from urllib.parse import unquote, urlparse
 
 from prefect import flow, get_client
 
-from ctloop.config import Project
-from tasks import pipeline, tracking
-from tasks import prefect_tasks as t
+from ctloop.core.config import Project
+from ctloop.io import tracking
+from ctloop.steps import pipeline
+from tasks import training as t
 
 BATCH = "2013-04"
 FIRST_REF = ("2013-01", "2013-02")  # the champion's training batches at monitoring time

@@ -11,8 +11,10 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from ctloop.config import Project
-from tasks import pipeline, recovery, registry, tracking, versioning
+from ctloop.core.config import Project
+from ctloop.io import registry, tracking, versioning
+from ctloop.ops import recovery
+from ctloop.steps import pipeline
 
 
 def _dvc(root: Path, *args: str) -> subprocess.CompletedProcess[str]:

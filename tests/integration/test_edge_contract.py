@@ -16,10 +16,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ctloop.config import Project
+from ctloop.core.config import Project
+from ctloop.io import data
+from ctloop.steps import monitoring, pipeline
 from flows.monitor_batch import monitor_batch
 from flows.train_model import train_model
-from tasks import data, monitoring, pipeline
 from tests.conftest import new_project, sample_months
 from tests.integration.conftest import SMALL
 

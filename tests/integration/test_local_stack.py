@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from ctloop import stack
 from ctloop.cli import app
-from ctloop.config import Project
+from ctloop.core.config import Project
+from ctloop.ops import stack
 from tests.conftest import free_ports
 
 CTLOOP = str(Path(sys.executable).parent / "ctloop")

@@ -24,8 +24,8 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
-from ctloop.config import load_project
-from tasks import data, registry, tracking
+from ctloop.core.config import load_project
+from ctloop.io import data, registry, tracking
 
 CTLOOP = Path(sys.executable).parent / "ctloop"
 

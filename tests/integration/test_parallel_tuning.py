@@ -15,8 +15,8 @@ import optuna
 import pytest
 from prefect import flow
 
-from tasks import parallel, training
-from tasks import prefect_tasks as t
+from ctloop.ml import parallel, training
+from tasks import training as t
 from tests.conftest import ROOT, free_ports
 from tests.unit.test_training import SCHEMA, _frame, _tuning_params
 

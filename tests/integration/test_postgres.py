@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 import yaml
 
-from ctloop.config import Project
+from ctloop.core.config import Project
 from tests.conftest import ROOT, free_ports
 
 HOST, PORT, USER, ADMIN_DB = "127.0.0.1", 5432, "postgres", "test"

@@ -19,11 +19,12 @@ import yaml
 from mlflow import MlflowClient
 from mlflow.models import get_model_info
 
-from ctloop import stages
-from ctloop.config import Project, load_project
+from ctloop.core.config import Project, load_project
+from ctloop.io import tracking
+from ctloop.ml.preconditions import PreconditionError
+from ctloop.ops import stages
+from ctloop.steps import pipeline
 from flows.train_model import train_model
-from tasks import pipeline, tracking
-from tasks.preconditions import PreconditionError
 from tests.integration.conftest import SMALL
 
 EMPTY = "runway_visual_range"  # the case's column: no value in any row

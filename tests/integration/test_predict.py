@@ -21,12 +21,13 @@ import pytest
 from typer.testing import CliRunner
 
 from ctloop.cli import app
-from ctloop.config import Project
+from ctloop.core.config import Project
+from ctloop.io import registry
+from ctloop.ml.suite_rules import ContractViolation
+from ctloop.steps import serving
+from ctloop.steps.serving import SignatureMismatch
 from flows.predict_batch import predict_batch
 from flows.train_model import train_model
-from tasks import registry, serving
-from tasks.serving import SignatureMismatch
-from tasks.suite_rules import ContractViolation
 from tests.conftest import free_ports, new_project
 from tests.integration.conftest import SMALL, latest_artifact
 

@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-from ctloop.config import Project
+from ctloop.core.config import Project
+from ctloop.io import data, registry, tracking
 from flows.train_model import train_model
-from tasks import data, registry, tracking
 
 COLUMNS = [
     "carrier",

@@ -19,11 +19,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from ctloop.config import Project, load_project
+from ctloop.core.config import Project, load_project
+from ctloop.io import data, tracking, versioning
+from ctloop.ml.validation import ValidationFailed
+from ctloop.steps import correction, monitoring
+from ctloop.steps.correction import CorrectionError
 from flows.train_model import train_model
-from tasks import correction, data, monitoring, tracking, versioning
-from tasks.correction import CorrectionError
-from tasks.validation import ValidationFailed
 from tests.conftest import new_project
 from tests.integration.conftest import SMALL
 

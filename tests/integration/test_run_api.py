@@ -1,4 +1,4 @@
-"""One Prefect API per command process tree (ctloop/run_api.py), with real processes: a
+"""One Prefect API per command process tree (ctloop/ops/run_api.py), with real processes: a
 `ctloop run` without PREFECT_API_URL starts exactly one Prefect server, whose database is the
 project's own (`ctloop up` serves it), hands it to its worker process, and leaves nothing behind:
 not after success, not after SIGTERM, not after SIGKILL. Two commands at once share one server.
@@ -24,9 +24,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from ctloop import run_api
-from ctloop.config import Project
-from ctloop.faults import CRASH_ENV
+from ctloop.core.config import Project
+from ctloop.core.faults import CRASH_ENV
+from ctloop.ops import run_api
 from tests.conftest import ROOT, sample_months
 from tests.integration.conftest import MONTHS
 
@@ -184,7 +184,7 @@ CLIENT = textwrap.dedent(
     """
     import sys, time
     from pathlib import Path
-    from ctloop.run_api import prefect_api
+    from ctloop.ops.run_api import prefect_api
     with prefect_api(Path(sys.argv[1])) as api:
         api.wait_ready(180)
         from prefect import flow

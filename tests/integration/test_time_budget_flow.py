@@ -10,9 +10,9 @@ from typing import Any
 
 from mlflow import MlflowClient
 
-from ctloop.config import Project
+from ctloop.core.config import Project
+from ctloop.io import tracking
 from flows.train_model import train_model
-from tasks import tracking
 from tests.integration.conftest import SMALL
 
 
@@ -52,7 +52,7 @@ def test_a_run_cut_short_by_the_time_budget_says_so_everywhere(
 
 
 def test_a_complete_search_is_recorded_as_stopped_by_its_trial_count(tmp_path: Path) -> None:
-    from tasks import training
+    from ctloop.ml import training
     from tests.unit.test_time_budget import SCHEMA, _frame, _params
 
     X, y = _frame(300)
@@ -72,8 +72,8 @@ def test_a_dask_search_cut_short_by_the_time_budget_says_so(tmp_path: Path) -> N
     starts, so only the search's first trial runs and the result says 1 of 4."""
     from prefect import flow
 
-    from tasks import parallel, training
-    from tasks import prefect_tasks as t
+    from ctloop.ml import parallel, training
+    from tasks import training as t
     from tests.unit.test_time_budget import _frame, _params
 
     X, y = _frame(300)

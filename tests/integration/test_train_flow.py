@@ -14,11 +14,11 @@ from mlflow import MlflowClient
 from prefect import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
-from ctloop.config import Project
+from ctloop.core.config import Project
+from ctloop.io import audit, data, registry, tracking, versioning
+from ctloop.ml.validation import ValidationFailed
 from flows.train_model import train_model
-from tasks import audit, data, registry, tracking, versioning
-from tasks.prefect_tasks import cache_line
-from tasks.validation import ValidationFailed
+from tasks.training import cache_line
 from tests.integration.conftest import latest_artifact
 
 
@@ -224,7 +224,8 @@ def _leaky_model(X: pd.DataFrame, y: pd.Series, origin: str) -> Any:
 
 def _assert_slice_regression_refused(p: Project) -> None:
     """A challenger better overall that regresses one large slice is refused, named."""
-    from tasks import pipeline, training
+    from ctloop.ml import training
+    from ctloop.steps import pipeline
 
     window = pipeline.current_window(p)
     holdout = pipeline.training_data(p, pipeline.load_batches(p, window.holdout))

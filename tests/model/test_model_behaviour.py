@@ -7,8 +7,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ctloop.config import Project, override
-from tasks import data, training
+from ctloop.core.config import Project, override
+from ctloop.io import data
+from ctloop.ml import training
 from tests.conftest import sample_months
 
 
@@ -94,7 +95,7 @@ def test_it_relies_on_departure_time_and_its_probabilities_rank_outcomes(
 ) -> None:
     """Explainability on real data: the time of day leads the permutation importance, and the
     observed late share rises along the calibration curve."""
-    from tasks import insights
+    from ctloop.ml import insights
 
     _, holdout, schema = frames
     X, y = holdout[schema.features], holdout[schema.target].astype(int)

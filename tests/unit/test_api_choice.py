@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from ctloop import run_api, stack
-from ctloop.config import Project
+from ctloop.core.config import Project
+from ctloop.ops import run_api, stack
 
 
 def test_an_explicit_api_url_is_used_as_it_is(

@@ -6,8 +6,8 @@ from dataclasses import replace
 
 import pytest
 
-from tasks import approval
-from tasks.registry import PromotionDecision, decide
+from ctloop.core import approval
+from ctloop.io.registry import PromotionDecision, decide
 
 
 def _decision(promote: bool = True) -> PromotionDecision:

@@ -14,10 +14,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ctloop.config import DataConfig, Project, ValidationConfig
-from tasks import arrival, data, monitoring, replay
+from ctloop.core.config import DataConfig, Project, ValidationConfig
+from ctloop.io import arrival, data
 
 # --- block_bounds ----------------------------------------------------------------------
+from ctloop.steps import monitoring, replay
 
 
 def test_a_short_remainder_joins_the_block_before_it() -> None:
@@ -245,7 +246,7 @@ def test_the_digest_cache_notices_a_changed_batch(tmp_path: Path) -> None:
 
 
 def test_a_short_batch_is_told_what_to_change_not_to_fix_the_data() -> None:
-    from tasks import validation
+    from ctloop.ml import validation
 
     short = "f.csv: table: rule 'row_count' (critical): 10 rows (expected 20 to 500)"
     by_arrival = validation.what_to_do(short, by_arrival=True)
@@ -259,7 +260,7 @@ def test_a_short_batch_is_told_what_to_change_not_to_fix_the_data() -> None:
 
 
 def test_a_quarantined_arrival_batch_explains_the_row_count(tmp_path: Path) -> None:
-    from tasks import validation
+    from ctloop.ml import validation
 
     rule = validation.RuleResult(
         "row_count", "expect_table_row_count_to_be_between", None, "critical", False, "9 rows"
@@ -277,7 +278,7 @@ def test_a_quarantined_arrival_batch_explains_the_row_count(tmp_path: Path) -> N
 
 
 def test_a_correction_names_the_batch_it_replaces(project: Project, tmp_path: Path) -> None:
-    from tasks import correction
+    from ctloop.steps import correction
 
     _deliver(project, "a.csv", _frame(0, 200))
     fixed = tmp_path / "fixed.csv"
@@ -291,7 +292,7 @@ def test_a_correction_names_the_batch_it_replaces(project: Project, tmp_path: Pa
 
 
 def test_the_config_check_and_init_see_the_blocks_ingestion_cuts() -> None:
-    from tasks import config_check
+    from ctloop.steps import config_check
 
     rule = data.BlockRule(size=100, min_rows=20, max_rows=500)
     assert config_check.block_names(105, 100, rule) == ["part-00001"]  # 5 rows joined

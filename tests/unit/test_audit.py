@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import yaml
 
-from tasks import audit, registry, tracking
+from ctloop.io import audit, registry, tracking
 
 ROOT = Path(__file__).resolve().parents[2]
 CTLOOP = str(Path(sys.executable).parent / "ctloop")

@@ -14,10 +14,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ctloop.config import Project, ValidationConfig
-from tasks import data, monitoring
-from tasks import validation as v
-from tasks.data import Schema
+from ctloop.core.config import Project, ValidationConfig
+from ctloop.io import data
+from ctloop.io.data import Schema
+from ctloop.ml import validation as v
+from ctloop.steps import monitoring
 
 SCHEMA = Schema(target="y", task="classification", numeric=("x",), categorical=(), time_column=None)
 

@@ -1,5 +1,5 @@
 """A new batch is published only if no concurrent writer created it between the check and the
-write (tasks/data.py write_batch): the loser compares with the winner's file instead of
+write (ctloop/io/data.py write_batch): the loser compares with the winner's file instead of
 overwriting it."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tasks import data
+from ctloop.io import data
 
 DF = pd.DataFrame({"a": [1, 2], "y": [1.0, np.nan]})
 

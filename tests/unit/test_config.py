@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ctloop.config import ConfigError, load_project, override, parse_params
+from ctloop.core.config import ConfigError, load_project, override, parse_params
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -106,7 +106,7 @@ def test_log_scale_needs_a_positive_low_bound() -> None:
 def test_params_hash_the_same_in_every_process() -> None:
     """Prefect's cache keys hash pickled inputs; set order must not leak into them."""
     code = (
-        "from ctloop.config import load_project; from prefect.utilities.hashing import "
+        "from ctloop.core.config import load_project; from prefect.utilities.hashing import "
         f"hash_objects; print(hash_objects({{'p': load_project('{ROOT}/params.yaml').params, "
         "'x': [1]}))"
     )

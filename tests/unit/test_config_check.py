@@ -1,4 +1,4 @@
-"""params.yaml checked against the data (tasks/config_check.py): every leftover or missing
+"""params.yaml checked against the data (ctloop/steps/config_check.py): every leftover or missing
 column named with its key, windows and periods that do not fit, the bundled example's leftovers."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ctloop.config import Params, parse_params
-from tasks.config_check import ConfigDataError, DataFacts, block_names, check_config
+from ctloop.core.config import Params, parse_params
+from ctloop.steps.config_check import ConfigDataError, DataFacts, block_names, check_config
 
 ROOT = Path(__file__).resolve().parents[2]
 BUNDLED = yaml.safe_load((ROOT / "params.yaml").read_text())

@@ -1,4 +1,5 @@
-"""The data contract at the edge (tasks/contract.py): every dtype a source may hold comes out in
+"""The data contract at the edge (ctloop/core/contract.py): every dtype a source may hold comes out
+in
 one internal form, the same values hash alike whatever their dtype, time offsets become one
 zone's wall-clock time, two-valued labels become 1.0/0.0, and what cannot be normalised is
 refused naming the file, the column and the rule. Inputs vary with Hypothesis."""
@@ -13,8 +14,9 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from ctloop.config import DataConfig
-from tasks import contract, data
+from ctloop.core import contract
+from ctloop.core.config import DataConfig
+from ctloop.io import data
 
 SETTINGS = settings(max_examples=60, deadline=None)
 

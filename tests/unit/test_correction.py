@@ -1,4 +1,5 @@
-"""Pure logic of `ctloop batch replace` (tasks/correction.py): the ledger, the refusals that come
+"""Pure logic of `ctloop batch replace` (ctloop/steps/correction.py): the ledger, the refusals that
+come
 before any validation or DVC work, the atomic overwrite, and the `immutable_batch` messages that
 point at the command. The whole path (DVC, MLflow, training) is in
 tests/integration/test_replace_batch.py."""
@@ -14,9 +15,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ctloop.config import Project
-from tasks import correction, data, monitoring, pipeline
-from tasks.correction import CorrectionError, Replacement
+from ctloop.core.config import Project
+from ctloop.io import data
+from ctloop.steps import correction, monitoring, pipeline
+from ctloop.steps.correction import CorrectionError, Replacement
 
 LABEL = "is_late"
 HINT = "use `ctloop batch replace FILE --reason TEXT` to correct an accepted batch"

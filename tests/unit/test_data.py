@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ctloop.config import DataConfig
-from tasks import data
+from ctloop.core.config import DataConfig
+from ctloop.io import data
 
 
 def _cfg(**kw: object) -> DataConfig:

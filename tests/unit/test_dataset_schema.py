@@ -7,7 +7,7 @@ import warnings
 import numpy as np
 import pandas as pd
 
-from tasks.tracking import infer_schema, schema_rows
+from ctloop.io.tracking import infer_schema, schema_rows
 
 
 def test_schema_of_the_representative_rows_is_the_whole_tables() -> None:

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from ctloop.config import ConfigError, Project, override
+from ctloop.core.config import ConfigError, Project, override
 from deployments import serve
 from tests.conftest import ROOT
 

@@ -10,10 +10,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ctloop.config import DriftConfig, Project
-from tasks import data
-from tasks.data import Schema
-from tasks.drift import (
+from ctloop.core.config import DriftConfig, Project
+from ctloop.io import data
+from ctloop.io.data import Schema
+from ctloop.ml.drift import (
     ColumnDrift,
     DriftOutputs,
     DriftReportConflict,
@@ -101,7 +101,7 @@ def test_drift_share_threshold_is_inclusive_and_configurable(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     ref, cur = _frame(2000, 1), _frame(2000, 2, shift=3.0)  # a, b, c drift: 3 of 5
-    with caplog.at_level(logging.WARNING, logger="tasks.drift"):
+    with caplog.at_level(logging.WARNING, logger="ctloop.ml.drift"):
         _, loose = compute_drift(ref, cur, SCHEMA, DriftConfig(drift_share=0.6), seed=0)
         _, strict = compute_drift(ref, cur, SCHEMA, DriftConfig(drift_share=0.7), seed=0)
     assert not caplog.records  # per-column verdicts agree with DriftedColumnsCount

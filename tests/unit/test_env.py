@@ -1,4 +1,4 @@
-"""Process settings of ctloop's entry points and worker processes (ctloop/env.py)."""
+"""Process settings of ctloop's entry points and worker processes (ctloop/core/env.py)."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ def test_background_worker_lowers_priority_and_freezes_at_exit_after_other_handl
         import atexit, gc, os
         # registered first, so it runs last: after ctloop's freeze, like the libraries' handlers
         atexit.register(lambda: print("frozen at exit:", gc.get_freeze_count() > 0, flush=True))
-        from ctloop.env import BACKGROUND_NICENESS, background_worker, freeze_at_exit
+        from ctloop.core.env import BACKGROUND_NICENESS, background_worker, freeze_at_exit
         before, handlers = os.nice(0), atexit._ncallbacks()
         background_worker()
         freeze_at_exit()  # idempotent: still one freeze handler
@@ -57,7 +57,7 @@ def test_a_worker_exits_when_the_process_that_started_it_is_killed() -> None:
         child = subprocess.Popen(
             [sys.executable, "-c",
              "import sys, time\\n"
-             "from ctloop.env import exit_with_parent\\n"
+             "from ctloop.core.env import exit_with_parent\\n"
              "exit_with_parent(poll_s=0.1)\\n"
              "print('ready', flush=True)\\n"
              "time.sleep(60)"],
@@ -77,7 +77,7 @@ def test_a_worker_exits_when_the_process_that_started_it_is_killed() -> None:
 
 BUSY_WORKER = """
 import concurrent.futures as cf, multiprocessing as mp, os, sys, time
-from ctloop.env import sigterm_as_exit
+from ctloop.core.env import sigterm_as_exit
 
 def spin() -> None:
     while True:

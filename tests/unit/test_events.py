@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from tasks import events
+from ctloop.core import events
 
 BATCH_EVENT_NAMES = [
     events.BATCH_VALIDATED,

@@ -8,8 +8,9 @@ from pathlib import Path
 import pandas as pd
 from mlflow import MlflowClient
 
-from ctloop.config import Project, parse_params
-from tasks import pipeline, tracking
+from ctloop.core.config import Project, parse_params
+from ctloop.io import tracking
+from ctloop.steps import pipeline
 
 NAME = "history-model"
 

@@ -9,9 +9,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ctloop.config import Params, parse_params
-from tasks import insights, registry, training
-from tasks.data import Schema
+from ctloop.core.config import Params, parse_params
+from ctloop.io import registry
+from ctloop.io.data import Schema
+from ctloop.ml import insights, training
 
 N = 2000
 

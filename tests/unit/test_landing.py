@@ -7,9 +7,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ctloop.config import Project
-from tasks import data, monitoring
-from tasks.monitoring import LandingError
+from ctloop.core.config import Project
+from ctloop.io import data
+from ctloop.steps import monitoring
+from ctloop.steps.monitoring import LandingError
 
 LABEL = "is_late"
 

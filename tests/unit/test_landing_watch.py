@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from tasks import landing
+from ctloop.io import landing
 
 
 def _drop(folder: Path, name: str, text: str = "a,b\n1,2\n", mtime_ns: int | None = None) -> Path:

@@ -1,4 +1,4 @@
-"""Project locks between processes (tasks/locks.py): a second process waits, a timeout names the
+"""Project locks between processes (ctloop/io/locks.py): a second process waits, a timeout names the
 lock file and its holder, a SIGKILLed holder leaves no stale lock, threads are serialized too."""
 
 from __future__ import annotations
@@ -14,14 +14,14 @@ from pathlib import Path
 
 import pytest
 
-from ctloop.config import Project
-from tasks import locks
+from ctloop.core.config import Project
+from ctloop.io import locks
 from tests.conftest import ROOT
 
 HOLD = """
 import sys, time
 from pathlib import Path
-from tasks.locks import file_lock
+from ctloop.io.locks import file_lock
 with file_lock(Path(sys.argv[1]), 10, "unit-test holder"):
     print("held", flush=True)
     time.sleep(float(sys.argv[2]))

@@ -8,9 +8,15 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from tasks import approval
-from tasks.model_card import Check, DriftStatus, ModelCard, ValidationStatus, coverage_tolerance
-from tasks.registry import SliceScore, decide
+from ctloop.core import approval
+from ctloop.io.registry import SliceScore, decide
+from ctloop.steps.model_card import (
+    Check,
+    DriftStatus,
+    ModelCard,
+    ValidationStatus,
+    coverage_tolerance,
+)
 
 SLICES = (
     SliceScore("carrier", "UA", 900, 0.70, 0.74, True),

@@ -1,4 +1,4 @@
-"""Model files that run no code when loaded (tasks/model_io.py): skops with checked types, in a
+"""Model files that run no code when loaded (ctloop/io/model_io.py): skops with checked types, in a
 real MLflow SQLite store under tmp_path; legacy cloudpickle versions still load, with a warning;
 types outside the trusted modules are refused when saving and when loading."""
 
@@ -17,10 +17,10 @@ import pytest
 import yaml
 from sklearn.base import BaseEstimator, TransformerMixin
 
-from tasks import model_io, registry, tracking
-from tasks.data import Schema
-from tasks.model_io import LegacyModelWarning, ModelSafetyError
-from tasks.training import fit_pipeline, make_pipeline
+from ctloop.io import model_io, registry, tracking
+from ctloop.io.data import Schema
+from ctloop.io.model_io import LegacyModelWarning, ModelSafetyError
+from ctloop.ml.training import fit_pipeline, make_pipeline
 
 NAME = "safe-model"
 SWITCH = "MLFLOW_ALLOW_PICKLE_DESERIALIZATION"
@@ -54,7 +54,7 @@ SCHEMA = Schema("late", "classification", ("dist", "hour"), ("carrier",), None)
 
 
 def _pipeline(family: str = "xgboost") -> tuple[Any, pd.DataFrame]:
-    """A fitted ctloop pipeline (tasks/training.py), XGBoost with early stopping by default."""
+    """A fitted ctloop pipeline (ctloop/ml/training.py), XGBoost with early stopping by default."""
     X, y = _data()
     if family == "xgboost":
         params: dict[str, Any] = {"n_estimators": 40, "max_depth": 3, "learning_rate": 0.2}
@@ -243,7 +243,7 @@ def test_a_legacy_cloudpickle_version_loads_with_a_warning(store: str) -> None:
 def test_the_scoring_app_answers_with_probabilities(
     store: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """tasks/scoring_app.py: MLflow's scoring app around ctloop's loader, no pickle switch."""
+    """ctloop/ops/scoring_app.py: MLflow's scoring app around ctloop's loader, no pickle switch."""
     name = f"{NAME}-4"
     from fastapi.testclient import TestClient
 
@@ -251,8 +251,8 @@ def test_the_scoring_app_answers_with_probabilities(
     version = tracking.log_model(_run(store), pipe, X.head(20), None, name)
     monkeypatch.setenv(model_io.SERVE_MODEL_ENV, name)
     monkeypatch.setenv(model_io.SERVE_VERSION_ENV, version)
-    monkeypatch.delitem(sys.modules, "tasks.scoring_app", raising=False)
-    scoring_app = importlib.import_module("tasks.scoring_app")
+    monkeypatch.delitem(sys.modules, "ctloop.ops.scoring_app", raising=False)
+    scoring_app = importlib.import_module("ctloop.ops.scoring_app")
     assert SWITCH not in os.environ
     client = TestClient(scoring_app.app)
     assert client.get("/ping").status_code == 200

@@ -12,8 +12,8 @@ import optuna
 import pytest
 import yaml
 
-from ctloop.config import ConfigError, Project, parse_params
-from tasks import parallel, training
+from ctloop.core.config import ConfigError, Project, parse_params
+from ctloop.ml import parallel, training
 from tests.unit.test_training import SCHEMA, _frame, _tuning_params
 
 ROOT = Path(__file__).parents[2]
@@ -104,7 +104,7 @@ def test_prefect_task_runner_follows_the_plan() -> None:
     from prefect.task_runners import ThreadPoolTaskRunner
     from prefect_dask import DaskTaskRunner
 
-    from tasks.prefect_tasks import task_runner
+    from tasks.training import task_runner
 
     threads = task_runner(parallel.ParallelPlan("threads", 3, "sqlite:////x.db", 1))
     assert isinstance(threads, ThreadPoolTaskRunner) and threads._max_workers == 3

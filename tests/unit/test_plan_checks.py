@@ -1,4 +1,4 @@
-"""The training plan's preconditions (tasks/preconditions.py) on small frames, the search's own
+"""The training plan's preconditions (ctloop/ml/preconditions.py) on small frames, the search's own
 error when every trial scores NaN, and the drift step with an empty column on one side."""
 
 from __future__ import annotations
@@ -12,11 +12,11 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ctloop.config import DriftConfig, parse_params
-from tasks import preconditions, training
-from tasks.data import Schema
-from tasks.drift import DriftError, DriftSummary, compute_drift, drift_markdown
-from tasks.preconditions import Part, PreconditionError, check_training_plan
+from ctloop.core.config import DriftConfig, parse_params
+from ctloop.io.data import Schema
+from ctloop.ml import preconditions, training
+from ctloop.ml.drift import DriftError, DriftSummary, compute_drift, drift_markdown
+from ctloop.ml.preconditions import Part, PreconditionError, check_training_plan
 
 TRAIN = "the training window 2013-01..2013-03"
 HOLDOUT = "holdout 2013-04"

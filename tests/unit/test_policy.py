@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from ctloop.config import ContinuousConfig
-from tasks.policy import (
+from ctloop.core.config import ContinuousConfig
+from ctloop.core.policy import (
     NoWindowError,
     Signals,
     Verdict,

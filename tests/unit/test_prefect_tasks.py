@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from prefect.states import Completed, Failed
 
-from ctloop.config import ConfigError
-from tasks.data import DataError
-from tasks.prefect_tasks import retry_transient
+from ctloop.core.config import ConfigError
+from ctloop.io.data import DataError
+from tasks.training import retry_transient
 
 
 @pytest.mark.parametrize(

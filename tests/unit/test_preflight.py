@@ -8,7 +8,7 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 
-from ctloop.preflight import UnreachableError, check_http, check_servers
+from ctloop.ops.preflight import UnreachableError, check_http, check_servers
 
 
 class _Health(BaseHTTPRequestHandler):

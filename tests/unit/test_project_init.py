@@ -1,4 +1,4 @@
-"""`ctloop init`'s choices from the data (tasks/project_init.py): task, time column, batches,
+"""`ctloop init`'s choices from the data (ctloop/ops/project_init.py): task, time column, batches,
 window, folds, slices, identifiers; the written params validate and read back the same."""
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ctloop.config import ValidationConfig, parse_params
-from tasks.data import BlockRule, block_sizes
-from tasks.project_init import InitError, plan_project, render_params
+from ctloop.core.config import ValidationConfig, parse_params
+from ctloop.io.data import BlockRule, block_sizes
+from ctloop.ops.project_init import InitError, plan_project, render_params
 
 
 def frame(rows: int = 600, seed: int = 0, **columns: object) -> pd.DataFrame:

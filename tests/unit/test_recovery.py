@@ -1,4 +1,4 @@
-"""Orphaned runs and leftover temporary files after a crash (tasks/recovery.py), fault hook."""
+"""Orphaned runs and leftover temporary files after a crash (ctloop/ops/recovery.py), fault hook."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from ctloop import faults
-from tasks import recovery
+from ctloop.core import faults
+from ctloop.ops import recovery
 
 HOST, BOOT = "builder-1", "boot-a"
 
@@ -114,7 +114,7 @@ def test_crash_point_is_a_no_op_unless_named(monkeypatch: pytest.MonkeyPatch) ->
     faults.crash_point("ingest")
     monkeypatch.setenv(faults.CRASH_ENV, "tuning")
     faults.crash_point("ingest")
-    code = "from ctloop.faults import crash_point; crash_point('ingest'); print('survived')"
+    code = "from ctloop.core.faults import crash_point; crash_point('ingest'); print('survived')"
     env = {**os.environ, faults.CRASH_ENV: "ingest"}
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert done.returncode == -signal.SIGKILL and "survived" not in done.stdout

@@ -5,7 +5,7 @@ from dataclasses import replace
 
 import pytest
 
-from tasks.registry import PromotionDecision, SliceScore, decide, slice_regressions
+from ctloop.io.registry import PromotionDecision, SliceScore, decide, slice_regressions
 
 KW = dict(metric="roc_auc", challenger_version="2", greater_is_better=True, margin=0.01, floor=0.6)
 

@@ -7,9 +7,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ctloop.config import DataConfig, Project
-from tasks import data
-from tasks.replay import (
+from ctloop.core.config import DataConfig, Project
+from ctloop.io import data
+from ctloop.steps.replay import (
     Delivery,
     delivery_frame,
     label_source_column,

@@ -11,8 +11,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tasks import data, serving
-from tasks.serving import InputColumn, SignatureMismatch
+from ctloop.io import data
+from ctloop.steps import serving
+from ctloop.steps.serving import InputColumn, SignatureMismatch
 
 COLUMNS = (
     InputColumn("distance", "double"),
@@ -221,7 +222,7 @@ def test_uncertainty_artifacts_round_trip(tmp_path: Path) -> None:
     from mlflow import MlflowClient
     from sklearn.linear_model import LinearRegression
 
-    from tasks import tracking
+    from ctloop.io import tracking
 
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     experiment = tracking.configure(uri, "serving", tmp_path / "art")
@@ -251,7 +252,7 @@ def test_legacy_pickled_fold_models_still_load_with_a_note(tmp_path: Path) -> No
     from mlflow import MlflowClient
     from sklearn.linear_model import LinearRegression
 
-    from tasks import tracking
+    from ctloop.io import tracking
 
     experiment = tracking.configure(f"sqlite:///{tmp_path}/mlflow.db", "legacy", tmp_path / "art")
     run = MlflowClient().create_run(experiment).info.run_id
@@ -270,7 +271,7 @@ def test_legacy_pickled_fold_models_still_load_with_a_note(tmp_path: Path) -> No
 def test_server_command_environment_and_request(tmp_path: Path) -> None:
     argv = serving.serve_command(tmp_path, "127.0.0.1", 5001)
     assert argv[0] == str(tmp_path / "uvicorn")
-    assert argv[1] == "tasks.scoring_app:app"  # MLflow's scoring app around ctloop's loader
+    assert argv[1] == "ctloop.ops.scoring_app:app"  # MLflow's scoring app around ctloop's loader
     assert argv[argv.index("--port") + 1] == "5001"
     base = {"PATH": "/usr/bin", "HOME": "/h", "MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "true"}
     env = serving.serve_env(base, "sqlite:////p/mlflow.db", tmp_path, "m", "3")

@@ -16,9 +16,9 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from ctloop import stack
 from ctloop.cli import app
-from ctloop.config import Project, load_project
+from ctloop.core.config import Project, load_project
+from ctloop.ops import stack
 from tests.conftest import ROOT
 
 SLEEPER = [sys.executable, "-c", "import time; time.sleep(60)"]

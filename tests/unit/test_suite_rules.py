@@ -1,5 +1,5 @@
-"""The data contract at the scoring door (tasks/suite_rules.py) on a real suite built by
-tasks/validation.py: the same rules, tolerances, severities and words as batch validation,
+"""The data contract at the scoring door (ctloop/ml/suite_rules.py) on a real suite built by
+ctloop/ml/validation.py: the same rules, tolerances, severities and words as batch validation,
 per column, with the rows that broke them flagged."""
 
 from __future__ import annotations
@@ -13,9 +13,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ctloop.config import ValidationConfig
-from tasks import serving, suite_rules
-from tasks import validation as v
+from ctloop.core.config import ValidationConfig
+from ctloop.ml import suite_rules
+from ctloop.ml import validation as v
+from ctloop.steps import serving
 from tests.unit.test_validation import ROWS, build, frame
 
 COLUMNS = ["x", "n", "c"]  # the model's inputs (the suite also knows the date and the target)

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from ctloop.run_api import RUN_SERVER_ENV
-from tasks.summary import TrainingSummary
+from ctloop.ops.run_api import RUN_SERVER_ENV
+from ctloop.steps.summary import TrainingSummary
 
 
 def test_summary_names_every_figure_in_aligned_lines(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,4 +1,4 @@
-"""The SYNTHETIC scale data (tasks/synthetic.py): sizes, labels, determinism, valid values."""
+"""The SYNTHETIC scale data (ctloop/io/synthetic.py): sizes, labels, determinism, valid values."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ctloop.config import load_project
-from tasks import data, synthetic
+from ctloop.core.config import load_project
+from ctloop.io import data, synthetic
 from tests.conftest import ROOT
 
 

@@ -10,9 +10,9 @@ import pytest
 from hypothesis import assume, example, given
 from hypothesis import strategies as st
 
-from ctloop.config import ContinuousConfig
-from tasks import policy, registry, training
-from tasks.thresholds import (
+from ctloop.core import policy
+from ctloop.core.config import ContinuousConfig
+from ctloop.core.thresholds import (
     CONSTANT_BASELINE,
     MIN_SCORE,
     Change,
@@ -21,6 +21,8 @@ from tasks.thresholds import (
     pct,
     worse_word,
 )
+from ctloop.io import registry
+from ctloop.ml import training
 
 # normal floats of moderate size: scaling them by 2**k (|k| <= 20) is exact in binary floating
 # point, so a decision that depends only on ratios cannot change at all
@@ -236,7 +238,7 @@ def test_promotion_of_an_error_metric_does_not_depend_on_its_unit(
 def test_the_default_thresholds_are_the_old_absolute_ones_on_the_default_data() -> None:
     """At ROC AUC about 0.78 (flights), the relative defaults are about the absolute ones they
     replace: margin 0.002, slice tolerance and decay 0.02."""
-    from ctloop.config import PromotionConfig, SlicesConfig
+    from ctloop.core.config import PromotionConfig, SlicesConfig
 
     auc = 0.78
     assert PromotionConfig().margin * auc == pytest.approx(0.002, abs=0.0002)

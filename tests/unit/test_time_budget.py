@@ -17,9 +17,9 @@ import numpy as np
 import optuna
 import yaml
 
-from ctloop.config import Params, TuneConfig, parse_params
-from tasks import parallel, training
-from tasks.summary import TrainingSummary
+from ctloop.core.config import Params, TuneConfig, parse_params
+from ctloop.ml import parallel, training
+from ctloop.steps.summary import TrainingSummary
 from tests.unit.test_model_card import _card
 from tests.unit.test_training import SCHEMA, _frame
 
@@ -211,8 +211,8 @@ def test_budget_note_wording() -> None:
 def test_a_time_budget_is_part_of_the_search_cache_key_and_the_run_fingerprint() -> None:
     """A budget changes what the search computes: a cached or registered search without one
     is not reused for a run with one (and back)."""
-    from ctloop.config import load_project, override
-    from tasks import fingerprint
+    from ctloop.core import fingerprint
+    from ctloop.core.config import load_project, override
 
     X, y = _frame(50)
     base = load_project(ROOT / "params.yaml")

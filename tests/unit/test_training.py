@@ -8,9 +8,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from ctloop.config import CategoricalParam, FloatParam, IntParam, Params, parse_params
-from tasks import training
-from tasks.data import Schema
+from ctloop.core.config import CategoricalParam, FloatParam, IntParam, Params, parse_params
+from ctloop.io.data import Schema
+from ctloop.ml import training
 
 SCHEMA = Schema(
     target="y", task="classification", numeric=("a", "b"), categorical=("c",), time_column=None

@@ -14,9 +14,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ctloop.config import Severity, ValidationConfig
-from tasks import validation as v
-from tasks.data import Schema
+from ctloop.core.config import Severity, ValidationConfig
+from ctloop.io.data import Schema
+from ctloop.ml import validation as v
 
 SCHEMA = Schema(
     target="y", task="classification", numeric=("x", "n"), categorical=("c",), time_column="t"

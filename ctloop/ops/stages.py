@@ -1,0 +1,193 @@
+"""`ctloop stage NAME`: the DVC stages (dvc.yaml). Each reads the previous stage's files, calls the
+same ctloop/steps/pipeline.py steps as the Prefect flow, and writes the files dvc.yaml declares.
+
+`train` opens the training's MLflow run; `evaluate` and `drift` work on the same run in processes
+of their own. Each of the three owns the run while it works (`_owned_run`: RUNNING, tagged with its
+process like a flow's run) and ends it FINISHED, or FAILED when it raises: `dvc repro` leaves no
+run RUNNING, so the next reconciliation (ctloop/ops/recovery.py) finds nothing to tag."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from ctloop.core.config import Project
+from ctloop.io import tracking, versioning
+from ctloop.ml import parallel, training
+from ctloop.steps import pipeline
+
+STAGES = ("ingest", "validate", "train", "evaluate", "drift")
+
+
+def _train_record(project: Project) -> Path:
+    return project.path("models") / "train.json"
+
+
+def _model_file(project: Project) -> Path:
+    return project.path("models") / "model.joblib"
+
+
+def _tuning_file(project: Project) -> Path:
+    """The whole tuning result: trials, the best trial's fold models, out-of-fold scores."""
+    return project.path("models") / "tuning.joblib"
+
+
+def _drift_record(project: Project) -> Path:
+    """The drift stage's fixed-name output (dvc.yaml needs one; DVC versions it in its cache)."""
+    return project.path("reports") / "drift.json"
+
+
+FAILURE_CHARS = 1000  # of an error message kept in the run's `ctloop.failure` tag
+
+
+@contextmanager
+def _owned_run(project: Project, run_id: str, stage: str) -> Iterator[None]:
+    """This stage works on the training run `run_id`: reopened under this process
+    (tracking.reopen_run), then FINISHED; FAILED, with `ctloop.failure` naming the stage and the
+    error, when the stage raises (the error goes on)."""
+    pipeline.use_experiment(project)
+    tracking.reopen_run(run_id)
+    try:
+        yield
+    except BaseException as err:
+        reason = f"dvc stage {stage} failed: {type(err).__name__}: {err}"[:FAILURE_CHARS]
+        tracking.finish_run(run_id, failed=True, error=reason)
+        raise
+    tracking.finish_run(run_id)
+
+
+def ingest(project: Project) -> None:
+    from ctloop.steps.config_check import check_project
+
+    for line in check_project(project).warnings:  # params.yaml against the data, first
+        print(f"ctloop: warning: {line}", file=sys.stderr)
+    result = pipeline.run_ingest(project)
+    print(f"ingest: {len(result.written)} written, {len(result.unchanged)} unchanged")
+
+
+def validate(project: Project) -> None:
+    from ctloop.ml.validation import ValidationFailed, summary_markdown
+
+    window = pipeline.current_window(project)
+    if not pipeline.suite_ready(project):
+        pipeline.build_expectations(project, window.train)
+    reports = pipeline.run_validation(project, window.used)
+    print(summary_markdown(reports))
+    failed = [r for r in reports if not r.success]
+    if failed:
+        raise ValidationFailed(failed)
+
+
+def train(project: Project) -> None:
+    import joblib
+
+    window = pipeline.current_window(project)
+    train_data, holdout = pipeline.load_training(project, window)  # checked: before any run
+    version = versioning.data_version(project.root, project.params.paths.batches) or "unversioned"
+    results = json.loads((project.path("reports") / "validation.json").read_text())
+    validation = "passed" if all(r["success"] for r in results["reports"]) else "failed"
+    run_id = pipeline.start_training_run(project, window, version, validation, train_data, holdout)
+    with _owned_run(project, run_id, "train"):
+        tuning = parallel.tune_here(  # the configured runner, without Prefect
+            project, train_data.schema, train_data.X, train_data.y, run_key=run_id
+        )
+        pipeline.record_tuning(project, run_id, tuning)
+        if tuning.budget_note:
+            print(f"train: tuning {tuning.budget_note} (tune.timeout_s)")
+        model = training.fit_final(
+            project.params, train_data.schema, tuning.best_params, train_data.X, train_data.y
+        )
+        _model_file(project).parent.mkdir(parents=True, exist_ok=True)
+        joblib.dump(model, _model_file(project))
+        joblib.dump(tuning, _tuning_file(project))
+        pipeline.write_json(
+            _train_record(project),
+            {
+                "run_id": run_id,
+                "best_params": tuning.best_params,
+                "cv_mean": tuning.cv_mean,
+                "cv_std": tuning.cv_std,
+                "fold_scores": list(tuning.fold_scores),
+            },
+        )
+
+
+def evaluate(project: Project) -> None:
+    """The `evaluate` stage on the training run `train` recorded (owned, then ended)."""
+    window = pipeline.current_window(project)
+    record = json.loads(_train_record(project).read_text())
+    run_id = record["run_id"]
+    with _owned_run(project, run_id, "evaluate"):
+        _evaluate(project, window, run_id)
+
+
+def _evaluate(project: Project, window: pipeline.Window, run_id: str) -> None:
+    """Holdout metrics, insights, learning curve, registration, gate, model card of the run."""
+    import joblib
+
+    tuning: training.TuningResult = joblib.load(_tuning_file(project))
+    model = joblib.load(_model_file(project))
+    train_data, holdout = pipeline.load_training(project, window)  # checked: before any run
+    evaluation = pipeline.evaluate_holdout(project, run_id, model, holdout, tuning, train_data)
+    insights = pipeline.explain_model(project, run_id, model, train_data, holdout, tuning)
+    curve = pipeline.learning_curve(project, model, train_data, holdout, tuning)
+    pipeline.record_learning_curve(project, run_id, curve)
+    gate = pipeline.register_challenger(project, run_id, model, holdout, evaluation, window)
+    answer = pipeline.no_reviewer(project, gate)  # a DVC stage cannot pause for a reviewer
+    decision = pipeline.apply_promotion(project, run_id, gate, answer)
+    pipeline.importance_over_versions(project, run_id)
+    card = pipeline.build_model_card(
+        project,
+        run_id,
+        window,
+        versioning.data_version(project.root, project.params.paths.batches) or "unversioned",
+        train_data,
+        holdout,
+        tuning,
+        evaluation,
+        decision,
+        answer,
+        insights=insights,
+        drift_note="measured by the drift stage, after this one (reports/drift/)",
+    )
+    pipeline.publish_model_card(project, run_id, card)
+    print(
+        f"evaluate: {project.params.metric} {evaluation.metrics[project.params.metric]:.4f}; "
+        f"{decision.reason}"
+    )
+
+
+def drift(project: Project) -> None:
+    """The newest batch against the champion's training batches: the keyed report under
+    reports/drift/<batch>/ (shared with the flows, never replaced), logged on the training run,
+    and reports/drift.json, the stage's fixed-name record of it for DVC."""
+    window = pipeline.current_window(project)
+    record = json.loads(_train_record(project).read_text())
+    run_id = record["run_id"]
+    with _owned_run(project, run_id, "drift"):
+        reference = pipeline.drift_reference(project, window)
+        summary, paths = pipeline.run_drift(project, reference, window.current, run_id)
+        pipeline.write_json(
+            _drift_record(project),
+            {
+                "batch": window.current,
+                "reference": list(reference),
+                "run_id": run_id,
+                "report": {k: pipeline.project_relative(project, p) for k, p in paths.items()},
+                "summary": summary.to_dict(),
+            },
+        )
+    verdict = "drift" if summary.dataset_drift else "no drift"
+    print(
+        f"drift: {window.current}: {verdict} ({summary.n_drifted}/{summary.n_columns}) -> "
+        f"{paths['html']}"
+    )
+
+
+def run_stage(project: Project, name: str) -> None:
+    {"ingest": ingest, "validate": validate, "train": train, "evaluate": evaluate, "drift": drift}[
+        name
+    ](project)
