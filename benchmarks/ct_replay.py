@@ -13,7 +13,7 @@ the month arrived, then each strategy may retrain on it:
 - policy: `ctloop.core.policy.assess` on the month's signals (Evidently drift against the champion's
   training batches, the champion's score on the month vs its holdout score, batches since its
   holdout); on retrain, a challenger trained on `ctloop.core.policy.ct_window` (holdout = the month)
-  faces the gate `ctloop.io.registry.decide` on that same holdout;
+  faces the gate `ctloop.io.promotion.decide` on that same holdout;
 - always: a challenger after every month, same window and gate.
 
 Training is ctloop's (`ctloop.steps.pipeline.training_data`, `ctloop.ml.training.tune`,
@@ -44,6 +44,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from ctloop.core import promotion  # noqa: E402
 from ctloop.core.env import apply_env_defaults  # noqa: E402
 
 apply_env_defaults()
@@ -51,7 +52,7 @@ apply_env_defaults()
 from ctloop.core import policy  # noqa: E402
 from ctloop.core.config import Project, load_project, override  # noqa: E402
 from ctloop.core.thresholds import Floor, first_model_floor  # noqa: E402
-from ctloop.io import data, registry  # noqa: E402
+from ctloop.io import data  # noqa: E402
 from ctloop.ml import training  # noqa: E402
 from ctloop.ml.drift import DriftSummary, compute_drift  # noqa: E402
 from ctloop.steps import pipeline  # noqa: E402
@@ -314,7 +315,7 @@ def retrain(replay: Replay, strat: Strategy, step: Step) -> None:
         else score_frame(replay, strat.champion.pipe, replay.frame(holdout))
     )
     floor = first_floor(replay, train, holdout)  # recorded; a champion always exists here
-    decision = registry.decide(
+    decision = promotion.decide(
         p.metric,
         str(version),
         challenger.holdout_score,

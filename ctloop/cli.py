@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import sys
 import time
@@ -117,46 +116,19 @@ def _prefect_api(project: Project) -> Iterator[PrefectApi]:
                 stop_worker_processes()  # exit would wait for a worker's task nobody reads
                 raise
             finally:
-                _drain_prefect()
+                from flows.runtime import drain_prefect
+
+                drain_prefect()
     except run_api.ApiError as err:
         raise _fail(err) from None
-
-
-class _NoTraceback(logging.Formatter):
-    """The terminal's formatter of Prefect logs, without the traceback of ctloop's own errors:
-    the command ends with their one `ctloop: error:` line. The Prefect API's log handler formats
-    the record itself, so the UI keeps the whole traceback."""
-
-    def __init__(self, inner: logging.Formatter | None, known: tuple[type[BaseException], ...]):
-        super().__init__()
-        self.inner = inner or logging.Formatter()
-        self.known = known
-
-    def format(self, record: logging.LogRecord) -> str:
-        error = record.exc_info[1] if record.exc_info else None
-        if isinstance(error, self.known):
-            record = logging.makeLogRecord({**record.__dict__, "exc_info": None, "exc_text": None})
-        return self.inner.format(record)
-
-
-def _short_known_errors() -> None:
-    """Install `_NoTraceback` on Prefect's console handler (on the root logger, set up when
-    Prefect is imported); unknown errors keep their traceback."""
-    import prefect.main  # noqa: F401  (sets up Prefect's logging)
-    from prefect.logging.handlers import PrefectConsoleHandler
-
-    for handler in logging.getLogger().handlers:
-        if isinstance(handler, PrefectConsoleHandler) and not isinstance(
-            handler.formatter, _NoTraceback
-        ):
-            handler.setFormatter(_NoTraceback(handler.formatter, _loop_errors()))
 
 
 def _api_ready(api: PrefectApi, project: Project) -> None:
     """Wait for the API (a run server starts while the flow's libraries import), say which."""
     from ctloop.ops.run_api import ApiError
+    from flows.runtime import short_known_errors
 
-    _short_known_errors()
+    short_known_errors(_loop_errors())
 
     try:
         api.wait_ready(project.params.stack.startup_timeout_s)
@@ -178,17 +150,6 @@ def _api_here(project: Project, mode: str) -> Iterator[None]:
     with _prefect_api(project) as api:
         _api_ready(api, project)
         yield
-
-
-def _drain_prefect() -> None:
-    """Send the logs and events Prefect still holds before the API server stops."""
-    if "prefect" not in sys.modules:
-        return
-    from prefect.events.worker import EventsWorker
-    from prefect.logging.handlers import APILogWorker
-
-    APILogWorker.drain_all(timeout=10)
-    EventsWorker.drain_all(timeout=10)
 
 
 @app.command()
@@ -574,7 +535,7 @@ def _wait_for_loop(monitor_runs_before: int, timeout_s: float) -> None:
     due or running (twice in a row, 5 s apart: a monitor's events start retrain runs)."""
     import time
 
-    from tasks.monitoring import busy_runs, count_runs
+    from flows.runtime import busy_runs, count_runs
 
     deadline = time.monotonic() + timeout_s
     busy: list[str] = ["(monitor run not created yet)"]
@@ -597,12 +558,10 @@ def _hand_over(landed: Path, project: Project, mode: str, params: Path) -> None:
     if mode == "watcher":
         typer.echo(f"landed {landed.name}: the stack's landing watcher announces it")
         return
-    from prefect.events.worker import EventsWorker
-
-    from tasks.monitoring import announce_file
+    from flows.runtime import announce_file, send_events
 
     sent = announce_file(project, landed)
-    EventsWorker.drain_all()
+    send_events()
     if not sent:
         raise _fail(RuntimeError(f"could not emit ctloop.data.arrived for {landed}"))
     typer.echo(f"announced ctloop.data.arrived: {landed.name} (the monitor deployment runs it)")
@@ -735,7 +694,7 @@ def replay(
             frame = replay.delivery_frame(rows, cfg.data, delivery.labelled)
             waiting = mode != "here" and (cfg.replay.wait if wait is None else wait)
             if waiting:
-                from tasks.monitoring import count_runs
+                from flows.runtime import count_runs
 
                 before = count_runs("monitor")
             landed = replay.write_delivery(frame, project.path("landing"), delivery)

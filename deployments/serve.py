@@ -124,7 +124,7 @@ def watch_landing(project: Project, stop: threading.Event, interval: float) -> N
     """Announce every new or changed file of the landing folder, once (ledger in the stack
     folder); a file that could not be announced is tried again on the next pass."""
     from ctloop.io import landing
-    from tasks.monitoring import announce_file
+    from flows.runtime import announce_file
 
     ledger = project.path("stack") / LEDGER
     seen = landing.read_ledger(ledger)

@@ -14,8 +14,8 @@ from pydantic import Field
 
 from ctloop.core import approval
 from ctloop.core.config import Project
+from ctloop.core.env import RUN_SERVER_ENV
 from ctloop.io.registry import PromotionDecision
-from ctloop.ops.run_api import RUN_SERVER_ENV
 
 POLL_S = 3  # how often the paused run asks the API whether it was resumed
 

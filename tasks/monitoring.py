@@ -105,58 +105,6 @@ def emit(event: events.Event) -> bool:
     return sent is not None
 
 
-def announce_file(project: Project, landed: Path) -> bool:
-    """Emit `ctloop.data.arrived` for a landed file (path relative to the landing folder, which is
-    where the monitor resolves it); False when it could not be sent."""
-    from prefect.events import emit_event
-
-    relative = landed.resolve().relative_to(project.path("landing").resolve()).as_posix()
-    event = events.data_arrived(landed.name, relative)
-    return emit_event(event=event.name, resource=event.resource, payload=event.payload) is not None
-
-
 def _key(text: str) -> str:
     """An artifact key (lowercase letters, digits and dashes only)."""
     return "".join(c if c.isalnum() else "-" for c in text.lower())
-
-
-LOOP_DEPLOYMENTS = ("monitor", "retrain")
-BUSY_STATES = ("SCHEDULED", "PENDING", "RUNNING", "PAUSED", "CANCELLING")
-
-
-def busy_runs(deployments: tuple[str, ...] = LOOP_DEPLOYMENTS) -> list[str]:
-    """Names of the loop's flow runs that are due or running (future scheduled runs excluded)."""
-    from datetime import UTC, datetime, timedelta
-
-    from prefect import get_client
-    from prefect.client.schemas.filters import (
-        DeploymentFilter,
-        DeploymentFilterName,
-        FlowRunFilter,
-        FlowRunFilterState,
-        FlowRunFilterStateType,
-    )
-
-    state = FlowRunFilterState(type=FlowRunFilterStateType(any_=list(BUSY_STATES)))
-    with get_client(sync_client=True) as client:
-        runs = client.read_flow_runs(
-            flow_run_filter=FlowRunFilter(state=state),
-            deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=list(deployments))),
-        )
-    soon = datetime.now(UTC) + timedelta(seconds=30)
-    return [
-        r.name
-        for r in runs
-        if not (r.state_type and r.state_type.value == "SCHEDULED" and r.expected_start_time > soon)
-    ]
-
-
-def count_runs(deployment: str) -> int:
-    """How many flow runs a deployment has had (any state)."""
-    from prefect import get_client
-    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName
-
-    with get_client(sync_client=True) as client:
-        return client.count_flow_runs(
-            deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=[deployment]))
-        )

@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Literal
 
-from ctloop.io.registry import PromotionDecision
+from ctloop.core.promotion import PromotionDecision
 
 Outcome = Literal["approved", "rejected", "timeout", "not-required", "unavailable"]
 TAG = "ctloop.approval"

@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ctloop.io import data  # DataError; data.prepare calls this module
+from ctloop.core.schema import DataError  # data.prepare (ctloop/io/data.py) calls this module
 
 # Two-valued text encodings of a classification label: one per column (mixing is refused).
 LABEL_ENCODINGS: tuple[dict[str, float], ...] = (
@@ -154,14 +154,14 @@ def encode_target(values: pd.Series, task: str, origin: str, zone: str = "UTC") 
         number = pd.to_numeric(text, errors="coerce")
         bad = number.isna() & text.notna()
         if bad.any():
-            raise data.DataError(
+            raise DataError(
                 f"{origin}: column '{column}': rule 'target': {int(bad.sum())} value(s) are not "
                 f"numbers, e.g. {values[bad].iloc[0]!r} (a regression target holds numbers; "
                 "leave a value empty when it is not known yet)"
             )
         return _floats(number)
     if not pd.api.types.is_numeric_dtype(normal.dtype):
-        raise data.DataError(
+        raise DataError(
             f"{origin}: column '{column}': rule 'target': values of type {values.dtype} are not "
             f"{'labels' if task == 'classification' else 'numbers'}"
         )
@@ -170,7 +170,7 @@ def encode_target(values: pd.Series, task: str, origin: str, zone: str = "UTC") 
         seen = set(pd.unique(floats.dropna()))
         if not seen <= {0.0, 1.0}:
             shown = ", ".join(_show(v) for v in sorted(seen)[:5])
-            raise data.DataError(
+            raise DataError(
                 f"{origin}: column '{column}': rule 'target': labels must be two classes coded "
                 f"0/1 (or true/false, yes/no), found {len(seen)} distinct value(s): {shown}"
             )
@@ -183,7 +183,7 @@ def _text_labels(text: pd.Series, origin: str, column: Any) -> pd.Series:
         if set(present) <= set(encoding):
             return _floats(text.map(encoding))
     shown = ", ".join(repr(v) for v in sorted(present)[:5])
-    raise data.DataError(
+    raise DataError(
         f"{origin}: column '{column}': rule 'target': {len(present)} distinct label(s) ({shown}) "
         "are not one two-valued encoding; use one of true/false, yes/no or 1/0 (any case) for "
         "the positive/negative class, empty when not labelled yet"
@@ -218,7 +218,7 @@ def parse_times(values: pd.Series, zone: str, origin: str) -> pd.Series:
             if alone.notna().any()
             else ""
         )
-        raise data.DataError(
+        raise DataError(
             f"{origin}: column '{column}': rule 'time_column': {int(bad.sum())} value(s) are not "
             f"dates, e.g. {example!r}{hint}"
         )
@@ -237,7 +237,7 @@ def _refuse_mixed_offsets(values: pd.Series, origin: str) -> None:
     )
     aware, naive = aware_unique[codes], naive_unique[codes]
     if aware.any() and naive.any():
-        raise data.DataError(
+        raise DataError(
             f"{origin}: column '{values.name}': rule 'time_column': {int(naive.sum())} "
             f"value(s) have no UTC offset while {int(aware.sum())} have one, e.g. "
             f"{present[naive].iloc[0]!r} and {present[aware].iloc[0]!r}: the time is "
@@ -253,7 +253,7 @@ def _parse_text_times(values: pd.Series, zone: str, origin: str) -> pd.Series:
         aware = parsed.map(lambda v: getattr(v, "tzinfo", None) is not None)
         naive = parsed.notna() & ~aware
         if aware.any() and naive.any():
-            raise data.DataError(
+            raise DataError(
                 f"{origin}: column '{values.name}': rule 'time_column': {int(naive.sum())} "
                 f"value(s) have no UTC offset while {int(aware.sum())} have one, e.g. "
                 f"{values[naive].iloc[0]!r} and {values[aware].iloc[0]!r}: the time is "

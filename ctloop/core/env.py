@@ -10,6 +10,8 @@ import os
 import threading
 import time
 
+RUN_SERVER_ENV = "CTLOOP_RUN_SERVER"  # the run server's URL, for the processes of its tree
+
 ENV_DEFAULTS = {
     "DO_NOT_TRACK": "true",
     "MLFLOW_DISABLE_TELEMETRY": "true",

@@ -23,9 +23,15 @@ if TYPE_CHECKING:
     from ctloop.core.config import Params
 
 # code each cached step runs (module sources; a change to any of them is a cache miss)
-TRAINING_CODE = ("ctloop.ml.training", "ctloop.io.data", "ctloop.ml.parallel")
-VALIDATION_CODE = ("ctloop.ml.validation", "ctloop.io.data")
-DRIFT_CODE = ("ctloop.ml.drift", "ctloop.io.data")
+TRAINING_CODE = (
+    "ctloop.ml.training",
+    "ctloop.io.data",
+    "ctloop.ml.parallel",
+    "ctloop.core.schema",
+    "ctloop.core.tuning",
+)
+VALIDATION_CODE = ("ctloop.ml.validation", "ctloop.io.data", "ctloop.core.schema")
+DRIFT_CODE = ("ctloop.ml.drift", "ctloop.io.data", "ctloop.core.schema")
 PROJECT_PACKAGES = ("ctloop", "tasks", "flows")
 # libraries whose version changes the numbers
 TRAINING_LIBS = ("xgboost", "scikit-learn", "optuna", "numpy", "pandas")

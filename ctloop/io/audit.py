@@ -17,7 +17,8 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
-from ctloop.io.registry import CHAMPION, get_alias
+from ctloop.core.promotion import CHAMPION
+from ctloop.io.aliases import get_alias
 
 if TYPE_CHECKING:
     from mlflow.entities.model_registry import ModelVersion

@@ -8,7 +8,7 @@ import json
 import os
 from pathlib import Path
 
-from ctloop.steps.monitoring import LANDING_SUFFIXES
+LANDING_SUFFIXES = (".csv", ".parquet")  # what a delivered file may be
 
 
 def fingerprint(path: Path) -> str:

@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from ctloop.core.env import apply_env_defaults
-from ctloop.ml.training import TrialRecord, TuningResult
-from ctloop.ops.recovery import FAILURE_TAG, process_tags
+from ctloop.core.tuning import TrialRecord, TuningResult
+from ctloop.io.recovery import FAILURE_TAG, process_tags
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -78,7 +78,7 @@ def git_commit(root: Path) -> str:
 
 def start_parent_run(experiment_id: str, run_name: str, tags: dict[str, str]) -> str:
     """Create a parent run (left RUNNING until finish_run) and return its id. The owning process
-    is tagged (ctloop/ops/recovery.py: a run whose process died is marked FAILED later)."""
+    is tagged (ctloop/io/recovery.py: a run whose process died is marked FAILED later)."""
     from mlflow import MlflowClient
 
     run = MlflowClient().create_run(

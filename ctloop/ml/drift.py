@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from evidently.presets import DataDriftPreset
 
     from ctloop.core.config import DriftConfig
-    from ctloop.io.data import Schema
+    from ctloop.core.schema import Schema
 
 log = logging.getLogger(__name__)
 

@@ -19,10 +19,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from ctloop.core import promotion
 from ctloop.core.config import Params
+from ctloop.core.schema import Schema
 from ctloop.core.thresholds import Change
-from ctloop.io import registry
-from ctloop.io.data import Schema
 from ctloop.ml import training
 
 if TYPE_CHECKING:
@@ -340,7 +340,7 @@ def slice_scores(
     columns: Sequence[str],
     metric: str,
     min_size: int,
-) -> tuple[registry.SliceScore, ...]:
+) -> tuple[promotion.SliceScore, ...]:
     """The metric of challenger (and champion, when given) per value of each slice column; a
     slice gates when it has at least `min_size` rows (and both classes, for ROC AUC)."""
     out = []
@@ -359,7 +359,7 @@ def slice_scores(
             cp = score(metric, y_arr[rows], champion[rows]) if champion is not None else None
             defined = not math.isnan(ch)
             out.append(
-                registry.SliceScore(
+                promotion.SliceScore(
                     column,
                     str(value),
                     int(rows.sum()),
@@ -372,12 +372,12 @@ def slice_scores(
 
 
 def slice_table(
-    slices: Sequence[registry.SliceScore], greater_is_better: bool, tolerance: float
+    slices: Sequence[promotion.SliceScore], greater_is_better: bool, tolerance: float
 ) -> pd.DataFrame:
     """The slices as a table: how much worse the challenger is than the champion on each, in
     metric units and as a share of the champion's figure (`tolerance`'s unit); `regression`
     marks those the promotion gate refuses."""
-    refused = {s.label for s in registry.slice_regressions(slices, greater_is_better, tolerance)}
+    refused = {s.label for s in promotion.slice_regressions(slices, greater_is_better, tolerance)}
     rows = []
     for s in slices:
         change = (

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from ctloop.core.config import Project
-from ctloop.io.data import Schema
+from ctloop.core.schema import Schema
 from ctloop.ml import training
 
 if TYPE_CHECKING:

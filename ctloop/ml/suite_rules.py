@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ctloop.io import data
+from ctloop.core import schema as data_types
 from ctloop.ml.validation import (
     CATEGORIES_REPLACED,
     CATEGORIES_REPLACED_DEFAULT,
@@ -90,7 +90,7 @@ class ContractCheck:
         return [_line(r) for r in self.results]
 
 
-class ContractViolation(data.DataError):
+class ContractViolation(data_types.DataError):
     """A file to score breaks a critical rule of the data contract; the message names the file
     and, per failure, the column and rule (`problems`). Nothing was scored or written."""
 
@@ -121,7 +121,7 @@ def load_contract(suite_path: Path, columns: Sequence[str]) -> Contract:
     `suite`) when the file is missing or is not a suite."""
     path = Path(suite_path)
     if not path.is_file():
-        raise data.DataError(
+        raise data_types.DataError(
             f"{path}: rule 'suite': no expectation suite, so the data contract cannot be "
             "checked: build it (ctloop expectations build) or restore it"
         )
@@ -134,7 +134,7 @@ def load_contract(suite_path: Path, columns: Sequence[str]) -> Contract:
             rule for e in expectations if (rule := _rule(e)) is not None and rule.column in wanted
         )
     except (ValueError, KeyError, TypeError, AttributeError) as err:
-        raise data.DataError(
+        raise data_types.DataError(
             f"{path}: rule 'suite': not a readable expectation suite ({err!r})"
         ) from None
     replaced = {**CATEGORIES_REPLACED_DEFAULT, **(own.get(CATEGORIES_REPLACED) or {})}

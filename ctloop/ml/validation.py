@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from great_expectations.expectations import Expectation
 
     from ctloop.core.config import ValidationConfig
-    from ctloop.io.data import Schema
+    from ctloop.core.schema import Schema
 
 RuleFamily = Literal["schema", "types", "nulls", "ranges", "categories", "row_count", "target"]
 Level = Literal["critical", "warning"]
@@ -1116,11 +1116,11 @@ def _json_safe(value: Any) -> Any:
 
 def quarantine_batch(src: Path, report: ValidationReport, quarantine_dir: Path) -> Path:
     """Move a failed file out of the batch folder, with the reasons next to it."""
-    from ctloop.io import data
+    from ctloop.core.schema import arrival_number
 
     folder = Path(quarantine_dir) / report.batch
     record = ("validation.json", report.to_dict())
-    by_arrival = data.arrival_number(report.batch) is not None
+    by_arrival = arrival_number(report.batch) is not None
     reasons = report.reason_text()
     return _quarantine(Path(src), folder, f"Batch '{report.batch}'", reasons, record, by_arrival)
 
@@ -1130,13 +1130,13 @@ def quarantine_file(
 ) -> Path:
     """Move a rejected delivered file to `<quarantine>/<file stem>/` with reason.txt (the same
     format as a batch's: file, column, rule, what to do) and reason.json (`details`)."""
-    from ctloop.io import data
+    from ctloop.core.schema import arrival_number
 
     src = Path(src)
     record = {"file": src.name, "original": str(src), "reasons": reasons, **(details or {})}
     folder = Path(quarantine_dir) / src.stem
     named = [*(details or {}).get("batches_quarantined", []), (details or {}).get("batch", "")]
-    by_arrival = any(data.arrival_number(str(n)) is not None for n in named)
+    by_arrival = any(arrival_number(str(n)) is not None for n in named)
     subject = f"File '{src.name}'"
     return _quarantine(src, folder, subject, reasons, ("reason.json", record), by_arrival)
 

@@ -47,7 +47,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import IO, Literal
 
-from ctloop.core.env import ENV_DEFAULTS
+from ctloop.core.env import ENV_DEFAULTS, RUN_SERVER_ENV
+from ctloop.io.processes import boot_id, process_identity
 
 API_DIR = "api"
 STATE_FILE = "server.json"
@@ -110,26 +111,6 @@ def healthy(url: str, timeout: float = 2.0) -> bool:
             return response.status < 400
     except (urllib.error.URLError, OSError, ValueError):
         return False
-
-
-def process_identity(pid: int) -> str | None:
-    """'<start time> <command line>' of a live process, None when gone or a zombie."""
-    try:
-        stat = (Path("/proc") / str(pid) / "stat").read_text()
-        cmdline = (Path("/proc") / str(pid) / "cmdline").read_bytes()
-    except OSError:
-        return None
-    fields = stat.rsplit(")", 1)[1].split()
-    if fields[0] == "Z" or not cmdline:
-        return None
-    return f"{fields[19]} " + cmdline.rstrip(b"\0").replace(b"\0", b" ").decode(errors="replace")
-
-
-def boot_id() -> str:
-    try:
-        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-    except OSError:
-        return ""
 
 
 def database_url(stack_dir: Path) -> str:
@@ -341,7 +322,6 @@ def prefect_api(
 
 
 _NO_EPHEMERAL = "PREFECT_SERVER_ALLOW_EPHEMERAL_MODE"
-RUN_SERVER_ENV = "CTLOOP_RUN_SERVER"  # the run server's URL, for the processes of its tree
 
 
 def run_server_record(stack_dir: Path) -> ServerRecord | None:

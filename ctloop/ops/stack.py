@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ctloop.core.env import ENV_DEFAULTS
+from ctloop.io.processes import boot_id, process_identity
 from ctloop.ops.preflight import UnreachableError, check_http
 from ctloop.ops.run_api import database_url
 
@@ -165,34 +166,6 @@ def write_info(project: Project, info: StackInfo) -> Path:
 
 
 # --- processes -----------------------------------------------------------------------------
-
-
-def process_identity(pid: int) -> str | None:
-    """'<start time> <command line>' of a live process; None when there is none (or a zombie)."""
-    proc = Path("/proc") / str(pid)
-    if Path("/proc/self").is_dir():
-        try:
-            stat = (proc / "stat").read_text()
-            cmdline = (proc / "cmdline").read_bytes()
-        except OSError:
-            return None
-        fields = stat.rsplit(")", 1)[1].split()
-        if fields[0] == "Z" or not cmdline:
-            return None
-        argv = cmdline.rstrip(b"\0").replace(b"\0", b" ").decode(errors="replace")
-        return f"{fields[19]} {argv}"
-    out = subprocess.run(
-        ["ps", "-o", "lstart=,args=", "-p", str(pid)], capture_output=True, text=True, check=False
-    )
-    return out.stdout.strip() or None
-
-
-def boot_id() -> str:
-    """Identifier of the current boot ('' where unknown): pids recorded before it mean nothing."""
-    try:
-        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-    except OSError:
-        return ""
 
 
 def _session_members(sid: int) -> dict[int, int]:

@@ -4,7 +4,7 @@ same ctloop/steps/pipeline.py steps as the Prefect flow, and writes the files dv
 `train` opens the training's MLflow run; `evaluate` and `drift` work on the same run in processes
 of their own. Each of the three owns the run while it works (`_owned_run`: RUNNING, tagged with its
 process like a flow's run) and ends it FINISHED, or FAILED when it raises: `dvc repro` leaves no
-run RUNNING, so the next reconciliation (ctloop/ops/recovery.py) finds nothing to tag."""
+run RUNNING, so the next reconciliation (ctloop/io/recovery.py) finds nothing to tag."""
 
 from __future__ import annotations
 

@@ -16,8 +16,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from ctloop.core.approval import Approval
+from ctloop.core.promotion import SliceScore, slice_regressions
 from ctloop.core.thresholds import Change, Floor, pct, worse_word
-from ctloop.io.registry import PromotionDecision, SliceScore, slice_regressions
+from ctloop.io.registry import PromotionDecision
 
 if TYPE_CHECKING:
     import pandas as pd

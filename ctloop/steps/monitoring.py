@@ -19,6 +19,7 @@ import pandas as pd
 from ctloop.core import contract, policy
 from ctloop.core.config import DataConfig, Project
 from ctloop.io import data, locks, registry, tracking
+from ctloop.io.landing import LANDING_SUFFIXES
 from ctloop.ml import training
 from ctloop.steps import pipeline
 
@@ -28,7 +29,6 @@ if TYPE_CHECKING:
 
     from ctloop.ml.drift import DriftSummary
 
-LANDING_SUFFIXES = (".csv", ".parquet")
 HOLDOUT_TAG = "ctloop.holdout_batches"
 
 

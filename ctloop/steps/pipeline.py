@@ -14,13 +14,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from ctloop.core import approval
+from ctloop.core import approval, promotion
 from ctloop.core.config import Project, SplitConfig
 from ctloop.core.faults import crash_point
 from ctloop.core.thresholds import first_model_floor
-from ctloop.io import data, locks, registry, tracking, versioning
+from ctloop.io import data, locks, recovery, registry, tracking, versioning
 from ctloop.ml import training
-from ctloop.ops import recovery
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Sequence
@@ -358,7 +357,7 @@ def use_experiment(project: Project) -> str:
 
 def reconcile_runs(project: Project) -> list[recovery.Interrupted]:
     """Mark the runs a killed process left RUNNING on this host as FAILED
-    (ctloop/ops/recovery.py)."""
+    (ctloop/io/recovery.py)."""
     exp = use_experiment(project)
     return recovery.reconcile_runs(exp, project.params.promotion.model_name)
 
@@ -669,7 +668,7 @@ def register_challenger(
         else training.evaluate(holdout.schema.task, holdout.y, champion_scores)[metric]
     )
     floor = first_model_floor(cfg.promotion.min_score, evaluation.baseline)
-    decision = registry.decide(
+    decision = promotion.decide(
         metric,
         version,
         evaluation.metrics[metric],
@@ -758,7 +757,7 @@ def compare_slices(
     model: Pipeline,
     holdout: TrainingData,
     champion_scores: np.ndarray | None,
-) -> tuple[registry.SliceScore, ...]:
+) -> tuple[promotion.SliceScore, ...]:
     """Challenger (and champion) metric per value of each `slices.columns` column."""
     from ctloop.ml import insights
 

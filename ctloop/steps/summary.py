@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from ctloop.ops.run_api import RUN_SERVER_ENV
+from ctloop.core.env import RUN_SERVER_ENV
 
 
 @dataclass(frozen=True)

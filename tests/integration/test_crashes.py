@@ -25,8 +25,7 @@ from typer.testing import CliRunner
 from ctloop.cli import app
 from ctloop.core.config import Project
 from ctloop.core.faults import CRASH_ENV
-from ctloop.io import audit, data, registry, tracking
-from ctloop.ops import recovery
+from ctloop.io import audit, data, recovery, registry, tracking
 from ctloop.steps.summary import TrainingSummary
 from flows.train_model import train_model
 from tests.conftest import ROOT, sample_months

@@ -12,8 +12,7 @@ import pandas as pd
 import yaml
 
 from ctloop.core.config import Project
-from ctloop.io import registry, tracking, versioning
-from ctloop.ops import recovery
+from ctloop.io import recovery, registry, tracking, versioning
 from ctloop.steps import pipeline
 
 

@@ -7,7 +7,8 @@ from dataclasses import replace
 import pytest
 
 from ctloop.core import approval
-from ctloop.io.registry import PromotionDecision, decide
+from ctloop.core.promotion import decide
+from ctloop.io.registry import PromotionDecision
 
 
 def _decision(promote: bool = True) -> PromotionDecision:

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import yaml
 
+from ctloop.core import promotion
 from ctloop.io import audit, registry, tracking
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -44,7 +45,7 @@ def _register(n: int, root: Path) -> list[str]:
 def _promote(version: str, score: float) -> None:
     """Decide against the current champion (with made-up scores) and apply."""
     champion = registry.get_alias(NAME, registry.CHAMPION)
-    decision = registry.decide(
+    decision = promotion.decide(
         challenger_version=version,
         challenger_score=score,
         champion_version=None if champion is None else str(champion.version),

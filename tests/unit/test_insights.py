@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from ctloop.core import promotion
 from ctloop.core.config import Params, parse_params
-from ctloop.io import registry
 from ctloop.io.data import Schema
 from ctloop.ml import insights, training
 
@@ -264,7 +264,7 @@ def test_a_slice_regression_is_caught_and_named() -> None:
     as_error = insights.slice_table(scores, greater_is_better=False, tolerance=0.02)
     assert not as_error.loc[as_error["value"] == "b", "regression"].any()
     assert as_error["worse_by"].fillna(0).tolist() == (-table["worse_by"]).fillna(0).tolist()
-    decision = registry.decide(
+    decision = promotion.decide(
         "roc_auc", "2", 0.80, "1", 0.78, True, 0.0, 0.5, slices=scores, slice_tolerance=0.02
     )
     assert not decision.promote and "grp=b (roc_auc" in decision.reason

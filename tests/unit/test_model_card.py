@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from ctloop.core import approval
-from ctloop.io.registry import SliceScore, decide
+from ctloop.core.promotion import SliceScore, decide
 from ctloop.steps.model_card import (
     Check,
     DriftStatus,

@@ -1,4 +1,4 @@
-"""Orphaned runs and leftover temporary files after a crash (ctloop/ops/recovery.py), fault hook."""
+"""Orphaned runs and leftover temporary files after a crash (ctloop/io/recovery.py), fault hook."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from ctloop.core import faults
-from ctloop.ops import recovery
+from ctloop.io import recovery
 
 HOST, BOOT = "builder-1", "boot-a"
 

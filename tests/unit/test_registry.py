@@ -5,7 +5,8 @@ from dataclasses import replace
 
 import pytest
 
-from ctloop.io.registry import PromotionDecision, SliceScore, decide, slice_regressions
+from ctloop.core.promotion import SliceScore, decide, slice_regressions
+from ctloop.io.registry import PromotionDecision
 
 KW = dict(metric="roc_auc", challenger_version="2", greater_is_better=True, margin=0.01, floor=0.6)
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from ctloop.ops.run_api import RUN_SERVER_ENV
+from ctloop.core.env import RUN_SERVER_ENV
 from ctloop.steps.summary import TrainingSummary
 
 

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import assume, example, given
 from hypothesis import strategies as st
 
-from ctloop.core import policy
+from ctloop.core import policy, promotion
 from ctloop.core.config import ContinuousConfig
 from ctloop.core.thresholds import (
     CONSTANT_BASELINE,
@@ -214,10 +214,10 @@ def test_promotion_of_an_error_metric_does_not_depend_on_its_unit(
     c: float,
 ) -> None:
     def gate(k: float) -> registry.PromotionDecision:
-        piece = registry.SliceScore(
+        piece = promotion.SliceScore(
             "shop", "A", 900, slice_challenger * k, slice_champion * k, True
         )
-        return registry.decide(
+        return promotion.decide(
             "rmse",
             "2",
             challenger * k,

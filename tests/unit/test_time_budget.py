@@ -18,6 +18,7 @@ import optuna
 import yaml
 
 from ctloop.core.config import Params, TuneConfig, parse_params
+from ctloop.core.tuning import budget_note
 from ctloop.ml import parallel, training
 from ctloop.steps.summary import TrainingSummary
 from tests.unit.test_model_card import _card
@@ -202,10 +203,10 @@ def test_time_budget_deadline() -> None:
 
 
 def test_budget_note_wording() -> None:
-    assert training.budget_note(3, 10, training.TIME_BUDGET) == (
+    assert budget_note(3, 10, training.TIME_BUDGET) == (
         "stopped by the time budget after 3 of 10 trials"
     )
-    assert training.budget_note(10, 10, None) is None
+    assert budget_note(10, 10, None) is None
 
 
 def test_a_time_budget_is_part_of_the_search_cache_key_and_the_run_fingerprint() -> None:

@@ -28,6 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ctloop.io.processes import boot_id, process_identity
+
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
@@ -42,16 +44,10 @@ TEMP_FILE = re.compile(r"\.tmp-(\d+)$")
 STALE_TEMP_AGE_S = 60.0  # a writer on another host sharing the folder is not visible from here
 
 
-def _boot_id() -> str:
-    from ctloop.ops.stack import boot_id  # standard library only
-
-    return boot_id()
-
-
 def process_tags() -> dict[str, str]:
     """Tags naming the process that owns a run (recorded when the run starts)."""
     tags = {PID_TAG: str(os.getpid()), HOST_TAG: socket.gethostname()}
-    boot = _boot_id()
+    boot = boot_id()
     return {**tags, BOOT_TAG: boot} if boot else tags
 
 
@@ -59,8 +55,6 @@ def python_process_running(pid: int) -> bool:
     """A live, non-zombie process with this pid whose command line runs Python."""
     if pid == os.getpid():
         return True
-    from ctloop.ops.stack import process_identity
-
     identity = process_identity(pid)
     return identity is not None and "python" in identity.lower()
 
@@ -107,7 +101,7 @@ def reconcile_runs(
     from mlflow import MlflowClient
 
     client = MlflowClient()
-    host, boot = socket.gethostname(), _boot_id()
+    host, boot = socket.gethostname(), boot_id()
     found: list[Interrupted] = []
     token = None
     while True:
