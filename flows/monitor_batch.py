@@ -1,32 +1,20 @@
 """Monitoring flow: a landed file -> batch (DVC) -> GX gate -> champion scores -> drift and decay
--> policy verdict -> events. Only wiring here; the work is in tasks/."""
+-> policy verdict -> events. Wiring only: the decisions are in ctloop/steps/landed.py and
+ctloop/steps/monitoring.py, the tasks in tasks/."""
 
 from __future__ import annotations
-
-from dataclasses import dataclass
-from pathlib import Path
 
 from prefect import flow
 
 from ctloop.core import events
 from ctloop.core.config import Project, load_project
-from ctloop.io import data
-from ctloop.ml.validation import ValidationFailed, ValidationReport
+from ctloop.core.schema import DataError
+from ctloop.ml.validation import ValidationFailed
+from ctloop.steps import landed as decide
 from ctloop.steps import monitoring
+from ctloop.steps.landed import MonitorResult, Refusal
 from tasks import monitoring as ct
 from tasks import training as t
-
-
-@dataclass(frozen=True)
-class MonitorResult:
-    """What happened to one batch of a landed file."""
-
-    batch: str
-    status: str  # duplicate | quarantined | no-champion | monitored
-    model_version: str | None = None
-    retrain: bool = False
-    reasons: tuple[str, ...] = ()
-    warnings: tuple[str, ...] = ()  # warning-level rule failures: file, column, rule
 
 
 @flow(name="monitor-batch", log_prints=True)
@@ -41,10 +29,11 @@ def monitor_batch(path: str, params_path: str = "params.yaml") -> list[MonitorRe
     landed = ct.resolve_landing(project, path)
     try:
         writes = ct.ingest_landed(project, landed)
-    except data.DataError as err:
-        raise _reject_file(project, path, landed, err) from None
+    except DataError as err:
+        raise _refused(decide.refuse_file(project, path, landed, err)) from None
     except Exception as err:  # an unexpected fault: the file is still quarantined, never left
-        raise _reject_file(project, path, landed, internal_error(landed, "reading", err)) from None
+        failure = decide.internal_error(landed, "reading", err)
+        raise _refused(decide.refuse_file(project, path, landed, failure)) from None
     results = [MonitorResult(w.name, "duplicate") for w in writes if not w.written]
     for r in results:
         ct.emit(events.batch_event(events.BATCH_DUPLICATE, r.batch, {"path": path}))
@@ -55,113 +44,41 @@ def monitor_batch(path: str, params_path: str = "params.yaml") -> list[MonitorRe
     try:
         reports = t.validate_batches(project, new, monitoring.validation_record(project, new))
     except Exception as err:
-        raise _reject_written(project, path, landed, new, "validating", err) from None
-    for report in reports:
-        if not report.success:
-            reason = "; ".join(r.line(report.file) for r in report.critical_failures)
-            first = report.critical_failures[0]
-            payload = {"path": path, "file": landed.name, "column": first.column}
-            payload |= {"rule": first.rule, "reason": reason}
-            ct.emit(events.batch_event(events.BATCH_QUARANTINED, report.batch, payload))
+        refusal = decide.refuse_written(project, path, landed, new, "validating", err)
+        raise _refused(refusal) from None
+    for event in decide.quarantined_events(path, landed, reports):
+        ct.emit(event)
     try:
         data_version = t.version_data(project)
     except Exception as err:
         accepted = [r.batch for r in reports if r.success]
-        raise _reject_written(project, path, landed, accepted, "versioning", err) from None
+        refusal = decide.refuse_written(project, path, landed, accepted, "versioning", err)
+        raise _refused(refusal) from None
     try:
         t.gate_validation(reports)
     except ValidationFailed as err:
-        raise _reject_batches(project, landed, reports, err) from None
-    warned = {r.batch: _warnings(landed, r) for r in reports}
+        error, line = decide.refuse_batches(project, landed, reports, err)
+        print(line)
+        raise error from None
+    warned = {r.batch: decide.warning_lines(landed, r) for r in reports}
+    for line in (line for lines in warned.values() for line in lines):
+        print(f"warning: {line}")
     champion = ct.current_champion(project)
-    model = (champion.name, champion.version) if champion else (None, None)
-    for batch in new:
-        payload = {"path": path, "data_version": data_version, "warnings": list(warned[batch])}
-        ct.emit(events.batch_event(events.BATCH_VALIDATED, batch, payload, *model))
+    for event in decide.validated_events(path, new, data_version, warned, champion):
+        ct.emit(event)
     if champion is None:
         print("no champion yet: batches validated and versioned; train first (ctloop run)")
         return [*results, *(MonitorResult(b, "no-champion", warnings=warned[b]) for b in new)]
     return [*results, *(_monitor(project, b, champion, warned[b]) for b in new)]
 
 
-def _reject_file(project: Project, path: str, landed: Path, err: data.DataError) -> Exception:
-    """A file refused before any batch was written: quarantined, announced, the error returned
-    (same type, the quarantine folder added) for the flow to fail with."""
-    why = monitoring.rejection(landed, err)
-    try:
-        folder = monitoring.quarantine_landed(project, landed, str(err), why.payload())
-    except OSError as move_error:  # the rejection stands; say why the file is still there
-        print(f"{landed.name}: rejected, but could not be quarantined ({move_error})")
-        return type(err)(f"{err} (left in the landing folder: {move_error})")
-    payload = {"path": path, **why.payload(), "quarantine": str(folder)}
-    ct.emit(events.batch_event(events.BATCH_QUARANTINED, landed.name, payload))
-    print(f"{landed.name}: rejected, moved to {folder}")
-    return type(err)(f"{err} (moved to {folder})")
-
-
-class InternalError(data.DataError):
-    """An unexpected fault while a landed file was read, cut, validated or versioned (rule
-    'internal'): the file is quarantined with the original error like a refused one."""
-
-
-def internal_error(landed: Path, step: str, err: BaseException) -> InternalError:
-    """ctloop's own line for an unexpected error (its type and text kept)."""
-    return InternalError(
-        f"{landed}: rule 'internal': {step} the file failed unexpectedly "
-        f"({type(err).__name__}: {err}); nothing of it was kept. Deliver the file again once "
-        "the cause is fixed (if the error names no column or value of the file, it is a fault "
-        "of ctloop or its libraries: please report it)"
-    )
-
-
-def _reject_written(
-    project: Project, path: str, landed: Path, batches: list[str], step: str, err: Exception
-) -> Exception:
-    """Validating or versioning failed unexpectedly after the file's batches were written: the
-    batches still in the batch folder follow the file to quarantine (nothing unvalidated or
-    unversioned is kept; `dvc checkout` restores a batch whose labels this file filled in), then
-    the file is rejected with rule 'internal'."""
-    from ctloop.ml import validation
-
-    failure = internal_error(landed, step, err)
-    moved = []
-    for name in batches:
-        batch = data.batch_path(project.path("batches"), name)
-        if batch.exists():
-            details = {"batch": name, "delivered_in": landed.name, "rule": "internal"}
-            validation.quarantine_file(batch, str(failure), project.path("quarantine"), details)
-            moved.append(name)
-    if moved:
-        print(f"{landed.name}: batch(es) {', '.join(moved)} moved to quarantine ({step} failed)")
-    return _reject_file(project, path, landed, failure)
-
-
-def _reject_batches(
-    project: Project, landed: Path, reports: list[ValidationReport], err: ValidationFailed
-) -> ValidationFailed:
-    """Batches broke critical rules (already quarantined): the delivered file follows them, so
-    the same name can be delivered again once fixed; the error names the file."""
-    failed = [r for r in reports if not r.success]
-    details = {
-        "batches_quarantined": [r.batch for r in failed],
-        "batches_accepted": [r.batch for r in reports if r.success],
-    }
-    reasons = "\n".join(r.reason_text() for r in failed)
-    try:
-        folder = monitoring.quarantine_landed(project, landed, reasons, details)
-        print(f"{landed.name}: rejected, moved to {folder}")
-    except OSError as move_error:  # the batches are quarantined; the rejection stands
-        print(f"{landed.name}: rejected, but could not be quarantined ({move_error})")
-    return ValidationFailed(err.reports, source=landed.name)
-
-
-def _warnings(landed: Path, report: ValidationReport) -> tuple[str, ...]:
-    """Warning-level failures, naming the delivered file and its batch (printed: they do not stop
-    the batch)."""
-    lines = tuple(r.line(f"{landed.name} (batch {report.batch})") for r in report.warnings)
-    for line in lines:
-        print(f"warning: {line}")
-    return lines
+def _refused(refusal: Refusal) -> Exception:
+    """Print and announce a refused file; the error for the flow to fail with."""
+    for line in refusal.lines:
+        print(line)
+    if refusal.event is not None:
+        ct.emit(refusal.event)
+    return refusal.error
 
 
 def _monitor(
@@ -173,28 +90,10 @@ def _monitor(
     signals = monitoring.signals(project, batch, champion, drift, score)
     verdict = ct.assess_policy(project, signals)
     ct.record_verdict(project, run_id, signals, verdict)
-    model = (champion.name, champion.version)
-    payload = {
-        "metric": signals.metric,
-        "batch_score": score,
-        "holdout_score": champion.holdout_score,
-        "decay": verdict.decay_amount,
-        "decay_relative": verdict.decay_relative,
-        "drifted_share": drift.drifted_share,
-        "drifted_columns": list(drift.drifted_columns),
-        "predictions": str(predictions),
-        "drift_report": str(paths["html"]),
-        "reason": "; ".join(verdict.reasons),
-    }
-    ct.emit(events.batch_event(events.BATCH_MONITORED, batch, payload, *model))
-    fired = (
-        (verdict.drift, events.DRIFT_DETECTED),
-        (verdict.decay, events.PERFORMANCE_DEGRADED),
-        (verdict.due, events.RETRAIN_DUE),
-    )
-    for flag, name in fired:
-        if flag:
-            ct.emit(events.batch_event(name, batch, payload, *model))
+    for event in decide.monitored_events(
+        batch, champion, signals, verdict, drift, predictions, paths["html"]
+    ):
+        ct.emit(event)
     return MonitorResult(
         batch, "monitored", champion.version, verdict.retrain, verdict.reasons, warnings
     )

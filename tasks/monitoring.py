@@ -1,6 +1,7 @@
-"""Thin Prefect wrappers for the continuous-training flows (monitor-batch, retrain-model):
-names, retries on transient I/O, events and artifacts for the Prefect UI. The work is in
-ctloop/steps/monitoring.py and ctloop/core/policy.py."""
+"""The continuous-training flows' Prefect tasks (monitor-batch, retrain-model): each is one step
+of ctloop/steps/monitoring.py or ctloop/core/policy.py with its name, retries on transient I/O,
+and the events and artifacts the Prefect UI shows. A step with nothing to add is declared as
+`task(step, ...)`, not wrapped in a function."""
 
 from __future__ import annotations
 
@@ -20,9 +21,7 @@ if TYPE_CHECKING:
     from ctloop.io.data import BatchWrite
 
 
-@task(name="resolve-landing", cache_policy=NO_CACHE)
-def resolve_landing(project: Project, path: str) -> Path:
-    return monitoring.resolve_landing(project, path)
+resolve_landing = task(monitoring.resolve_landing, name="resolve-landing", cache_policy=NO_CACHE)
 
 
 @task(name="ingest-landed", **IO)
@@ -34,9 +33,7 @@ def ingest_landed(project: Project, path: Path) -> list[BatchWrite]:
     return writes
 
 
-@task(name="current-champion", **IO)
-def current_champion(project: Project) -> monitoring.Champion | None:
-    return monitoring.current_champion(project)
+current_champion = task(monitoring.current_champion, name="current-champion", **IO)
 
 
 @task(name="score-batch", **IO)
@@ -53,9 +50,7 @@ def score_batch(
     return path, score
 
 
-@task(name="start-monitor-run", **IO)
-def start_monitor_run(project: Project, batch: str, champion: monitoring.Champion) -> str:
-    return monitoring.start_monitor_run(project, batch, champion)
+start_monitor_run = task(monitoring.start_monitor_run, name="start-monitor-run", **IO)
 
 
 @task(name="assess-policy", cache_policy=NO_CACHE)
@@ -72,21 +67,13 @@ def assess_policy(project: Project, signals: policy.Signals) -> policy.Verdict:
     return verdict
 
 
-@task(name="record-verdict", **IO)
-def record_verdict(
-    project: Project, run_id: str, signals: policy.Signals, verdict: policy.Verdict
-) -> None:
-    monitoring.record_verdict(project, run_id, signals, verdict)
+record_verdict = task(monitoring.record_verdict, name="record-verdict", **IO)
 
 
-@task(name="plan-retrain", **IO)
-def plan_retrain(project: Project) -> monitoring.RetrainPlan:
-    return monitoring.plan_retrain(project)
+plan_retrain = task(monitoring.plan_retrain, name="plan-retrain", **IO)
 
 
-@task(name="tag-training", **IO)
-def tag_training(project: Project, run_id: str, version: str, trigger: str, cause: str) -> None:
-    monitoring.tag_retrain(project, run_id, version, trigger, cause)
+tag_training = task(monitoring.tag_retrain, name="tag-training", **IO)
 
 
 @task(name="emit-event", cache_policy=NO_CACHE)

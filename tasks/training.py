@@ -1,6 +1,7 @@
-"""Thin Prefect wrappers around ctloop/steps/pipeline.py: operational settings only (names, retries
-on
-transient I/O, caching of deterministic compute, artifacts for the Prefect UI)."""
+"""The training flow's Prefect tasks: each is one library step (ctloop/steps/pipeline.py) with its
+operational settings only: its name, retries on transient I/O (`IO`), a cache policy keyed by
+content for deterministic compute, and the artifacts and log lines the Prefect UI shows. A step
+with nothing to add is declared as `task(step, ...)`, not wrapped in a function."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
 from ctloop.core import fingerprint
 from ctloop.core.config import Params, Project
-from ctloop.io import data
+from ctloop.io import data, tracking
 from ctloop.ml import parallel, training
 from ctloop.steps import pipeline
 
@@ -31,7 +32,6 @@ if TYPE_CHECKING:
     from ctloop.ml.drift import DriftOutputs, DriftSummary
     from ctloop.ml.insights import Insights
     from ctloop.ml.validation import ValidationReport
-    from ctloop.steps.summary import TrainingSummary
 
 TRANSIENT = (OSError, ConnectionError, TimeoutError)
 PERMANENT = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
@@ -104,14 +104,12 @@ def ingest_batches(project: Project) -> pipeline.IngestResult:
     return result
 
 
-@task(name="version-data", **IO)
-def version_data(project: Project) -> str:
-    return pipeline.version_data(project)
+version_data = task(pipeline.version_data, name="version-data", **IO)
 
 
-@task(name="build-expectations", cache_policy=NO_CACHE)
-def build_expectations(project: Project, reference: tuple[str, ...]) -> Path:
-    return pipeline.build_expectations(project, reference)
+build_expectations = task(
+    pipeline.build_expectations, name="build-expectations", cache_policy=NO_CACHE
+)
 
 
 @task(name="validate-batches", cache_policy=NO_CACHE)
@@ -173,9 +171,7 @@ def gate_validation(reports: list[ValidationReport]) -> str:
     return f"passed ({len(reports)} batches, {warned} warning(s))"
 
 
-@task(name="plan-window", cache_policy=NO_CACHE)
-def plan_window(project: Project) -> pipeline.Window:
-    return pipeline.current_window(project)
+plan_window = task(pipeline.current_window, name="plan-window", cache_policy=NO_CACHE)
 
 
 @task(name="load-training-data", **IO)
@@ -193,25 +189,10 @@ def load_training_data(
     return train, holdout
 
 
-@task(name="drift-reference", **IO)
-def drift_reference(project: Project, window: pipeline.Window) -> tuple[str, ...]:
-    return pipeline.drift_reference(project, window)
+drift_reference = task(pipeline.drift_reference, name="drift-reference", **IO)
 
 
-@task(name="start-training-run", **IO)
-def start_training_run(
-    project: Project,
-    window: pipeline.Window,
-    data_version: str,
-    validation: str,
-    train: pipeline.TrainingData,
-    holdout: pipeline.TrainingData,
-    trigger: str = "manual",
-    fingerprint: str | None = None,
-) -> str:
-    return pipeline.start_training_run(
-        project, window, data_version, validation, train, holdout, trigger, fingerprint
-    )
+start_training_run = task(pipeline.start_training_run, name="start-training-run", **IO)
 
 
 @task(name="tune-and-fit", cache_policy=cached_by(_tuning_key))
@@ -244,10 +225,7 @@ def tune_and_fit(
     return tuning, training.fit_final(params, schema, tuning.best_params, X, y)
 
 
-@task(name="run-trials", cache_policy=NO_CACHE)
-def run_trials(job: training.TrialJob) -> training.TrialsOutcome:
-    """Trials of the shared Optuna study, on whichever worker the task runner picks."""
-    return training.run_trials(job)
+run_trials = task(training.run_trials, name="run-trials", cache_policy=NO_CACHE)
 
 
 def task_runner(plan: parallel.ParallelPlan, api_url: str | None = None) -> TaskRunner[Any]:
@@ -301,21 +279,10 @@ def _study_name(params: Params) -> str:
     return parallel.study_name(params.tracking.experiment, str(key), datetime.now(UTC))
 
 
-@task(name="record-tuning", **IO)
-def record_tuning(project: Project, run_id: str, tuning: training.TuningResult) -> None:
-    pipeline.record_tuning(project, run_id, tuning)
+record_tuning = task(pipeline.record_tuning, name="record-tuning", **IO)
 
 
-@task(name="evaluate-holdout", cache_policy=NO_CACHE)
-def evaluate_holdout(
-    project: Project,
-    run_id: str,
-    model: Pipeline,
-    holdout: pipeline.TrainingData,
-    tuning: training.TuningResult,
-    train: pipeline.TrainingData,
-) -> pipeline.Evaluation:
-    return pipeline.evaluate_holdout(project, run_id, model, holdout, tuning, train)
+evaluate_holdout = task(pipeline.evaluate_holdout, name="evaluate-holdout", cache_policy=NO_CACHE)
 
 
 @task(name="explain-model", cache_policy=NO_CACHE)
@@ -356,9 +323,7 @@ def learning_curve(
     return curve
 
 
-@task(name="record-learning-curve", **IO)
-def record_learning_curve(project: Project, run_id: str, curve: pd.DataFrame | None) -> None:
-    pipeline.record_learning_curve(project, run_id, curve)
+record_learning_curve = task(pipeline.record_learning_curve, name="record-learning-curve", **IO)
 
 
 @task(name="importance-over-versions", **IO)
@@ -367,21 +332,9 @@ def importance_over_versions(project: Project, run_id: str) -> None:
     print(f"importance over versions: {history['point'].nunique()} version(s) with importance")
 
 
-@task(name="register-challenger", cache_policy=NO_CACHE)
-def register_challenger(
-    project: Project,
-    run_id: str,
-    model: Pipeline,
-    holdout: pipeline.TrainingData,
-    evaluation: pipeline.Evaluation,
-    window: pipeline.Window,
-    fingerprint: str | None = None,
-) -> PromotionDecision:
-    """Register the challenger and take the gate's decision (applied by `apply_promotion`); a
-    version a failed run of the same fingerprint registered is finished, not registered again."""
-    return pipeline.register_challenger(
-        project, run_id, model, holdout, evaluation, window, fingerprint
-    )
+register_challenger = task(
+    pipeline.register_challenger, name="register-challenger", cache_policy=NO_CACHE
+)
 
 
 @task(name="apply-promotion", cache_policy=NO_CACHE)
@@ -398,11 +351,9 @@ def apply_promotion(
     return decision
 
 
-@task(name="compute-drift", cache_policy=cached_by(_drift_key))
-def compute_drift(project: Project, reference: tuple[str, ...], current: str) -> DriftOutputs:
-    """Evidently's drift, keyed by both sides' bytes and the drift settings: the flow submits it
-    while the model trains, and an unchanged re-run takes it from the cache."""
-    return pipeline.compute_drift(project, reference, current)
+compute_drift = task(
+    pipeline.compute_drift, name="compute-drift", cache_policy=cached_by(_drift_key)
+)
 
 
 def drift_beside(
@@ -492,22 +443,10 @@ def write_model_card(
     return text
 
 
-@task(name="finish-run", **IO)
-def finish_run(run_id: str, failed: bool = False, error: str | None = None) -> None:
-    from ctloop.io import tracking
-
-    tracking.finish_run(run_id, failed, error)
+finish_run = task(tracking.finish_run, name="finish-run", **IO)
 
 
-@task(name="fingerprint-run", cache_policy=NO_CACHE)
-def fingerprint_run(
-    project: Project,
-    data_version: str,
-    window: pipeline.Window,
-    train: pipeline.TrainingData,
-    holdout: pipeline.TrainingData,
-) -> str:
-    return pipeline.run_fingerprint(project, data_version, window, train, holdout)
+fingerprint_run = task(pipeline.run_fingerprint, name="fingerprint-run", cache_policy=NO_CACHE)
 
 
 @task(name="find-unchanged", **IO)
@@ -522,17 +461,7 @@ def find_unchanged(project: Project, fingerprint: str) -> pipeline.PreviousTrain
     return previous
 
 
-@task(name="unchanged-summary", **IO)
-def unchanged_summary(
-    project: Project,
-    previous: pipeline.PreviousTraining,
-    drift: DriftSummary,
-    drift_report: Path,
-    prefect_api_url: str | None,
-) -> TrainingSummary:
-    return pipeline.unchanged_summary(project, previous, drift, drift_report, prefect_api_url)
+unchanged_summary = task(pipeline.unchanged_summary, name="unchanged-summary", **IO)
 
 
-@task(name="record-summary", **IO)
-def record_summary(project: Project, run_id: str, summary: TrainingSummary) -> None:
-    pipeline.record_summary(project, run_id, summary)
+record_summary = task(pipeline.record_summary, name="record-summary", **IO)
