@@ -16,7 +16,7 @@ UV := $(or $(shell command -v uv 2>/dev/null),.tools/bin/uv)
 BIN := .venv/bin
 PYTEST_ARGS ?=
 
-.PHONY: help install setup run test test-slow lint format repro bench clean
+.PHONY: help install setup run test test-slow lint format repro bench clean prefect-yaml
 
 help:
 	@echo "make run        set up from uv.lock and run the training flow on the bundled data"
@@ -25,6 +25,7 @@ help:
 	@echo "make repro      the same pipeline through DVC (dvc repro)"
 	@echo "make bench      every issue-4 benchmark in sequence (about 1.5 h; see benchmarks/RESULTS.md)"
 	@echo "make lint       ruff check + format check"
+	@echo "make prefect-yaml  regenerate prefect.yaml from deployments/definitions.py and params.yaml"
 
 .tools/bin/uv:
 	python3.11 -m venv .tools
@@ -57,6 +58,10 @@ lint: install
 format: install
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
+
+# prefect.yaml is generated: one definition of the deployments (deployments/definitions.py).
+prefect-yaml: install
+	$(BIN)/python -m deployments.definitions --write prefect.yaml
 
 repro: setup
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro

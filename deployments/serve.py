@@ -1,14 +1,8 @@
-"""The loop's deployments: schedules and event triggers, declared apart from the flows.
+"""Serve the loop's deployments (deployments/definitions.py) and watch the landing folder.
 
-- `retrain-model/train`: on the cron schedule `continuous.schedule` (retrains on the policy's
-  window; skipped when no new labelled batch arrived).
-- `monitor-batch/monitor`: on every `ctloop.data.arrived` event (the landed file's path comes
-  from the event payload); one run at a time.
-- `retrain-model/retrain`: on `ctloop.drift.detected`, `ctloop.performance.degraded` and
-  `ctloop.retrain.due` (trigger, batch and reason come from the event); one run at a time.
-- `predict-batch/predict`: scores `serving.input` with the champion on the cron
-  `serving.schedule` (when set); always deployed, so a run with any file can be started from the
-  UI or `prefect deployment run`.
+The deployments, their schedules and event triggers are defined once in
+deployments/definitions.py (prefect.yaml is generated from the same definition); this module
+turns them into Prefect deployments of the flows they name.
 
 `concurrency_limit=1` holds per deployment only: `train` and `retrain` are serialized by the
 project's retrain lock inside the flow, and ingestions (monitor runs, CLI runs) by its data lock
@@ -16,12 +10,12 @@ project's retrain lock inside the flow, and ingestions (monitor runs, CLI runs) 
 
 `python -m deployments.serve --params params.yaml` serves them (`ctloop up` starts it) and
 watches the landing folder: a file dropped there is announced as `ctloop.data.arrived`.
-prefect.yaml declares the same deployments for a process work pool.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -29,95 +23,57 @@ from typing import TYPE_CHECKING
 from ctloop.core import events
 from ctloop.core.config import Project, load_project
 from ctloop.core.env import apply_env_defaults
+from deployments import definitions
+from deployments.definitions import DeploymentSpec, TriggerSpec
 
 if TYPE_CHECKING:
     from prefect.deployments.runner import RunnerDeployment
+    from prefect.events import DeploymentEventTrigger
 
-DEPLOYMENT_TAGS = ["ctloop"]
 WATCH_INTERVAL_S = 2.0
 LEDGER = "landing-announced.json"
 
 
-def monitor_trigger() -> object:
+def event_trigger(spec: TriggerSpec) -> DeploymentEventTrigger:
+    """Prefect's trigger for a trigger spec."""
     from prefect.events import DeploymentEventTrigger
 
     return DeploymentEventTrigger(
-        name="data-arrived",
-        expect={events.DATA_ARRIVED},
-        match={"prefect.resource.id": f"{events.LANDING_RESOURCE}.*"},
-        parameters={"path": "{{ event.payload.path }}"},
+        name=spec.name,
+        expect=set(spec.expect),
+        match=dict(spec.match),
+        parameters=dict(spec.parameters),
     )
 
 
-def retrain_trigger() -> object:
-    from prefect.events import DeploymentEventTrigger
+def monitor_trigger() -> DeploymentEventTrigger:
+    """The `monitor` deployment's trigger: every `ctloop.data.arrived`."""
+    return event_trigger(definitions.MONITOR_TRIGGER)
 
-    return DeploymentEventTrigger(
-        name="drift-decay-or-due",
-        expect=set(events.RETRAIN_TRIGGERS),
-        match={"prefect.resource.id": f"{events.BATCH_RESOURCE}.*"},
-        parameters={
-            "trigger": "{{ event.event }}",
-            "batch": "{{ event.payload.batch }}",
-            "reason": "{{ event.payload.reason }}",
-        },
+
+def retrain_trigger() -> DeploymentEventTrigger:
+    """The `retrain` deployment's trigger: drift, decay or due events about a batch."""
+    return event_trigger(definitions.RETRAIN_TRIGGER)
+
+
+def to_deployment(spec: DeploymentSpec) -> RunnerDeployment:
+    """A Prefect deployment of the flow the spec's entrypoint names."""
+    flow = getattr(importlib.import_module(spec.module), spec.function)
+    return flow.to_deployment(
+        name=spec.name,
+        cron=spec.cron,
+        parameters=dict(spec.parameters),
+        triggers=[event_trigger(t) for t in spec.triggers] or None,
+        description=spec.description,
+        tags=list(spec.tags),
+        concurrency_limit=spec.concurrency_limit,
     )
 
 
 def build(project: Project) -> list[RunnerDeployment]:
     """The loop's deployments of a project, parameterised with its params.yaml."""
-    from flows.monitor_batch import monitor_batch
-    from flows.retrain_model import retrain_model
-
-    params_path = str(project.root / "params.yaml")
-    schedule = project.params.continuous.schedule
-    return [
-        retrain_model.to_deployment(
-            name="train",
-            cron=schedule,
-            parameters={"params_path": params_path, "trigger": "schedule"},
-            description=f"Scheduled training on the newest window ({schedule or 'no schedule'})",
-            tags=DEPLOYMENT_TAGS,
-            concurrency_limit=1,
-        ),
-        monitor_batch.to_deployment(
-            name="monitor",
-            parameters={"params_path": params_path},
-            triggers=[monitor_trigger()],
-            description="Validate, score, drift and decay of each landed file",
-            tags=DEPLOYMENT_TAGS,
-            concurrency_limit=1,
-        ),
-        retrain_model.to_deployment(
-            name="retrain",
-            parameters={"params_path": params_path},
-            triggers=[retrain_trigger()],
-            description="Retrain on drift, decay or N new batches (with cooldown)",
-            tags=DEPLOYMENT_TAGS,
-            concurrency_limit=1,
-        ),
-        predict_deployment(project, params_path),
-    ]
-
-
-def predict_deployment(project: Project, params_path: str) -> RunnerDeployment:
-    """`predict-batch/predict`: `serving.input` on the cron `serving.schedule` when set
-    (params.yaml refuses a schedule without an input); otherwise run by hand with a path."""
-    from flows.predict_batch import predict_batch
-
-    cfg = project.params.serving
-    parameters = {"params_path": params_path}
-    if cfg.input is not None:
-        parameters["input_path"] = cfg.input
-    when = f"{cfg.input} on {cfg.schedule}" if cfg.schedule else "no schedule: run with a path"
-    return predict_batch.to_deployment(
-        name="predict",
-        cron=cfg.schedule,
-        parameters=parameters,
-        description=f"Score a file with the champion ({when})",
-        tags=DEPLOYMENT_TAGS,
-        concurrency_limit=1,
-    )
+    params_path = str(project.root / definitions.PARAMS_FILE)
+    return [to_deployment(s) for s in definitions.specs(project, params_path)]
 
 
 def watch_landing(project: Project, stop: threading.Event, interval: float) -> None:

@@ -1,6 +1,6 @@
 """The events the loop emits and reacts to (names, resources and payloads; no Prefect here).
 
-Deployments trigger on these names (deployments/serve.py); every event names its batch as the
+Deployments trigger on these names (deployments/definitions.py); every event names its batch as the
 resource and, where there is one, the model version as a related resource, so the Prefect UI's
 event feed reads as the loop's history.
 """
