@@ -40,7 +40,7 @@ from ctloop.core.config import Params, ValidationConfig, parse_params
 from ctloop.io import data
 from ctloop.steps.model_card import PLACEHOLDER
 
-ROOT = Path(__file__).resolve().parents[1]  # the ctloop checkout: bundled params.yaml, dvc.yaml
+ROOT = Path(__file__).resolve().parents[2]  # the ctloop checkout: bundled params.yaml, dvc.yaml
 TARGET_BATCH_ROWS = 1000
 MIN_BATCHES = 4  # two training batches, the holdout, one to replay
 MIN_ROWS = 100
