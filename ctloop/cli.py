@@ -376,7 +376,7 @@ def expectations_build(
 ) -> None:
     """Build the baseline suite from reference batches (default: the training window)."""
     from ctloop.io import data
-    from ctloop.steps import pipeline
+    from ctloop.steps import pipeline, sequence
 
     project = _project(params)
     _check_against_data(project)
@@ -394,7 +394,7 @@ def expectations_build(
             reference = pipeline.current_window(project).train
         if not reference:
             raise _fail(ValueError(f"no batch between {start} and {end}"))
-        path = pipeline.build_expectations(project, reference)
+        path = sequence.BUILD_EXPECTATIONS(project, reference)
     except _known_errors() as err:
         raise _fail(err) from None
     typer.echo(f"suite written: {path} (from {reference[0]}..{reference[-1]})")

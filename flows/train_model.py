@@ -87,7 +87,7 @@ def train_model(
         facts = (project, run_id, window, data_version, train, holdout, tuning, evaluation)
         draft = None
         if approval.needed(project.params.promotion.require_approval, decision):
-            draft = t.write_model_card(*facts, decision, None, None, insights)  # for the reviewer
+            draft = t.write_model_card(*facts, decision, None, None, insights, draft=True)
         answer = ask_approval(project, decision, draft)  # flow level: only a flow run can pause
         decision = t.apply_promotion(project, run_id, decision, answer)
         reference = t.drift_reference(project, window)

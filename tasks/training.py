@@ -19,7 +19,7 @@ from ctloop.core import fingerprint
 from ctloop.core.config import Params, Project
 from ctloop.io import data, tracking
 from ctloop.ml import parallel, training
-from ctloop.steps import pipeline
+from ctloop.steps import pipeline, sequence
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -96,7 +96,7 @@ def reconcile_runs(project: Project) -> list[str]:
 
 @task(name="ingest-batches", **IO)
 def ingest_batches(project: Project) -> pipeline.IngestResult:
-    result = pipeline.run_ingest(project)
+    result = sequence.INGEST(project)
     print(
         f"ingested {len(result.written)} new batch(es), {len(result.unchanged)} unchanged; "
         f"{result.unlabelled_rows} unlabelled rows kept in the batches, excluded from training"
@@ -108,7 +108,7 @@ version_data = task(pipeline.version_data, name="version-data", **IO)
 
 
 build_expectations = task(
-    pipeline.build_expectations, name="build-expectations", cache_policy=NO_CACHE
+    sequence.BUILD_EXPECTATIONS.fn, name="build-expectations", cache_policy=NO_CACHE
 )
 
 
@@ -127,8 +127,14 @@ def validate_batches(
     batches, a task run per batch cost more than the validation itself and flooded the UI."""
     from ctloop.ml.validation import summary_markdown
 
-    reports, validated = cached_reports(project, names)
-    pipeline.record_validation(project, reports, results)
+    validated: list[str] = []
+
+    def from_cache(project: Project, names: list[str]) -> list[ValidationReport]:
+        reports, todo = cached_reports(project, names)
+        validated.extend(todo)
+        return reports
+
+    reports = sequence.VALIDATE(project, names, results, from_cache)
     line = cache_line(len(validated), len(names) - len(validated))
     markdown = summary_markdown(reports) + f"\n{line}\n"
     create_markdown_artifact(markdown, key="validation", description="Great Expectations gate")
@@ -192,7 +198,7 @@ def load_training_data(
 drift_reference = task(pipeline.drift_reference, name="drift-reference", **IO)
 
 
-start_training_run = task(pipeline.start_training_run, name="start-training-run", **IO)
+start_training_run = task(sequence.START_TRAINING_RUN.fn, name="start-training-run", **IO)
 
 
 @task(name="tune-and-fit", cache_policy=cached_by(_tuning_key))
@@ -212,17 +218,9 @@ def tune_and_fit(
             )
         plan = parallel.ParallelPlan("sequential", 1, None, 0)
     schema = infer_schema(X.assign(**{params.data.target: y}), params.data)
-    tuning = training.tune(
-        params,
-        schema,
-        X,
-        y,
-        storage=plan.storage,
-        study_name=_study_name(params) if plan.storage else None,
-        runner=trial_runner(plan) if plan.parallel else None,
-        fit_threads=plan.fit_threads,
-    )
-    return tuning, training.fit_final(params, schema, tuning.best_params, X, y)
+    runner = trial_runner(plan) if plan.parallel else None
+    study = _study_name(params) if plan.storage else None
+    return sequence.TUNE_AND_FIT(params, schema, X, y, plan, runner, study)
 
 
 run_trials = task(training.run_trials, name="run-trials", cache_policy=NO_CACHE)
@@ -279,10 +277,12 @@ def _study_name(params: Params) -> str:
     return parallel.study_name(params.tracking.experiment, str(key), datetime.now(UTC))
 
 
-record_tuning = task(pipeline.record_tuning, name="record-tuning", **IO)
+record_tuning = task(sequence.RECORD_TUNING.fn, name="record-tuning", **IO)
 
 
-evaluate_holdout = task(pipeline.evaluate_holdout, name="evaluate-holdout", cache_policy=NO_CACHE)
+evaluate_holdout = task(
+    sequence.EVALUATE_HOLDOUT.fn, name="evaluate-holdout", cache_policy=NO_CACHE
+)
 
 
 @task(name="explain-model", cache_policy=NO_CACHE)
@@ -295,7 +295,7 @@ def explain_model(
     tuning: training.TuningResult,
 ) -> Insights:
     """Importance, SHAP, calibration or intervals, train vs validation (learning-curve apart)."""
-    ins = pipeline.explain_model(project, run_id, model, train, holdout, tuning)
+    ins = sequence.EXPLAIN_MODEL(project, run_id, model, train, holdout, tuning)
     top = ", ".join(ins.importance["feature"].head(5))
     cost = ", ".join(f"{k} {v:.1f}s" for k, v in ins.seconds.items())
     print(f"insights: top features by permutation importance: {top} ({cost})")
@@ -315,7 +315,7 @@ def learning_curve(
     import time
 
     started = time.perf_counter()
-    curve = pipeline.learning_curve(project, model, train, holdout, tuning)
+    curve = sequence.LEARNING_CURVE(project, model, train, holdout, tuning)
     print(
         f"learning curve: {0 if curve is None else len(curve)} point(s) in "
         f"{time.perf_counter() - started:.1f}s"
@@ -323,17 +323,17 @@ def learning_curve(
     return curve
 
 
-record_learning_curve = task(pipeline.record_learning_curve, name="record-learning-curve", **IO)
+record_learning_curve = task(sequence.RECORD_LEARNING_CURVE.fn, name="record-learning-curve", **IO)
 
 
 @task(name="importance-over-versions", **IO)
 def importance_over_versions(project: Project, run_id: str) -> None:
-    history = pipeline.importance_over_versions(project, run_id)
+    history = sequence.IMPORTANCE_OVER_VERSIONS(project, run_id)
     print(f"importance over versions: {history['point'].nunique()} version(s) with importance")
 
 
 register_challenger = task(
-    pipeline.register_challenger, name="register-challenger", cache_policy=NO_CACHE
+    sequence.REGISTER_CHALLENGER.fn, name="register-challenger", cache_policy=NO_CACHE
 )
 
 
@@ -341,7 +341,7 @@ register_challenger = task(
 def apply_promotion(
     project: Project, run_id: str, decision: PromotionDecision, answer: Approval | None = None
 ) -> PromotionDecision:
-    decision = pipeline.apply_promotion(project, run_id, decision, answer)
+    decision = sequence.APPLY_PROMOTION(project, run_id, decision, answer)
     verdict = "PROMOTED to champion" if decision.promote else "kept as challenger"
     create_markdown_artifact(
         f"### Model v{decision.challenger_version}: {verdict}\n\n{decision.reason}\n",
@@ -383,7 +383,7 @@ def report_drift(
     replaced "latest" copy, so an artifact keeps opening the report it was made with."""
     from ctloop.ml.drift import drift_markdown
 
-    summary, paths = pipeline.run_drift(project, reference, current, run_id, compute_drift)
+    summary, paths = sequence.REPORT_DRIFT(project, reference, current, run_id, compute_drift)
     ref = f"{reference[0]}..{reference[-1]}" if reference else "-"
     create_markdown_artifact(
         drift_markdown(summary, f"Drift of {current} against {ref}")
@@ -414,12 +414,15 @@ def write_model_card(
     answer: Approval | None,
     drift: tuple[tuple[str, ...], DriftSummary] | None = None,
     insights: Insights | None = None,
+    draft: bool = False,
 ) -> str:
     """The version's model card (ctloop/steps/model_card.py) to reports/, the run, the version's
-    description and the `model-card` artifact. Without `answer` it is the draft a reviewer reads
-    while the run waits for approval (drift comes later); returns the Markdown."""
-    note = "measured after the approval: see the final card" if answer is None else "not measured"
-    card = pipeline.build_model_card(
+    description and the `model-card` artifact. A `draft` is the card a reviewer reads while the
+    run waits for approval (drift comes later): the flow's own, not a step of the sequence the
+    DVC stages share. Returns the Markdown."""
+    note = "measured after the approval: see the final card" if draft else "not measured"
+    write = pipeline.write_model_card if draft else sequence.MODEL_CARD
+    card = write(
         project,
         run_id,
         window,
@@ -434,9 +437,8 @@ def write_model_card(
         insights,
         drift_note=note,
     )
-    pipeline.publish_model_card(project, run_id, card)
     text = card.render()
-    state = "draft, waiting for approval" if answer is None else "final"
+    state = "draft, waiting for approval" if draft else "final"
     create_markdown_artifact(
         text, key="model-card", description=f"Model card v{card.version} ({state})"
     )

@@ -11,16 +11,12 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from ctloop.core.config import Project
-from ctloop.core.schema import Schema
 from ctloop.ml import training
-
-if TYPE_CHECKING:
-    import pandas as pd
 
 DEFAULT_STORAGE_FILE = "optuna.db"  # under paths.stack, when parallel runners have no tune.storage
 
@@ -150,22 +146,3 @@ def plain_runner(plan: ParallelPlan) -> Iterator[training.TrialRunner | None]:
         yield thread_runner(plan.workers)
     else:
         yield None
-
-
-def tune_here(
-    project: Project, schema: Schema, X: pd.DataFrame, y: pd.Series, run_key: str = "local"
-) -> training.TuningResult:
-    """The search with the configured runner, without Prefect (the DVC `train` stage)."""
-    plan = plan_parallel(project)
-    name = study_name(project.params.tracking.experiment, run_key, datetime.now(UTC))
-    with plain_runner(plan) as runner:
-        return training.tune(
-            project.params,
-            schema,
-            X,
-            y,
-            storage=plan.storage,
-            study_name=name if plan.storage else None,
-            runner=runner,
-            fit_threads=plan.fit_threads,
-        )

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import math
 import re
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -537,12 +536,26 @@ def scaffold(root: Path) -> None:
 
     root.mkdir(parents=True, exist_ok=True)
     if not (root / "dvc.yaml").exists():
-        shutil.copy(ROOT / "dvc.yaml", root / "dvc.yaml")
+        stages = (ROOT / "dvc.yaml").read_text(encoding="utf-8")
+        (root / "dvc.yaml").write_text(project_stages(stages, root), encoding="utf-8")
     if not (root / ".dvc").is_dir():
         git = (root / ".git").exists()
         Repo.init(str(root), no_scm=not git).close()
         scm = "" if git else "    no_scm = True\n"
         (root / ".dvc" / "config").write_text(f"[core]\n{scm}    analytics = false\n")
+
+
+CODE_DEP = re.compile(r"^\s*- ctloop/\S*\n", re.MULTILINE)
+EMPTY_DEPS = re.compile(r"^\s*deps:\n(?!\s*- )", re.MULTILINE)  # a stage with code deps only
+
+
+def project_stages(text: str, root: Path) -> str:
+    """The checkout's dvc.yaml for a project at `root`: without the code deps (`- ctloop/...`)
+    unless `root` holds the ctloop source itself. A project made by `ctloop init` runs the
+    installed ctloop: its folder has no ctloop/ for DVC to hash (a dep that does not exist fails
+    `dvc repro`), and hashing the installed package (an absolute path into a virtual environment)
+    would tie the project to one machine. There, after upgrading ctloop, `dvc repro --force`."""
+    return text if (root / "ctloop").is_dir() else EMPTY_DEPS.sub("", CODE_DEP.sub("", text))
 
 
 def check_plan(plan: ProjectPlan) -> Params:

@@ -1,5 +1,6 @@
-"""`ctloop stage NAME`: the DVC stages (dvc.yaml). Each reads the previous stage's files, calls the
-same ctloop/steps/pipeline.py steps as the Prefect flow, and writes the files dvc.yaml declares.
+"""`ctloop stage NAME`: the DVC stages (dvc.yaml). Each reads the previous stage's files, runs its
+steps of ctloop/steps/sequence.py (the same steps, in the same order, as the Prefect flow), and
+writes the files dvc.yaml declares.
 
 `train` opens the training's MLflow run; `evaluate` and `drift` work on the same run in processes
 of their own. Each of the three owns the run while it works (`_owned_run`: RUNNING, tagged with its
@@ -12,12 +13,20 @@ import json
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ctloop.core.config import Project
 from ctloop.io import tracking, versioning
 from ctloop.ml import parallel, training
-from ctloop.steps import pipeline
+from ctloop.steps import pipeline, sequence
+
+if TYPE_CHECKING:
+    from ctloop.core.approval import Approval
+    from ctloop.io.registry import PromotionDecision
+    from ctloop.ml.insights import Insights
 
 STAGES = ("ingest", "validate", "train", "evaluate", "drift")
 
@@ -33,6 +42,12 @@ def _model_file(project: Project) -> Path:
 def _tuning_file(project: Project) -> Path:
     """The whole tuning result: trials, the best trial's fold models, out-of-fold scores."""
     return project.path("models") / "tuning.joblib"
+
+
+def _evaluation_file(project: Project) -> Path:
+    """What the evaluate stage found (holdout figures, insights, the gate's decision, the
+    answer): the drift stage writes the model card from it, after the drift report."""
+    return project.path("models") / "evaluation.joblib"
 
 
 def _drift_record(project: Project) -> Path:
@@ -64,7 +79,7 @@ def ingest(project: Project) -> None:
 
     for line in check_project(project).warnings:  # params.yaml against the data, first
         print(f"ctloop: warning: {line}", file=sys.stderr)
-    result = pipeline.run_ingest(project)
+    result = sequence.INGEST(project)
     print(f"ingest: {len(result.written)} written, {len(result.unchanged)} unchanged")
 
 
@@ -73,8 +88,8 @@ def validate(project: Project) -> None:
 
     window = pipeline.current_window(project)
     if not pipeline.suite_ready(project):
-        pipeline.build_expectations(project, window.train)
-    reports = pipeline.run_validation(project, window.used)
+        sequence.BUILD_EXPECTATIONS(project, window.train)
+    reports = sequence.VALIDATE(project, window.used)
     print(summary_markdown(reports))
     failed = [r for r in reports if not r.success]
     if failed:
@@ -89,17 +104,17 @@ def train(project: Project) -> None:
     version = versioning.data_version(project.root, project.params.paths.batches) or "unversioned"
     results = json.loads((project.path("reports") / "validation.json").read_text())
     validation = "passed" if all(r["success"] for r in results["reports"]) else "failed"
-    run_id = pipeline.start_training_run(project, window, version, validation, train_data, holdout)
+    run_id = sequence.START_TRAINING_RUN(project, window, version, validation, train_data, holdout)
     with _owned_run(project, run_id, "train"):
-        tuning = parallel.tune_here(  # the configured runner, without Prefect
-            project, train_data.schema, train_data.X, train_data.y, run_key=run_id
-        )
-        pipeline.record_tuning(project, run_id, tuning)
+        plan = parallel.plan_parallel(project)  # the configured runner, without Prefect
+        name = parallel.study_name(project.params.tracking.experiment, run_id, datetime.now(UTC))
+        with parallel.plain_runner(plan) as runner:
+            tuning, model = sequence.TUNE_AND_FIT(
+                project.params, train_data.schema, train_data.X, train_data.y, plan, runner, name
+            )
+        sequence.RECORD_TUNING(project, run_id, tuning)
         if tuning.budget_note:
             print(f"train: tuning {tuning.budget_note} (tune.timeout_s)")
-        model = training.fit_final(
-            project.params, train_data.schema, tuning.best_params, train_data.X, train_data.y
-        )
         _model_file(project).parent.mkdir(parents=True, exist_ok=True)
         joblib.dump(model, _model_file(project))
         joblib.dump(tuning, _tuning_file(project))
@@ -124,36 +139,32 @@ def evaluate(project: Project) -> None:
         _evaluate(project, window, run_id)
 
 
+@dataclass(frozen=True)
+class Evaluated:
+    """The evaluate stage's findings the drift stage's model card needs."""
+
+    evaluation: pipeline.Evaluation
+    insights: Insights
+    decision: PromotionDecision
+    answer: Approval
+
+
 def _evaluate(project: Project, window: pipeline.Window, run_id: str) -> None:
-    """Holdout metrics, insights, learning curve, registration, gate, model card of the run."""
+    """Holdout metrics, insights, learning curve, registration and gate of the run."""
     import joblib
 
     tuning: training.TuningResult = joblib.load(_tuning_file(project))
     model = joblib.load(_model_file(project))
     train_data, holdout = pipeline.load_training(project, window)  # checked: before any run
-    evaluation = pipeline.evaluate_holdout(project, run_id, model, holdout, tuning, train_data)
-    insights = pipeline.explain_model(project, run_id, model, train_data, holdout, tuning)
-    curve = pipeline.learning_curve(project, model, train_data, holdout, tuning)
-    pipeline.record_learning_curve(project, run_id, curve)
-    gate = pipeline.register_challenger(project, run_id, model, holdout, evaluation, window)
+    curve = sequence.LEARNING_CURVE(project, model, train_data, holdout, tuning)
+    evaluation = sequence.EVALUATE_HOLDOUT(project, run_id, model, holdout, tuning, train_data)
+    insights = sequence.EXPLAIN_MODEL(project, run_id, model, train_data, holdout, tuning)
+    gate = sequence.REGISTER_CHALLENGER(project, run_id, model, holdout, evaluation, window)
+    sequence.IMPORTANCE_OVER_VERSIONS(project, run_id)
+    sequence.RECORD_LEARNING_CURVE(project, run_id, curve)
     answer = pipeline.no_reviewer(project, gate)  # a DVC stage cannot pause for a reviewer
-    decision = pipeline.apply_promotion(project, run_id, gate, answer)
-    pipeline.importance_over_versions(project, run_id)
-    card = pipeline.build_model_card(
-        project,
-        run_id,
-        window,
-        versioning.data_version(project.root, project.params.paths.batches) or "unversioned",
-        train_data,
-        holdout,
-        tuning,
-        evaluation,
-        decision,
-        answer,
-        insights=insights,
-        drift_note="measured by the drift stage, after this one (reports/drift/)",
-    )
-    pipeline.publish_model_card(project, run_id, card)
+    decision = sequence.APPLY_PROMOTION(project, run_id, gate, answer)
+    joblib.dump(Evaluated(evaluation, insights, decision, answer), _evaluation_file(project))
     print(
         f"evaluate: {project.params.metric} {evaluation.metrics[project.params.metric]:.4f}; "
         f"{decision.reason}"
@@ -163,13 +174,16 @@ def _evaluate(project: Project, window: pipeline.Window, run_id: str) -> None:
 def drift(project: Project) -> None:
     """The newest batch against the champion's training batches: the keyed report under
     reports/drift/<batch>/ (shared with the flows, never replaced), logged on the training run,
-    and reports/drift.json, the stage's fixed-name record of it for DVC."""
+    and reports/drift.json, the stage's fixed-name record of it for DVC; then the version's
+    model card, with the drift, as the flow writes it."""
+    import joblib
+
     window = pipeline.current_window(project)
     record = json.loads(_train_record(project).read_text())
     run_id = record["run_id"]
     with _owned_run(project, run_id, "drift"):
         reference = pipeline.drift_reference(project, window)
-        summary, paths = pipeline.run_drift(project, reference, window.current, run_id)
+        summary, paths = sequence.REPORT_DRIFT(project, reference, window.current, run_id)
         pipeline.write_json(
             _drift_record(project),
             {
@@ -179,6 +193,22 @@ def drift(project: Project) -> None:
                 "report": {k: pipeline.project_relative(project, p) for k, p in paths.items()},
                 "summary": summary.to_dict(),
             },
+        )
+        found: Evaluated = joblib.load(_evaluation_file(project))
+        train_data, holdout = pipeline.load_training(project, window)
+        sequence.MODEL_CARD(
+            project,
+            run_id,
+            window,
+            versioning.data_version(project.root, project.params.paths.batches) or "unversioned",
+            train_data,
+            holdout,
+            joblib.load(_tuning_file(project)),
+            found.evaluation,
+            found.decision,
+            found.answer,
+            (reference, summary),
+            found.insights,
         )
     verdict = "drift" if summary.dataset_drift else "no drift"
     print(

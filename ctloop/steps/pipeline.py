@@ -26,8 +26,11 @@ if TYPE_CHECKING:
 
     from sklearn.pipeline import Pipeline
 
+    from ctloop.core.config import Params
+    from ctloop.io.data import Schema
     from ctloop.ml.drift import DriftOutputs, DriftSummary
     from ctloop.ml.insights import Insights
+    from ctloop.ml.parallel import ParallelPlan
     from ctloop.ml.preconditions import PlanCheck
     from ctloop.ml.validation import ValidationReport
     from ctloop.steps.correction import Replacement
@@ -204,11 +207,15 @@ def reference_batch_rows(
 
 
 def run_validation(
-    project: Project, names: list[str], results: str = "validation.json"
+    project: Project,
+    names: list[str],
+    results: str = "validation.json",
+    validate: Callable[[Project, list[str]], list[ValidationReport]] | None = None,
 ) -> list[ValidationReport]:
     """Validate each batch; move critical failures to quarantine; save all results as JSON
-    (`results`, under the reports folder)."""
-    reports = validate_many(project, names)
+    (`results`, under the reports folder). `validate` replaces validate_many (the flow passes
+    its reader of cached reports)."""
+    reports = (validate or validate_many)(project, names)
     record_validation(project, reports, results)
     return reports
 
@@ -408,6 +415,31 @@ def plan_tags(train: TrainingData) -> dict[str, str]:
     if train.dropped:
         tags[DROPPED_FEATURES_TAG] = ",".join(train.dropped)[:_TAG_LIMIT]
     return tags
+
+
+def tune_and_fit(
+    params: Params,
+    schema: Schema,
+    X: pd.DataFrame,
+    y: pd.Series,
+    plan: ParallelPlan,
+    runner: training.TrialRunner | None = None,
+    study_name: str | None = None,
+) -> tuple[training.TuningResult, Pipeline]:
+    """Search (Optuna, CV), then refit on all of X with the best parameters. The trials run as
+    `plan` says: in this process, or through `runner` (the flow's Prefect task runner, the DVC
+    stage's plain pool), in the shared study `study_name` when the plan has a storage."""
+    tuning = training.tune(
+        params,
+        schema,
+        X,
+        y,
+        storage=plan.storage,
+        study_name=study_name if plan.storage else None,
+        runner=runner,
+        fit_threads=plan.fit_threads,
+    )
+    return tuning, training.fit_final(params, schema, tuning.best_params, X, y)
 
 
 def record_tuning(project: Project, run_id: str, tuning: training.TuningResult) -> None:
@@ -1045,6 +1077,41 @@ def build_model_card(
         drift_note=drift_note,
         plan_warnings=train.warnings,
     )
+
+
+def write_model_card(
+    project: Project,
+    run_id: str,
+    window: Window,
+    data_version: str,
+    train: TrainingData,
+    holdout: TrainingData,
+    tuning: training.TuningResult,
+    evaluation: Evaluation,
+    decision: registry.PromotionDecision,
+    answer: approval.Approval | None,
+    drift: tuple[tuple[str, ...], DriftSummary] | None = None,
+    insights: Insights | None = None,
+    drift_note: str = "not measured in this run",
+) -> ModelCard:
+    """Build the version's card (build_model_card) and publish it (publish_model_card)."""
+    card = build_model_card(
+        project,
+        run_id,
+        window,
+        data_version,
+        train,
+        holdout,
+        tuning,
+        evaluation,
+        decision,
+        answer,
+        drift,
+        insights,
+        drift_note=drift_note,
+    )
+    publish_model_card(project, run_id, card)
+    return card
 
 
 def publish_model_card(project: Project, run_id: str, card: ModelCard) -> Path:
