@@ -5,7 +5,6 @@
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,7 +17,7 @@ from ctloop.core import approval, promotion
 from ctloop.core.config import Project, SplitConfig
 from ctloop.core.faults import crash_point
 from ctloop.core.thresholds import first_model_floor
-from ctloop.io import data, locks, recovery, registry, tracking, versioning
+from ctloop.io import data, files, locks, recovery, registry, tracking, versioning
 from ctloop.ml import training
 
 if TYPE_CHECKING:
@@ -935,11 +934,11 @@ def write_drift(
 def write_latest(project: Project, current: str, paths: dict[str, Path]) -> None:
     """reports/drift/drift-<current>.{html,json}: copies of the batch's latest report, replaced
     each time (a convenience to open by name; no link or record points to them)."""
-    from ctloop.ml import drift
 
     latest = project.path("reports") / "drift"
-    drift.write_copy(paths["html"], latest / f"drift-{current}.html")
-    drift.write_copy(paths["summary"], latest / f"drift-{current}.json")
+    latest.mkdir(parents=True, exist_ok=True)
+    files.copy_atomic(paths["html"], latest / f"drift-{current}.html")
+    files.copy_atomic(paths["summary"], latest / f"drift-{current}.json")
 
 
 def record_drift(
@@ -1053,9 +1052,7 @@ def publish_model_card(project: Project, run_id: str, card: ModelCard) -> Path:
     text = card.render()
     path = project.path("reports") / "model_card.md"
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
+    files.write_text_atomic(path, text)
     use_experiment(project)
     tracking.log_text(run_id, text, "model_card.md")
     tracking.set_version_description(card.model_name, card.version, card.for_registry())
@@ -1149,10 +1146,7 @@ def unchanged_summary(
 def write_text_atomic(path: Path, text: str) -> Path:
     """Write a small text file atomically (temporary sibling, then rename)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text + "\n", encoding="utf-8")
-    tmp.replace(path)
-    return path
+    return files.write_text_atomic(path, text + "\n")
 
 
 def write_json(path: Path, payload: Any) -> Path:
