@@ -268,7 +268,9 @@ def quarantine_landed(
     rejected batch (so the same name can be delivered again once fixed)."""
     from ctloop.ml import validation
 
-    return validation.quarantine_file(path, reasons, project.path("quarantine"), details)
+    return validation.quarantine_file(
+        path, reasons, project.path("quarantine"), files.write_text_atomic, details
+    )
 
 
 def validation_record(project: Project, batches: list[str]) -> str:

@@ -239,8 +239,10 @@ def record_validation(
     for report in reports:
         if not report.success:
             path = data.batch_path(project.path("batches"), report.batch)
-            validation.quarantine_batch(path, report, project.path("quarantine"))
-    validation.save_results(reports, project.path("reports") / results)
+            validation.quarantine_batch(
+                path, report, project.path("quarantine"), files.write_text_atomic
+            )
+    validation.save_results(reports, project.path("reports") / results, files.write_text_atomic)
 
 
 def suite_file(project: Project) -> Path:
@@ -921,7 +923,7 @@ def write_drift(
         print(f"ctloop: warning: drift of {current}: feature {empty.describe()}: not compared")
     key = drift_key(project, reference, current)
     folder, stem = drift_location(project, reference, current, key)
-    paths = drift.write_outputs(outputs, folder, stem)
+    paths = drift.write_outputs(outputs, folder, stem, files.write_once)
     marker = _drift_marker(folder, stem)
     if not marker.exists():
         write_text_atomic(marker, key)
@@ -934,7 +936,6 @@ def write_drift(
 def write_latest(project: Project, current: str, paths: dict[str, Path]) -> None:
     """reports/drift/drift-<current>.{html,json}: copies of the batch's latest report, replaced
     each time (a convenience to open by name; no link or record points to them)."""
-
     latest = project.path("reports") / "drift"
     latest.mkdir(parents=True, exist_ok=True)
     files.copy_atomic(paths["html"], latest / f"drift-{current}.html")
