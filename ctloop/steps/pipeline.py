@@ -105,7 +105,7 @@ def run_ingest(project: Project) -> IngestResult:
     The source goes through the same edge as a landed file (`monitoring.cut_source`: the data
     contract, the cut-off, label and time checks) and is refused whole, before any batch is
     written, when one of them fails or a period conflicts with an existing batch.
-    Leftovers of a killed write (`*.tmp-<pid>` of a dead writer) are removed first; each batch is
+    Leftovers of a killed write (`.*.tmp-<pid>` of a dead writer) are removed first; each batch is
     written atomically, so a crash in between loses nothing: the next run writes the rest."""
     from ctloop.steps import correction
 
