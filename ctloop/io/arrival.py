@@ -21,7 +21,6 @@ so a delivery does not re-read every batch.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +28,7 @@ from typing import Literal
 
 import pandas as pd
 
-from ctloop.io import data
+from ctloop.io import data, files
 
 DIGEST_CACHE = "batch-digests.json"
 
@@ -89,10 +88,8 @@ def _read_cache(cache: Path, label: str) -> dict[str, dict[str, str]]:
 
 def _write_cache(cache: Path, label: str, batches: dict[str, dict[str, str]]) -> None:
     cache.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cache.with_name(f".{cache.name}.{os.getpid()}.tmp")
     body = {"about": "digests of the batch files (ctloop/io/arrival.py)", "label": label}
-    tmp.write_text(json.dumps({**body, "batches": batches}, indent=1), encoding="utf-8")
-    tmp.replace(cache)
+    files.write_text_atomic(cache, json.dumps({**body, "batches": batches}, indent=1))
 
 
 Action = Literal["new", "unchanged", "fill_labels"]

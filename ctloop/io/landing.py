@@ -5,8 +5,9 @@ that announces, the watcher of deployments/serve.py."""
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
+
+from ctloop.io import files
 
 LANDING_SUFFIXES = (".csv", ".parquet")  # what a delivered file may be
 
@@ -39,6 +40,4 @@ def read_ledger(path: Path) -> dict[str, str]:
 def write_ledger(path: Path, seen: dict[str, str]) -> None:
     """Atomic write, so a crash never leaves half a ledger."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(seen, indent=2, sort_keys=True), encoding="utf-8")
-    tmp.replace(path)
+    files.write_text_atomic(path, json.dumps(seen, indent=2, sort_keys=True))

@@ -11,8 +11,9 @@ training run registered are tagged `ctloop.interrupted_run`; the gate never look
 (it only decides on the version its own run creates).
 
 A batch write that was killed between its temporary file and the rename leaves
-`<batch>.tmp-<pid>`: never a batch (only `*.parquet` are), but DVC would version it with the
-folder. `clean_stale_temp_files` removes those whose writer is gone.
+`.<batch>.parquet.<random>.tmp-<pid>` (the temporary name of every atomic write,
+`ctloop.io.files.temp_path`): never a batch (only `*.parquet` are), but DVC would version it with
+the folder. `clean_stale_temp_files` removes those whose writer is gone.
 
 No Prefect here. MLflow is imported inside functions.
 """

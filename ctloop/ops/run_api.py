@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import IO, Literal
 
 from ctloop.core.env import ENV_DEFAULTS, RUN_SERVER_ENV
+from ctloop.io import files
 from ctloop.io.processes import boot_id, process_identity
 
 API_DIR = "api"
@@ -158,9 +159,7 @@ def _read_record(path: Path) -> ServerRecord | None:
 
 
 def _write_record(path: Path, record: ServerRecord) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(asdict(record), indent=2), encoding="utf-8")
-    tmp.replace(path)
+    files.write_text_atomic(path, json.dumps(asdict(record), indent=2))
 
 
 def _alive(record: ServerRecord) -> bool:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ctloop.core.env import ENV_DEFAULTS
+from ctloop.io import files
 from ctloop.io.processes import boot_id, process_identity
 from ctloop.ops.preflight import UnreachableError, check_http
 from ctloop.ops.run_api import database_url
@@ -159,10 +160,7 @@ def write_info(project: Project, info: StackInfo) -> Path:
     """Write stack.json atomically (temporary file + rename)."""
     path = state_path(project)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(info.to_json(), encoding="utf-8")
-    tmp.replace(path)
-    return path
+    return files.write_text_atomic(path, info.to_json())
 
 
 # --- processes -----------------------------------------------------------------------------

@@ -33,7 +33,7 @@ from typing import Literal
 import pandas as pd
 
 from ctloop.core.config import ConfigError, Params, Project
-from ctloop.io import data
+from ctloop.io import data, files
 
 Purpose = Literal["train", "replay", "check"]
 
@@ -362,9 +362,7 @@ def _write_cache(path: Path, key: str, facts: DataFacts) -> None:
     """Best effort (a read-only project folder only loses the cache), written atomically."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(json.dumps({"key": key, "facts": asdict(facts)}), encoding="utf-8")
-        tmp.replace(path)
+        files.write_text_atomic(path, json.dumps({"key": key, "facts": asdict(facts)}))
     except OSError:
         pass
 

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -37,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from ctloop.io import data, locks, versioning
+from ctloop.io import data, files, locks, versioning
 
 if TYPE_CHECKING:
     from ctloop.core.config import Project
@@ -128,13 +127,7 @@ def write_ledger(folder: Path, entries: list[Replacement]) -> Path:
         "about": "batches replaced with `ctloop batch replace` (ctloop/steps/correction.py)",
         "replacements": [e.to_dict() for e in entries],
     }
-    tmp = path.with_suffix(f".tmp-{os.getpid()}")
-    try:
-        tmp.write_text(json.dumps(body, indent=2) + "\n", encoding="utf-8")
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return files.write_text_atomic(path, json.dumps(body, indent=2) + "\n")
 
 
 def latest_by_batch(entries: list[Replacement]) -> dict[str, Replacement]:

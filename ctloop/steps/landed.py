@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from ctloop.core import events
 from ctloop.core.config import Project
 from ctloop.core.schema import DataError
-from ctloop.io import data
+from ctloop.io import data, files
 from ctloop.steps import monitoring
 
 if TYPE_CHECKING:
@@ -91,7 +91,9 @@ def refuse_written(
         batch = data.batch_path(project.path("batches"), name)
         if batch.exists():
             details = {"batch": name, "delivered_in": landed.name, "rule": "internal"}
-            validation.quarantine_file(batch, str(failure), project.path("quarantine"), details)
+            validation.quarantine_file(
+                batch, str(failure), project.path("quarantine"), files.write_text_atomic, details
+            )
             moved.append(name)
     refusal = refuse_file(project, path, landed, failure)
     if not moved:

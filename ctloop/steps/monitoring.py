@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import csv
 import re
-import shutil
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,7 +17,7 @@ import pandas as pd
 
 from ctloop.core import contract, policy
 from ctloop.core.config import DataConfig, Project
-from ctloop.io import data, locks, registry, tracking
+from ctloop.io import data, files, locks, registry, tracking
 from ctloop.io.landing import LANDING_SUFFIXES
 from ctloop.ml import training
 from ctloop.steps import pipeline
@@ -75,10 +74,7 @@ def receive_file(project: Project, source: Path) -> Path:
             f"{target}: rule 'immutable_landing': a file with this name and other values already "
             f"landed; deliver the new file under another name, or {data.REPLACE_HINT}"
         )
-    tmp = target.with_name(f".{target.name}.tmp")
-    shutil.copyfile(source, tmp)
-    tmp.replace(target)
-    return target
+    return files.copy_atomic(source, target)
 
 
 def same_content(project: Project, a: Path, b: Path) -> bool:
@@ -272,7 +268,9 @@ def quarantine_landed(
     rejected batch (so the same name can be delivered again once fixed)."""
     from ctloop.ml import validation
 
-    return validation.quarantine_file(path, reasons, project.path("quarantine"), details)
+    return validation.quarantine_file(
+        path, reasons, project.path("quarantine"), files.write_text_atomic, details
+    )
 
 
 def validation_record(project: Project, batches: list[str]) -> str:
@@ -348,9 +346,7 @@ def score_batch(project: Project, batch: str, champion: Champion) -> tuple[Path,
     predictions = score_frame(model, frame, task, champion.version)
     path = predictions_path(project, batch, champion.version)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    predictions.to_parquet(tmp, index=False)
-    tmp.replace(path)
+    files.write_atomic(path, lambda tmp: predictions.to_parquet(tmp, index=False))
     known = frame[target].notna().to_numpy()
     if known.sum() < 2 or (task == "classification" and frame.loc[known, target].nunique() < 2):
         return path, None

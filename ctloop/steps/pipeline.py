@@ -5,7 +5,6 @@
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,7 +17,7 @@ from ctloop.core import approval, promotion
 from ctloop.core.config import Project, SplitConfig
 from ctloop.core.faults import crash_point
 from ctloop.core.thresholds import first_model_floor
-from ctloop.io import data, locks, recovery, registry, tracking, versioning
+from ctloop.io import data, files, locks, recovery, registry, tracking, versioning
 from ctloop.ml import training
 
 if TYPE_CHECKING:
@@ -109,7 +108,7 @@ def run_ingest(project: Project) -> IngestResult:
     The source goes through the same edge as a landed file (`monitoring.cut_source`: the data
     contract, the cut-off, label and time checks) and is refused whole, before any batch is
     written, when one of them fails or a period conflicts with an existing batch.
-    Leftovers of a killed write (`*.tmp-<pid>` of a dead writer) are removed first; each batch is
+    Leftovers of a killed write (`.*.tmp-<pid>` of a dead writer) are removed first; each batch is
     written atomically, so a crash in between loses nothing: the next run writes the rest."""
     from ctloop.steps import correction
 
@@ -247,8 +246,10 @@ def record_validation(
     for report in reports:
         if not report.success:
             path = data.batch_path(project.path("batches"), report.batch)
-            validation.quarantine_batch(path, report, project.path("quarantine"))
-    validation.save_results(reports, project.path("reports") / results)
+            validation.quarantine_batch(
+                path, report, project.path("quarantine"), files.write_text_atomic
+            )
+    validation.save_results(reports, project.path("reports") / results, files.write_text_atomic)
 
 
 def suite_file(project: Project) -> Path:
@@ -954,7 +955,7 @@ def write_drift(
         print(f"ctloop: warning: drift of {current}: feature {empty.describe()}: not compared")
     key = drift_key(project, reference, current)
     folder, stem = drift_location(project, reference, current, key)
-    paths = drift.write_outputs(outputs, folder, stem)
+    paths = drift.write_outputs(outputs, folder, stem, files.write_once)
     marker = _drift_marker(folder, stem)
     if not marker.exists():
         write_text_atomic(marker, key)
@@ -967,11 +968,10 @@ def write_drift(
 def write_latest(project: Project, current: str, paths: dict[str, Path]) -> None:
     """reports/drift/drift-<current>.{html,json}: copies of the batch's latest report, replaced
     each time (a convenience to open by name; no link or record points to them)."""
-    from ctloop.ml import drift
-
     latest = project.path("reports") / "drift"
-    drift.write_copy(paths["html"], latest / f"drift-{current}.html")
-    drift.write_copy(paths["summary"], latest / f"drift-{current}.json")
+    latest.mkdir(parents=True, exist_ok=True)
+    files.copy_atomic(paths["html"], latest / f"drift-{current}.html")
+    files.copy_atomic(paths["summary"], latest / f"drift-{current}.json")
 
 
 def record_drift(
@@ -1120,9 +1120,7 @@ def publish_model_card(project: Project, run_id: str, card: ModelCard) -> Path:
     text = card.render()
     path = project.path("reports") / "model_card.md"
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
+    files.write_text_atomic(path, text)
     use_experiment(project)
     tracking.log_text(run_id, text, "model_card.md")
     tracking.set_version_description(card.model_name, card.version, card.for_registry())
@@ -1216,10 +1214,7 @@ def unchanged_summary(
 def write_text_atomic(path: Path, text: str) -> Path:
     """Write a small text file atomically (temporary sibling, then rename)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text + "\n", encoding="utf-8")
-    tmp.replace(path)
-    return path
+    return files.write_text_atomic(path, text + "\n")
 
 
 def write_json(path: Path, payload: Any) -> Path:

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from ctloop.core.config import DataConfig
-from ctloop.io import data
+from ctloop.io import data, files
 
 
 @dataclass(frozen=True)
@@ -91,7 +91,4 @@ def write_delivery(frame: pd.DataFrame, landing: Path, delivery: Delivery) -> Pa
     """Write a delivery into the landing folder atomically; returns its path."""
     landing.mkdir(parents=True, exist_ok=True)
     path = landing / delivery.file_name
-    tmp = landing / f".{delivery.file_name}.tmp"
-    frame.to_parquet(tmp, index=False)
-    tmp.replace(path)
-    return path
+    return files.write_atomic(path, lambda tmp: frame.to_parquet(tmp, index=False))

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from ctloop.core.config import Project
-from ctloop.io import data, registry
+from ctloop.io import data, files, registry
 from ctloop.ml import suite_rules, training, validation
 from ctloop.ml.suite_rules import ContractCheck
 
@@ -490,16 +490,9 @@ def write_output(frame: pd.DataFrame, path: Path) -> Path:
     """Write CSV or Parquet by the extension, atomically (temporary file, then rename)."""
     check_suffix(path, "output")
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        if path.suffix.lower() == ".csv":
-            frame.to_csv(tmp, index=False)
-        else:
-            frame.to_parquet(tmp, index=False)
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    if path.suffix.lower() == ".csv":
+        return files.write_atomic(path, lambda tmp: frame.to_csv(tmp, index=False))
+    return files.write_atomic(path, lambda tmp: frame.to_parquet(tmp, index=False))
 
 
 def default_output(project: Project, input_path: Path, version: str) -> Path:

@@ -170,7 +170,7 @@ def test_kill_during_ingestion(
     _batches_complete(project, ["2013-01"])
     assert not _runs(project, "tags.`ctloop.kind` = 'training'")
     # a kill between a batch's temporary file and its rename leaves this (simulated: same pid)
-    leftover = project.path("batches") / f"2013-02.tmp-{killed.pid}"
+    leftover = project.path("batches") / f".2013-02.parquet.0123abcd.tmp-{killed.pid}"
     leftover.write_bytes(pd.read_parquet(tiny_source).head(10).to_parquet()[:300])
     old = time.time() - 2 * recovery.STALE_TEMP_AGE_S
     os.utime(leftover, (old, old))

@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ctloop.core.config import DataConfig, Project, ValidationConfig
-from ctloop.io import arrival, data
+from ctloop.io import arrival, data, files
 
 # --- block_bounds ----------------------------------------------------------------------
 from ctloop.steps import monitoring, replay
@@ -268,7 +268,7 @@ def test_a_quarantined_arrival_batch_explains_the_row_count(tmp_path: Path) -> N
     report = validation.ValidationReport("part-00004", "part-00004.parquet", 9, (rule,))
     src = tmp_path / "part-00004.parquet"
     src.write_bytes(b"x")
-    folder = validation.quarantine_batch(src, report, tmp_path / "q")
+    folder = validation.quarantine_batch(src, report, tmp_path / "q", files.write_text_atomic)
     text = (folder / "reason.txt").read_text()
     assert "join it with the next rows and deliver it again" in text
     assert "fix the data" not in text and "rule 'row_count'" in text

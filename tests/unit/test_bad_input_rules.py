@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 from ctloop.core.config import Project, ValidationConfig
-from ctloop.io import data
+from ctloop.io import data, files
 from ctloop.io.data import Schema
 from ctloop.ml import validation as v
 from ctloop.steps import monitoring
@@ -103,7 +103,9 @@ def test_quarantine_file_moves_it_with_reasons(tmp_path: Path) -> None:
     src.parent.mkdir()
     src.write_bytes(b"\xff\xfe")
     reason = f"{src}: rule 'encoding': file is not UTF-8 text"
-    folder = v.quarantine_file(src, reason, tmp_path / "q", {"rule": "encoding"})
+    folder = v.quarantine_file(
+        src, reason, tmp_path / "q", files.write_text_atomic, {"rule": "encoding"}
+    )
     assert folder == tmp_path / "q" / "bad" and not src.exists()
     assert (folder / "bad.csv").read_bytes() == b"\xff\xfe"
     text = (folder / "reason.txt").read_text()

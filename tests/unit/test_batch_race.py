@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ctloop.io import data
+from ctloop.io import data, files
 
 DF = pd.DataFrame({"a": [1, 2], "y": [1.0, np.nan]})
 
@@ -24,7 +24,7 @@ def _racing_link(monkeypatch: pytest.MonkeyPatch, winner: pd.DataFrame) -> None:
         winner.to_parquet(dst, index=False)
         real_link(src, dst)
 
-    monkeypatch.setattr(data.os, "link", link)
+    monkeypatch.setattr(files.os, "link", link)  # publish_once links
 
 
 def test_losing_an_identical_race_is_a_no_op(

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from ctloop.core.config import DriftConfig, Project
-from ctloop.io import data
+from ctloop.io import data, files
 from ctloop.io.data import Schema
 from ctloop.ml.drift import (
     ColumnDrift,
@@ -169,7 +169,9 @@ def test_save_drift_writes_html_and_json_that_round_trip(
     shifted: tuple[object, DriftSummary], tmp_path: Path
 ) -> None:
     snapshot, summary = shifted
-    paths = save_drift(snapshot, summary, tmp_path / "reports" / "drift", "2013-07")
+    paths = save_drift(
+        snapshot, summary, tmp_path / "reports" / "drift", "2013-07", files.write_once
+    )
     assert paths == {
         "html": tmp_path / "reports/drift/2013-07.html",
         "summary": tmp_path / "reports/drift/2013-07.json",
@@ -189,7 +191,9 @@ def test_save_drift_writes_html_and_json_that_round_trip(
         "2013-07.json",
     ]  # no temporary files left behind
     before = {k: p.read_bytes() for k, p in paths.items()}
-    again = save_drift(snapshot, summary, tmp_path / "reports" / "drift", "2013-07")
+    again = save_drift(
+        snapshot, summary, tmp_path / "reports" / "drift", "2013-07", files.write_once
+    )
     assert again == paths and {k: p.read_bytes() for k, p in again.items()} == before
 
 
@@ -200,14 +204,19 @@ def test_a_report_is_written_once_and_never_replaced(
     same name with another verdict is refused, leaving the report as it was."""
     snapshot, summary = shifted
     first = render_outputs(snapshot, summary)
-    paths = write_outputs(first, tmp_path, "ref-a..b-123")
+    paths = write_outputs(first, tmp_path, "ref-a..b-123", files.write_once)
     kept = {k: p.read_bytes() for k, p in paths.items()}
     rerendered = DriftOutputs(summary, first.html.replace("<html", "<html data-x='1'"), "{}")
-    assert write_outputs(rerendered, tmp_path, "ref-a..b-123") == paths
+    assert write_outputs(rerendered, tmp_path, "ref-a..b-123", files.write_once) == paths
     assert {k: p.read_bytes() for k, p in paths.items()} == kept
     other = replace(summary, dataset_drift=not summary.dataset_drift)
     with pytest.raises(DriftReportConflict, match="already exists with another verdict"):
-        write_outputs(DriftOutputs(other, "<html>other</html>", "{}"), tmp_path, "ref-a..b-123")
+        write_outputs(
+            DriftOutputs(other, "<html>other</html>", "{}"),
+            tmp_path,
+            "ref-a..b-123",
+            files.write_once,
+        )
     assert {k: p.read_bytes() for k, p in paths.items()} == kept
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in paths.values())
 

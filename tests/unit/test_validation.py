@@ -15,6 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ctloop.core.config import Severity, ValidationConfig
+from ctloop.io import files
 from ctloop.io.data import Schema
 from ctloop.ml import validation as v
 
@@ -299,7 +300,7 @@ def test_quarantine_moves_the_file_and_explains_why(
     src = tmp_path / "batches" / "2024-02.parquet"
     src.parent.mkdir()
     src.write_bytes(b"bad data")
-    folder = v.quarantine_batch(src, report, tmp_path / "quarantine")
+    folder = v.quarantine_batch(src, report, tmp_path / "quarantine", files.write_text_atomic)
     assert folder == tmp_path / "quarantine" / "2024-02"
     assert not src.exists() and (folder / "2024-02.parquet").read_bytes() == b"bad data"
     reason = (folder / "reason.txt").read_text()
@@ -307,7 +308,7 @@ def test_quarantine_moves_the_file_and_explains_why(
     assert json.loads((folder / "validation.json").read_text())["success"] is False
 
     src.write_bytes(b"bad again")  # the same batch fails twice: nothing is overwritten
-    second = v.quarantine_batch(src, report, tmp_path / "quarantine")
+    second = v.quarantine_batch(src, report, tmp_path / "quarantine", files.write_text_atomic)
     assert second != folder and second.name.startswith("2024-02-")
     assert (folder / "2024-02.parquet").read_bytes() == b"bad data"
 
@@ -327,7 +328,9 @@ def test_save_results_writes_every_report(
     tmp_path: Path, check: Callable[[pd.DataFrame], v.ValidationReport]
 ) -> None:
     reports = [check(frame(seed=11)), check(frame(seed=11).head(5))]
-    path = v.save_results(reports, tmp_path / "reports" / "validation.json")
+    path = v.save_results(
+        reports, tmp_path / "reports" / "validation.json", files.write_text_atomic
+    )
     saved = json.loads(path.read_text())
     assert [r["success"] for r in saved["reports"]] == [True, False]
     assert saved["success"] is False and saved["failed"] == ["2024-02"]
