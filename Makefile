@@ -1,4 +1,5 @@
-# ctloop: `make run` (set up + train on the bundled data) and `make test` (set up + tests).
+# ctloop: `make run` (set up + train on the bundled data) and `make test` (set up + lint + tests;
+# the end-to-end tests with real servers: `make test-e2e`).
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
@@ -16,15 +17,17 @@ UV := $(or $(shell command -v uv 2>/dev/null),.tools/bin/uv)
 BIN := .venv/bin
 PYTEST_ARGS ?=
 
-.PHONY: help install setup run test test-slow lint format repro bench clean prefect-yaml
+.PHONY: help install setup run test test-e2e test-slow lint format repro bench clean prefect-yaml
 
 help:
 	@echo "make run        set up from uv.lock and run the training flow on the bundled data"
-	@echo "make test       set up from uv.lock and run lint + the test suite (no slow tests)"
+	@echo "make test       set up from uv.lock, lint, then the tests but slow and e2e ones"
+	@echo "                (tests/unit, tests/data, tests/model, tests/integration)"
+	@echo "make test-e2e   set up, then the end-to-end tests (tests/e2e: ctloop up, real servers)"
 	@echo "make test-slow  the slow, large-data tests"
 	@echo "make repro      the same pipeline through DVC (dvc repro)"
 	@echo "make bench      every issue-4 benchmark in sequence (about 1.5 h; see benchmarks/RESULTS.md)"
-	@echo "make lint       ruff check + format check"
+	@echo "make lint       ruff check + format check + import contracts (lint-imports)"
 	@echo "make prefect-yaml  regenerate prefect.yaml from deployments/definitions.py and params.yaml"
 
 .tools/bin/uv:
@@ -45,8 +48,12 @@ setup: install
 run: setup
 	$(BIN)/ctloop run
 
+# Markers by folder (tests/conftest.py): tests/integration -> integration, tests/e2e -> e2e.
 test: setup lint
-	$(BIN)/pytest -m "not slow" $(PYTEST_ARGS)
+	$(BIN)/pytest -m "not slow and not e2e" $(PYTEST_ARGS)
+
+test-e2e: setup
+	$(BIN)/pytest -m e2e $(PYTEST_ARGS)
 
 test-slow: setup
 	$(BIN)/pytest -m slow $(PYTEST_ARGS)
@@ -54,6 +61,7 @@ test-slow: setup
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 format: install
 	$(BIN)/ruff check --fix .

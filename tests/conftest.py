@@ -21,6 +21,22 @@ ROOT = Path(__file__).resolve().parents[1]
 apply_env_defaults()
 os.environ.pop("MLFLOW_TRACKING_URI", None)  # tests always use their own temporary store
 
+# Folders of tests/ that are concerns, not layers: each of their tests carries the folder's marker
+# (`make test` deselects `e2e`, `make test-e2e` selects it).
+FOLDER_MARKERS = {"integration": pytest.mark.integration, "e2e": pytest.mark.e2e}
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects by marker
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test under tests/integration `integration` and under tests/e2e `e2e`."""
+    tests_dir = ROOT / "tests"
+    for item in items:
+        path = item.path.resolve()
+        if path.is_relative_to(tests_dir):
+            marker = FOLDER_MARKERS.get(path.relative_to(tests_dir).parts[0])
+            if marker is not None:
+                item.add_marker(marker)
+
 
 @pytest.fixture(scope="session")
 def repo_project() -> Project:

@@ -18,7 +18,7 @@ from prefect import flow
 from ctloop.ml import parallel, training
 from tasks import training as t
 from tests.conftest import ROOT, free_ports
-from tests.unit.test_training import SCHEMA, _frame, _tuning_params
+from tests.unit.ml.test_training import SCHEMA, _frame, _tuning_params
 
 BIN = ROOT / ".venv" / "bin"
 

@@ -53,7 +53,7 @@ def test_a_run_cut_short_by_the_time_budget_says_so_everywhere(
 
 def test_a_complete_search_is_recorded_as_stopped_by_its_trial_count(tmp_path: Path) -> None:
     from ctloop.ml import training
-    from tests.unit.test_time_budget import SCHEMA, _frame, _params
+    from tests.unit.ml.test_time_budget import SCHEMA, _frame, _params
 
     X, y = _frame(300)
     result = training.tune(_params(2), SCHEMA, X, y)
@@ -74,7 +74,7 @@ def test_a_dask_search_cut_short_by_the_time_budget_says_so(tmp_path: Path) -> N
 
     from ctloop.ml import parallel, training
     from tasks import training as t
-    from tests.unit.test_time_budget import _frame, _params
+    from tests.unit.ml.test_time_budget import _frame, _params
 
     X, y = _frame(300)
     params = _params(4, timeout_s=0.001)

@@ -13,7 +13,7 @@ from ctloop.core import fingerprint
 from ctloop.core.config import Params, load_project, override
 from ctloop.steps.pipeline import Window
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def _params(**changes: object) -> Params:
@@ -60,7 +60,7 @@ def test_tuning_key_follows_params_data_and_code_it_reads() -> None:
 def test_keys_are_the_same_in_another_process() -> None:
     """No salted hashing: a cache written by one process is found by the next."""
     code = (
-        "from tests.unit.test_fingerprint import _data, _params; "
+        "from tests.unit.core.test_fingerprint import _data, _params; "
         "from ctloop.core import fingerprint; "
         "print(fingerprint.tuning_key(_params(), *_data()))"
     )

@@ -10,7 +10,7 @@ import yaml
 
 from ctloop.core.config import ConfigError, load_project, override, parse_params
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def _params() -> dict:

@@ -21,10 +21,10 @@ from ctloop.core.config import Params, TuneConfig, parse_params
 from ctloop.core.tuning import budget_note
 from ctloop.ml import parallel, training
 from ctloop.steps.summary import TrainingSummary
-from tests.unit.test_model_card import _card
-from tests.unit.test_training import SCHEMA, _frame
+from tests.unit.ml.test_training import SCHEMA, _frame
+from tests.unit.steps.test_model_card import _card
 
-ROOT = Path(__file__).parents[2]
+ROOT = Path(__file__).parents[3]
 BURN_LIMIT_S = 180.0  # a burner stops by itself after this long, whatever happens to the test
 
 

@@ -14,9 +14,9 @@ import yaml
 
 from ctloop.core.config import ConfigError, Project, parse_params
 from ctloop.ml import parallel, training
-from tests.unit.test_training import SCHEMA, _frame, _tuning_params
+from tests.unit.ml.test_training import SCHEMA, _frame, _tuning_params
 
-ROOT = Path(__file__).parents[2]
+ROOT = Path(__file__).parents[3]
 
 
 def _project(tmp_path: Path, tune: dict[str, Any] | None = None, **par: Any) -> Project:

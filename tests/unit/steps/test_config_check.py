@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from ctloop.core.config import Params, parse_params
 from ctloop.steps.config_check import ConfigDataError, DataFacts, block_names, check_config
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 BUNDLED = yaml.safe_load((ROOT / "params.yaml").read_text())
 MONTHS_2020 = {f"2020-{m:02d}": 1000 for m in range(1, 13)}
 

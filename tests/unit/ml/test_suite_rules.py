@@ -17,7 +17,7 @@ from ctloop.core.config import ValidationConfig
 from ctloop.ml import suite_rules
 from ctloop.ml import validation as v
 from ctloop.steps import serving
-from tests.unit.test_validation import ROWS, build, frame
+from tests.unit.ml.test_validation import ROWS, build, frame
 
 COLUMNS = ["x", "n", "c"]  # the model's inputs (the suite also knows the date and the target)
 

@@ -14,7 +14,7 @@ import yaml
 from ctloop.core import promotion
 from ctloop.io import audit, registry, tracking
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 CTLOOP = str(Path(sys.executable).parent / "ctloop")
 NAME = "audit-model"
 DECIDE = dict(metric="roc_auc", greater_is_better=True, margin=0.01, floor=0.6)

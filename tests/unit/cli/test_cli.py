@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 CTLOOP = str(Path(sys.executable).parent / "ctloop")
 HEAVY = ("mlflow", "great_expectations", "evidently", "xgboost", "sklearn", "dvc", "optuna")
 

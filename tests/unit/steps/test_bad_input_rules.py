@@ -84,7 +84,7 @@ def test_duplicates_settings_live_in_the_suite_meta(tmp_path: Path) -> None:
 
 
 def test_the_committed_suite_configures_duplicates() -> None:
-    root = Path(__file__).resolve().parents[2]
+    root = Path(__file__).resolve().parents[3]
     stored = json.loads((root / "expectations/gx/expectations/ctloop_batch.json").read_text())
     assert stored["meta"]["ctloop"]["duplicates"]["severity"] == "warning"
 

@@ -180,7 +180,7 @@ def test_usable_count_ignores_nulls_and_infinities() -> None:
 def test_a_search_whose_trials_all_score_nan_raises_ctloops_error() -> None:
     """A validation fold with one class scores NaN: Optuna would say only 'No trials are
     completed yet'; the search says why and which params to change."""
-    raw = yaml.safe_load((Path(__file__).parents[2] / "params.yaml").read_text())
+    raw = yaml.safe_load((Path(__file__).parents[3] / "params.yaml").read_text())
     raw["data"].update(target="y", derive_target=None, time_column=None)
     raw["model"]["fixed"]["xgboost"] = {"n_estimators": 10, "n_jobs": 1}
     raw["split"].update(folds=2, cv="time")

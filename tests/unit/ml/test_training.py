@@ -79,7 +79,7 @@ def test_evaluate_metrics() -> None:
 
 
 def _tuning_params(n_trials: int, pruning: bool) -> Params:
-    raw = yaml.safe_load((Path(__file__).parents[2] / "params.yaml").read_text())
+    raw = yaml.safe_load((Path(__file__).parents[3] / "params.yaml").read_text())
     raw["data"].update(target="y", derive_target=None, time_column=None)
     raw["model"]["fixed"]["xgboost"] = {"n_estimators": 30, "n_jobs": 1}
     raw["split"]["folds"] = 3
