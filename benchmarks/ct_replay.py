@@ -16,7 +16,7 @@ the month arrived, then each strategy may retrain on it:
   faces the gate `ctloop.io.promotion.decide` on that same holdout;
 - always: a challenger after every month, same window and gate.
 
-Training is ctloop's (`ctloop.steps.pipeline.training_data`, `ctloop.ml.training.tune`,
+Training is ctloop's (`ctloop.steps.fit.training_data`, `ctloop.ml.training.tune`,
 `fit_final`), seeded
 from params.yaml: the run is deterministic. Scores are computed on every labelled row of a month
 (never down-sampled). Identical (window, params) trainings are shared between strategies and, with
@@ -55,7 +55,7 @@ from ctloop.core.thresholds import Floor, first_model_floor  # noqa: E402
 from ctloop.io import data  # noqa: E402
 from ctloop.ml import training  # noqa: E402
 from ctloop.ml.drift import DriftSummary, compute_drift  # noqa: E402
-from ctloop.steps import pipeline  # noqa: E402
+from ctloop.steps import fit, windows  # noqa: E402
 
 if TYPE_CHECKING:
     from sklearn.pipeline import Pipeline
@@ -147,7 +147,7 @@ def load_batches(project: Project) -> dict[str, pd.DataFrame]:
 
 def score_frame(replay: Replay, pipe: Pipeline, frame: pd.DataFrame) -> float:
     """The primary metric of `pipe` on the frame's labelled rows."""
-    rows = pipeline.training_data(replay.eval_project, frame)
+    rows = fit.training_data(replay.eval_project, frame)
     scores = training.predict_scores(pipe, rows.X, rows.schema.task)
     return training.evaluate(rows.schema.task, rows.y, scores)[replay.project.params.metric]
 
@@ -193,7 +193,7 @@ def train_model(replay: Replay, train: tuple[str, ...], holdout: tuple[str, ...]
     """tune + fit_final on the labelled rows of `train`, as the tune-and-fit task does."""
     params = replay.project.params
     started = time.perf_counter()
-    rows = pipeline.training_data(replay.project, replay.frame(train))
+    rows = fit.training_data(replay.project, replay.frame(train))
     tuning = training.tune(params, rows.schema, rows.X, rows.y)
     pipe = training.fit_final(params, rows.schema, tuning.best_params, rows.X, rows.y)
     seconds = time.perf_counter() - started
@@ -342,8 +342,8 @@ def first_floor(replay: Replay, train: tuple[str, ...], holdout: tuple[str, ...]
         return first_model_floor(
             p.promotion.min_score, training.constant_baseline(p.data.task, [], [])
         )
-    y_train = pipeline.training_data(replay.project, replay.frame(train)).y
-    y_holdout = pipeline.training_data(replay.project, replay.frame(holdout)).y
+    y_train = fit.training_data(replay.project, replay.frame(train)).y
+    y_holdout = fit.training_data(replay.project, replay.frame(holdout)).y
     return first_model_floor(None, training.constant_baseline(p.data.task, y_train, y_holdout))
 
 
@@ -477,7 +477,7 @@ def main(argv: list[str] | None = None) -> int:
     replay = Replay(project, load_batches(project), args.cache)
     months = data.select_periods(list(replay.batches), p.replay.start, p.replay.end)
     names = sorted(replay.batches)
-    window = pipeline.plan_window(p.split, names, replay.labelled_until(names[-1]))
+    window = windows.plan_window(p.split, names, replay.labelled_until(names[-1]))
     log(f"{len(names)} batches; replay {months[0]}..{months[-1]}; static window {window}")
     initial = fit_model(replay, window.train, window.holdout)
     runs = {name: run_strategy(replay, name, initial, months) for name in STRATEGIES}

@@ -54,7 +54,7 @@ def child(params: Path) -> None:
 
     from ctloop.core.config import load_project
     from ctloop.io import data
-    from ctloop.steps import pipeline
+    from ctloop.steps import validate
     from tasks import training as t
 
     @flow(name="many-batches", log_prints=False)
@@ -66,7 +66,7 @@ def child(params: Path) -> None:
         seconds["ingest"] = time.perf_counter() - started
         names = data.list_batches(project.path("batches"))
         started = time.perf_counter()
-        if not pipeline.suite_ready(project):
+        if not validate.suite_ready(project):
             t.build_expectations(project, tuple(names[: (len(names) + 1) // 2]))
         seconds["suite"] = time.perf_counter() - started
         started = time.perf_counter()

@@ -52,7 +52,7 @@ apply_env_defaults()
 from ctloop.core.config import Project, load_project, override  # noqa: E402
 from ctloop.io import data  # noqa: E402
 from ctloop.ml import parallel, training  # noqa: E402
-from ctloop.steps import pipeline  # noqa: E402
+from ctloop.steps import fit  # noqa: E402
 
 NAME = "parallel_tuning"
 MODES = ("serial2", "serial1", "threads", "dask", "plain-threads")
@@ -105,7 +105,7 @@ def build_project(args: argparse.Namespace, n_jobs: int) -> Project:
     )
 
 
-def load_rows(project: Project) -> pipeline.TrainingData:
+def load_rows(project: Project) -> fit.TrainingData:
     """The labelled rows of the configured window (Jan-Jun), prepared as ctloop ingests them."""
     cfg = project.params
     batches = data.split_batches(
@@ -116,9 +116,7 @@ def load_rows(project: Project) -> pipeline.TrainingData:
     log(NAME, f"window {names[0]}..{names[-1]}")
     import pandas as pd
 
-    return pipeline.training_data(
-        project, pd.concat([batches[n] for n in names], ignore_index=True)
-    )
+    return fit.training_data(project, pd.concat([batches[n] for n in names], ignore_index=True))
 
 
 def draw_points(project: Project, n: int) -> list[dict[str, Any]]:
@@ -153,7 +151,7 @@ def summarise(
     return outcome
 
 
-def run_serial(args: argparse.Namespace, rows: pipeline.TrainingData, points: list, n_jobs: int):
+def run_serial(args: argparse.Namespace, rows: fit.TrainingData, points: list, n_jobs: int):
     project = build_project(args, n_jobs)
     started, cpu = time.perf_counter(), cpu_seconds()
     result = training.tune(project.params, rows.schema, rows.X, rows.y, enqueue=points)
@@ -163,7 +161,7 @@ def run_serial(args: argparse.Namespace, rows: pipeline.TrainingData, points: li
 
 def run_parallel(
     args: argparse.Namespace,
-    rows: pipeline.TrainingData,
+    rows: fit.TrainingData,
     points: list,
     mode: str,
     folder: Path,
@@ -204,7 +202,7 @@ def run_parallel(
     return summarise(mode, seconds, cpu_seconds() - cpu, plan.fit_threads, result)
 
 
-def warm_up(rows: pipeline.TrainingData, project: Project) -> None:
+def warm_up(rows: fit.TrainingData, project: Project) -> None:
     """Import and touch XGBoost, scikit-learn and Optuna's storage once, outside the timings."""
     small = rows.X.head(2000), rows.y.head(2000)
     pipe = training.make_pipeline(rows.schema, "xgboost", {"n_estimators": 5}, project.params.seed)

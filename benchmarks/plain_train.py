@@ -27,7 +27,7 @@ apply_env_defaults()
 from ctloop.core.config import load_project  # noqa: E402
 from ctloop.io import data  # noqa: E402
 from ctloop.ml import training  # noqa: E402
-from ctloop.steps import pipeline  # noqa: E402
+from ctloop.steps import fit, windows  # noqa: E402
 
 
 def main(params_path: str) -> int:
@@ -38,11 +38,11 @@ def main(params_path: str) -> int:
     )
     names = data.select_periods(sorted(batches), None, cfg.data.ingest_until)
     labelled = [n for n in names if batches[n][cfg.data.target].notna().any()]
-    window = pipeline.plan_window(cfg.split, names, labelled)
+    window = windows.plan_window(cfg.split, names, labelled)
     import pandas as pd
 
     rows = pd.concat([batches[n] for n in window.train], ignore_index=True)
-    train = pipeline.training_data(project, rows)
+    train = fit.training_data(project, rows)
     loaded = time.perf_counter()
 
     schema = data.infer_schema(train.X.assign(**{cfg.data.target: train.y}), cfg.data)

@@ -14,7 +14,7 @@ and `split.folds` small and fixed, no tuning timeout and `split.max_train_rows: 
 really grows with the data).
 
 Each phase runs in a child process of its own, calling ctloop's own steps
-(ctloop/steps/pipeline.py):
+(ctloop/steps/):
 - ingest: `run_ingest` (read the source, prepare, cut and write the monthly batches);
 - validate: `build_expectations` on the training batches, then `run_validation` of every batch;
 - drift: `run_drift` of December against January-November, once per `drift.sample_rows`
@@ -148,10 +148,10 @@ def phase_generate(rows: int, out: Path, seed: int) -> dict[str, Any]:
 
 
 def phase_ingest(project: Project) -> dict[str, Any]:
-    from ctloop.steps import pipeline
+    from ctloop.steps import ingest
 
     started, cpu = time.perf_counter(), _cpu()
-    result = pipeline.run_ingest(project)
+    result = ingest.run_ingest(project)
     return {
         "seconds": time.perf_counter() - started,
         "cpu_seconds": _cpu() - cpu,
@@ -165,14 +165,14 @@ def phase_validate(project: Project) -> dict[str, Any]:
     import great_expectations  # noqa: F401  (imported before the clock starts: 4 s)
 
     from ctloop.io import data
-    from ctloop.steps import pipeline
+    from ctloop.steps import validate, windows
 
-    window = pipeline.current_window(project)
+    window = windows.current_window(project)
     started, cpu = time.perf_counter(), _cpu()
-    pipeline.build_expectations(project, window.train)
+    validate.build_expectations(project, window.train)
     built = time.perf_counter()
     names = data.list_batches(project.path("batches"))
-    reports = pipeline.run_validation(project, names)
+    reports = validate.run_validation(project, names)
     ended, cpu = time.perf_counter(), _cpu() - cpu
     failed = [r.batch for r in reports if not r.success]
     return {
@@ -189,13 +189,13 @@ def phase_validate(project: Project) -> dict[str, Any]:
 def phase_drift(project: Project, sample_rows: int | None) -> dict[str, Any]:
     import evidently  # noqa: F401  (imported before the clock starts)
 
-    from ctloop.steps import pipeline
+    from ctloop.steps import drift_report, windows
 
     project = override(project, {"drift.sample_rows": sample_rows})
-    window = pipeline.current_window(project)
+    window = windows.current_window(project)
     current = window.current or window.holdout[-1]
     started, cpu = time.perf_counter(), _cpu()
-    summary, _ = pipeline.run_drift(project, window.train, current)
+    summary, _ = drift_report.run_drift(project, window.train, current)
     return {
         "seconds": time.perf_counter() - started,
         "cpu_seconds": _cpu() - cpu,
@@ -214,18 +214,18 @@ def phase_train(project: Project) -> dict[str, Any]:
     import xgboost  # noqa: F401
 
     from ctloop.ml import training
-    from ctloop.steps import pipeline
+    from ctloop.steps import fit, validate, windows
 
     params = project.params
-    window = pipeline.current_window(project)
+    window = windows.current_window(project)
     started, cpu = time.perf_counter(), _cpu()
-    rows = pipeline.training_data(project, pipeline.load_batches(project, window.train))
+    rows = fit.training_data(project, validate.load_batches(project, window.train))
     loaded = time.perf_counter()
     tuning = training.tune(params, rows.schema, rows.X, rows.y)
     tuned = time.perf_counter()
     model = training.fit_final(params, rows.schema, tuning.best_params, rows.X, rows.y)
     ended, cpu = time.perf_counter(), _cpu() - cpu
-    holdout = pipeline.training_data(project, pipeline.load_batches(project, window.holdout))
+    holdout = fit.training_data(project, validate.load_batches(project, window.holdout))
     scores = training.predict_scores(model, holdout.X, holdout.schema.task)
     metric = training.evaluate(holdout.schema.task, holdout.y, scores)[params.metric]
     return {

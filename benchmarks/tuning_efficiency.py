@@ -70,15 +70,15 @@ def build_project(rows: int, n_trials: int) -> Project:
 def training_rows(project: Project) -> Any:
     """The window's labelled training rows, sampled like ctloop's training (seeded)."""
     from ctloop.io import data
-    from ctloop.steps import pipeline
+    from ctloop.steps import fit, windows
 
     cfg = project.params.data
     batches = data.split_batches(data.prepare(data.load_source(cfg.source, ROOT), cfg), cfg)
     names = sorted(batches)
     labelled = [n for n in names if batches[n][cfg.target].notna().any()]
-    window = pipeline.plan_window(project.params.split, names, labelled)
+    window = windows.plan_window(project.params.split, names, labelled)
     rows = pd.concat([batches[n] for n in window.train], ignore_index=True)
-    return pipeline.training_data(project, rows), window
+    return fit.training_data(project, rows), window
 
 
 def grid_search(project: Project, td: Any, splits: list[tuple]) -> list[dict[str, Any]]:

@@ -62,7 +62,7 @@ def _known_errors() -> tuple[type[BaseException], ...]:
     from ctloop.ml.preconditions import PreconditionError
     from ctloop.ml.training import TuningError
     from ctloop.ml.validation import ValidationFailed
-    from ctloop.steps.pipeline import WindowError
+    from ctloop.steps.windows import WindowError
 
     return (
         *(ConfigError, DataError, WindowError, ValidationFailed, VersioningError, LockTimeout),
@@ -161,15 +161,14 @@ def setup(params: ParamsOpt = Path("params.yaml")) -> None:
 
 def _setup(project: Project) -> None:
     """Folders, the local DVC remote and the MLflow store of a project (`setup`, `init`)."""
-    from ctloop.io import versioning
-    from ctloop.steps import pipeline
+    from ctloop.io import tracking, versioning
 
     for name in ("batches", "quarantine", "reports", "models", "mlflow_artifacts"):
         project.path(name).mkdir(parents=True, exist_ok=True)
     versioning.ensure_remote(project.root, project.path("dvc_remote"))
     store = project.tracking_uri
     if not store.startswith(("http://", "https://")):  # a tracking server manages its own store
-        pipeline.use_experiment(project)  # schema and experiment now, not in the first run
+        tracking.use_experiment(project)  # schema and experiment now, not in the first run
     typer.echo(f"ready: {project.root} (DVC remote {project.path('dvc_remote')}, MLflow {store})")
 
 
@@ -201,7 +200,8 @@ def init(
     from ctloop.core.config import ConfigError, load_project
     from ctloop.io import data
     from ctloop.ops import project_init
-    from ctloop.steps import pipeline
+    from ctloop.steps import ingest as ingest_step
+    from ctloop.steps import validate, windows
 
     if task not in (None, "classification", "regression"):
         raise _fail(ValueError(f"--task: '{task}' (choose classification or regression)"))
@@ -247,9 +247,9 @@ def init(
     _check_against_data(project, "check")
     _setup(project)
     try:
-        ingested = pipeline.run_ingest(project)
-        reference = pipeline.current_window(project).train
-        suite = pipeline.build_expectations(project, reference)
+        ingested = ingest_step.run_ingest(project)
+        reference = windows.current_window(project).train
+        suite = validate.build_expectations(project, reference)
     except _known_errors() as err:
         raise _fail(err) from None
     typer.echo(f"ingested {len(ingested.batches)} batch(es): {', '.join(ingested.batches)}")
@@ -376,22 +376,23 @@ def expectations_build(
 ) -> None:
     """Build the baseline suite from reference batches (default: the training window)."""
     from ctloop.io import data
-    from ctloop.steps import pipeline, sequence
+    from ctloop.steps import ingest as ingest_step
+    from ctloop.steps import sequence, validate, windows
 
     project = _project(params)
     _check_against_data(project)
-    if if_missing and pipeline.suite_ready(project):
+    if if_missing and validate.suite_ready(project):
         typer.echo("suite exists: kept (rebuild without --if-missing)")
         return
     try:
         available = data.list_batches(project.path("batches"))
         if not available:
-            pipeline.run_ingest(project)
+            ingest_step.run_ingest(project)
             available = data.list_batches(project.path("batches"))
         if start or end:
             reference = tuple(data.select_periods(available, start, end))
         else:
-            reference = pipeline.current_window(project).train
+            reference = windows.current_window(project).train
         if not reference:
             raise _fail(ValueError(f"no batch between {start} and {end}"))
         path = sequence.BUILD_EXPECTATIONS(project, reference)

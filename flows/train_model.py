@@ -15,7 +15,7 @@ from ctloop.core import approval
 from ctloop.core.config import load_project, override
 from ctloop.core.env import background_worker
 from ctloop.ml.parallel import plan_parallel
-from ctloop.steps import pipeline
+from ctloop.steps import validate
 from ctloop.steps.summary import TrainingSummary
 from tasks import training as t
 from tasks.approval import ask_approval
@@ -53,7 +53,7 @@ def train_model(
     window = t.plan_window(project)
     early_reference = t.drift_reference(project, window)  # the champion's data before this run
     early_drift = t.drift_beside(project, early_reference, window.current)  # worker process
-    if not pipeline.suite_ready(project):
+    if not validate.suite_ready(project):
         t.build_expectations(project, window.train)
     reports = t.validate_batches(project, window.used)
     data_version = t.version_data(project)

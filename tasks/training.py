@@ -1,4 +1,4 @@
-"""The training flow's Prefect tasks: each is one library step (ctloop/steps/pipeline.py) with its
+"""The training flow's Prefect tasks: each is one library step (ctloop/steps/, called through ctloop/steps/sequence.py) with its
 operational settings only: its name, retries on transient I/O (`IO`), a cache policy keyed by
 content for deterministic compute, and the artifacts and log lines the Prefect UI shows. A step
 with nothing to add is declared as `task(step, ...)`, not wrapped in a function."""
@@ -19,7 +19,8 @@ from ctloop.core import fingerprint
 from ctloop.core.config import Params, Project
 from ctloop.io import data, tracking
 from ctloop.ml import parallel, training
-from ctloop.steps import pipeline, sequence
+from ctloop.steps import card as card_step
+from ctloop.steps import drift_report, evaluate, fit, ingest, rerun, sequence, validate, windows
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -68,11 +69,11 @@ def _tuning_key(inputs: dict[str, Any]) -> str:
 
 def _validation_key(project: Project, name: str) -> str:
     batch = data.batch_path(project.path("batches"), name)
-    return fingerprint.validation_key(batch, name, pipeline.suite_file(project))
+    return fingerprint.validation_key(batch, name, validate.suite_file(project))
 
 
 def _drift_key(inputs: dict[str, Any]) -> str:
-    return pipeline.drift_key(inputs["project"], inputs["reference"], inputs["current"])
+    return drift_report.drift_key(inputs["project"], inputs["reference"], inputs["current"])
 
 
 IO = dict(
@@ -86,7 +87,7 @@ IO = dict(
 @task(name="reconcile-runs", **IO)
 def reconcile_runs(project: Project) -> list[str]:
     """Runs a killed process left RUNNING on this host: marked FAILED before anything starts."""
-    found = pipeline.reconcile_runs(project)
+    found = fit.reconcile_runs(project)
     for run in found:
         versions = f", registered v{', v'.join(run.versions)}" if run.versions else ""
         what = f"MLflow run {run.run_name} ({run.kind} {run.run_id}{versions})"
@@ -95,7 +96,7 @@ def reconcile_runs(project: Project) -> list[str]:
 
 
 @task(name="ingest-batches", **IO)
-def ingest_batches(project: Project) -> pipeline.IngestResult:
+def ingest_batches(project: Project) -> ingest.IngestResult:
     result = sequence.INGEST(project)
     print(
         f"ingested {len(result.written)} new batch(es), {len(result.unchanged)} unchanged; "
@@ -104,7 +105,7 @@ def ingest_batches(project: Project) -> pipeline.IngestResult:
     return result
 
 
-version_data = task(pipeline.version_data, name="version-data", **IO)
+version_data = task(ingest.version_data, name="version-data", **IO)
 
 
 build_expectations = task(
@@ -122,7 +123,7 @@ def validate_batches(
     Each batch's report is cached by content (`fingerprint.validation_key`: the batch's bytes,
     name and path, the suite's bytes, the validation code and library versions) in Prefect's
     result storage: a batch validated before with the same key is read back, not validated
-    again. The others are validated together (`pipeline.validate_many`: one Great Expectations
+    again. The others are validated together (`validate.validate_many`: one Great Expectations
     context, suite and plan for all). One task run rather than one per batch: at 365 daily
     batches, a task run per batch cost more than the validation itself and flooded the UI."""
     from ctloop.ml.validation import summary_markdown
@@ -151,7 +152,7 @@ def cached_reports(project: Project, names: list[str]) -> tuple[list[ValidationR
     keys = {name: _validation_key(project, name) for name in names}
     found = {name: store.read(key).result for name, key in keys.items() if store.exists(key)}
     todo = [name for name in names if name not in found]
-    fresh = dict(zip(todo, pipeline.validate_many(project, todo), strict=True)) if todo else {}
+    fresh = dict(zip(todo, validate.validate_many(project, todo), strict=True)) if todo else {}
     for name, report in fresh.items():
         store.write(report, key=keys[name])
     return [found[n] if n in found else fresh[n] for n in names], todo
@@ -177,16 +178,16 @@ def gate_validation(reports: list[ValidationReport]) -> str:
     return f"passed ({len(reports)} batches, {warned} warning(s))"
 
 
-plan_window = task(pipeline.current_window, name="plan-window", cache_policy=NO_CACHE)
+plan_window = task(windows.current_window, name="plan-window", cache_policy=NO_CACHE)
 
 
 @task(name="load-training-data", **IO)
 def load_training_data(
-    project: Project, window: pipeline.Window
-) -> tuple[pipeline.TrainingData, pipeline.TrainingData]:
+    project: Project, window: windows.Window
+) -> tuple[fit.TrainingData, fit.TrainingData]:
     """The window's labelled rows, checked before anything is tuned, logged or registered
-    (pipeline.check_plan: empty features dropped with a warning; PreconditionError otherwise)."""
-    train, holdout = pipeline.load_training(project, window)
+    (fit.check_plan: empty features dropped with a warning; PreconditionError otherwise)."""
+    train, holdout = fit.load_training(project, window)
     print(
         f"training rows {len(train.y)} from {window.train[0]}..{window.train[-1]}, holdout rows "
         f"{len(holdout.y)} ({', '.join(window.holdout)}); unlabelled rows excluded: "
@@ -195,7 +196,7 @@ def load_training_data(
     return train, holdout
 
 
-drift_reference = task(pipeline.drift_reference, name="drift-reference", **IO)
+drift_reference = task(drift_report.drift_reference, name="drift-reference", **IO)
 
 
 start_training_run = task(sequence.START_TRAINING_RUN.fn, name="start-training-run", **IO)
@@ -290,8 +291,8 @@ def explain_model(
     project: Project,
     run_id: str,
     model: Pipeline,
-    train: pipeline.TrainingData,
-    holdout: pipeline.TrainingData,
+    train: fit.TrainingData,
+    holdout: fit.TrainingData,
     tuning: training.TuningResult,
 ) -> Insights:
     """Importance, SHAP, calibration or intervals, train vs validation (learning-curve apart)."""
@@ -306,8 +307,8 @@ def explain_model(
 def learning_curve(
     project: Project,
     model: Pipeline,
-    train: pipeline.TrainingData,
-    holdout: pipeline.TrainingData,
+    train: fit.TrainingData,
+    holdout: fit.TrainingData,
     tuning: training.TuningResult,
 ) -> pd.DataFrame | None:
     """Refits on growing shares of the training rows (compute only: the flow runs it in its
@@ -352,7 +353,7 @@ def apply_promotion(
 
 
 compute_drift = task(
-    pipeline.compute_drift, name="compute-drift", cache_policy=cached_by(_drift_key)
+    drift_report.compute_drift, name="compute-drift", cache_policy=cached_by(_drift_key)
 )
 
 
@@ -362,7 +363,7 @@ def drift_beside(
     """Submit compute-drift to the flow's task runner (a worker process in train-model) unless
     reports/drift/ already holds this very report (its result is then in the cache: no process
     is started for it). Call from a flow; pass the future to `wait_for`."""
-    if pipeline.drift_reported(project, reference, current):
+    if drift_report.drift_reported(project, reference, current):
         return None
     return compute_drift.submit(project, reference, current)
 
@@ -379,7 +380,7 @@ def report_drift(
 ) -> tuple[DriftSummary, dict[str, Path]]:
     """The report of `current` against `reference`: the stored one of the same inputs (not
     computed again) or compute-drift's (cached), written once under its keyed name
-    (pipeline.write_drift); the `drift` and `drift-report` artifacts name that file, never the
+    (drift_report.write_drift); the `drift` and `drift-report` artifacts name that file, never the
     replaced "latest" copy, so an artifact keeps opening the report it was made with."""
     from ctloop.ml.drift import drift_markdown
 
@@ -387,7 +388,7 @@ def report_drift(
     ref = f"{reference[0]}..{reference[-1]}" if reference else "-"
     create_markdown_artifact(
         drift_markdown(summary, f"Drift of {current} against {ref}")
-        + f"\nReport: `{pipeline.project_relative(project, paths['html'])}`\n",
+        + f"\nReport: `{drift_report.project_relative(project, paths['html'])}`\n",
         key="drift",
         description="Evidently data drift",
     )
@@ -404,12 +405,12 @@ def report_drift(
 def write_model_card(
     project: Project,
     run_id: str,
-    window: pipeline.Window,
+    window: windows.Window,
     data_version: str,
-    train: pipeline.TrainingData,
-    holdout: pipeline.TrainingData,
+    train: fit.TrainingData,
+    holdout: fit.TrainingData,
     tuning: training.TuningResult,
-    evaluation: pipeline.Evaluation,
+    evaluation: evaluate.Evaluation,
     decision: PromotionDecision,
     answer: Approval | None,
     drift: tuple[tuple[str, ...], DriftSummary] | None = None,
@@ -421,7 +422,7 @@ def write_model_card(
     run waits for approval (drift comes later): the flow's own, not a step of the sequence the
     DVC stages share. Returns the Markdown."""
     note = "measured after the approval: see the final card" if draft else "not measured"
-    write = pipeline.write_model_card if draft else sequence.MODEL_CARD
+    write = card_step.write_model_card if draft else sequence.MODEL_CARD
     card = write(
         project,
         run_id,
@@ -448,13 +449,13 @@ def write_model_card(
 finish_run = task(tracking.finish_run, name="finish-run", **IO)
 
 
-fingerprint_run = task(pipeline.run_fingerprint, name="fingerprint-run", cache_policy=NO_CACHE)
+fingerprint_run = task(rerun.run_fingerprint, name="fingerprint-run", cache_policy=NO_CACHE)
 
 
 @task(name="find-unchanged", **IO)
-def find_unchanged(project: Project, fingerprint: str) -> pipeline.PreviousTraining | None:
+def find_unchanged(project: Project, fingerprint: str) -> rerun.PreviousTraining | None:
     """A finished training of the same data, params and code: nothing to train or register."""
-    previous = pipeline.find_unchanged(project, fingerprint)
+    previous = rerun.find_unchanged(project, fingerprint)
     if previous is not None:
         print(
             f"unchanged: same data, params and code as v{previous.version} "
@@ -463,7 +464,7 @@ def find_unchanged(project: Project, fingerprint: str) -> pipeline.PreviousTrain
     return previous
 
 
-unchanged_summary = task(pipeline.unchanged_summary, name="unchanged-summary", **IO)
+unchanged_summary = task(rerun.unchanged_summary, name="unchanged-summary", **IO)
 
 
-record_summary = task(pipeline.record_summary, name="record-summary", **IO)
+record_summary = task(rerun.record_summary, name="record-summary", **IO)

@@ -22,11 +22,16 @@ temporary path.
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import shutil
 from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 Writer = Callable[[Path], object]  # writes the whole content to the path it is given
 
@@ -114,3 +119,25 @@ def _write_text(path: Path, text: str, encoding: str) -> None:
     os.linesep on Windows and "\\r" round-trips only without it)."""
     with path.open("w", encoding=encoding, newline="") as handle:
         handle.write(text)
+
+
+def write_text_report(path: Path, text: str) -> Path:
+    """A small text report (JSON, Markdown): its folder made, one trailing newline, written
+    atomically (`write_text_atomic`)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return write_text_atomic(path, text + "\n")
+
+
+def write_json(path: Path, payload: Any) -> Path:
+    """Atomic JSON write (numpy scalars and dataclasses converted)."""
+    return write_text_report(path, json.dumps(payload, indent=2, default=_jsonable))
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if hasattr(value, "__dataclass_fields__"):
+        return asdict(value)
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")

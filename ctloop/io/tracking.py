@@ -19,9 +19,17 @@ from ctloop.core.env import apply_env_defaults
 from ctloop.core.tuning import TrialRecord, TuningResult
 from ctloop.io.recovery import FAILURE_TAG, process_tags
 
+# tags ctloop writes on MLflow runs and reads back (the window, the inputs' fingerprint, the report)
+SUITE_REFERENCE_TAG = "ctloop.train_batches"
+DRIFT_REPORT_TAG = "ctloop.drift_report"
+FINGERPRINT_TAG = "ctloop.fingerprint"
+
+
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
     from sklearn.pipeline import Pipeline
+
+    from ctloop.core.config import Project
 
 
 def configure(tracking_uri: str, experiment: str, artifact_root: Path) -> str:
@@ -401,3 +409,11 @@ def log_model(
             pyfunc_predict_fn=predict_fn,
         )
     return str(info.registered_model_version)
+
+
+def use_experiment(project: Project) -> str:
+    """Point MLflow at the project's store and experiment (every step that writes to MLflow
+    calls this first: a DVC stage is a process of its own); returns the experiment id."""
+    return configure(
+        project.tracking_uri, project.params.tracking.experiment, project.path("mlflow_artifacts")
+    )

@@ -1,6 +1,6 @@
 """Preconditions of a training plan, checked before any tuning, MLflow run or registration
 (pure: no Prefect, no MLflow; shared by the train-model flow and the DVC stages through
-ctloop/steps/pipeline.py `load_training`).
+ctloop/steps/fit.py `load_training`).
 
 What is checked on the labelled rows of the window (after `split.max_train_rows`):
 - features empty (no usable value: all null, or only ±inf) in the training part are dropped

@@ -19,9 +19,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ctloop.core.config import Project
-from ctloop.io import tracking, versioning
+from ctloop.io import files, tracking, versioning
 from ctloop.ml import parallel, training
-from ctloop.steps import pipeline, sequence
+from ctloop.steps import drift_report, fit, register, sequence, windows
+from ctloop.steps import evaluate as evaluate_step
+from ctloop.steps import validate as validate_step
 
 if TYPE_CHECKING:
     from ctloop.core.approval import Approval
@@ -63,7 +65,7 @@ def _owned_run(project: Project, run_id: str, stage: str) -> Iterator[None]:
     """This stage works on the training run `run_id`: reopened under this process
     (tracking.reopen_run), then FINISHED; FAILED, with `ctloop.failure` naming the stage and the
     error, when the stage raises (the error goes on)."""
-    pipeline.use_experiment(project)
+    tracking.use_experiment(project)
     tracking.reopen_run(run_id)
     try:
         yield
@@ -86,8 +88,8 @@ def ingest(project: Project) -> None:
 def validate(project: Project) -> None:
     from ctloop.ml.validation import ValidationFailed, summary_markdown
 
-    window = pipeline.current_window(project)
-    if not pipeline.suite_ready(project):
+    window = windows.current_window(project)
+    if not validate_step.suite_ready(project):
         sequence.BUILD_EXPECTATIONS(project, window.train)
     reports = sequence.VALIDATE(project, window.used)
     print(summary_markdown(reports))
@@ -99,8 +101,8 @@ def validate(project: Project) -> None:
 def train(project: Project) -> None:
     import joblib
 
-    window = pipeline.current_window(project)
-    train_data, holdout = pipeline.load_training(project, window)  # checked: before any run
+    window = windows.current_window(project)
+    train_data, holdout = fit.load_training(project, window)  # checked: before any run
     version = versioning.data_version(project.root, project.params.paths.batches) or "unversioned"
     results = json.loads((project.path("reports") / "validation.json").read_text())
     validation = "passed" if all(r["success"] for r in results["reports"]) else "failed"
@@ -118,7 +120,7 @@ def train(project: Project) -> None:
         _model_file(project).parent.mkdir(parents=True, exist_ok=True)
         joblib.dump(model, _model_file(project))
         joblib.dump(tuning, _tuning_file(project))
-        pipeline.write_json(
+        files.write_json(
             _train_record(project),
             {
                 "run_id": run_id,
@@ -132,7 +134,7 @@ def train(project: Project) -> None:
 
 def evaluate(project: Project) -> None:
     """The `evaluate` stage on the training run `train` recorded (owned, then ended)."""
-    window = pipeline.current_window(project)
+    window = windows.current_window(project)
     record = json.loads(_train_record(project).read_text())
     run_id = record["run_id"]
     with _owned_run(project, run_id, "evaluate"):
@@ -143,26 +145,26 @@ def evaluate(project: Project) -> None:
 class Evaluated:
     """The evaluate stage's findings the drift stage's model card needs."""
 
-    evaluation: pipeline.Evaluation
+    evaluation: evaluate_step.Evaluation
     insights: Insights
     decision: PromotionDecision
     answer: Approval
 
 
-def _evaluate(project: Project, window: pipeline.Window, run_id: str) -> None:
+def _evaluate(project: Project, window: windows.Window, run_id: str) -> None:
     """Holdout metrics, insights, learning curve, registration and gate of the run."""
     import joblib
 
     tuning: training.TuningResult = joblib.load(_tuning_file(project))
     model = joblib.load(_model_file(project))
-    train_data, holdout = pipeline.load_training(project, window)  # checked: before any run
+    train_data, holdout = fit.load_training(project, window)  # checked: before any run
     curve = sequence.LEARNING_CURVE(project, model, train_data, holdout, tuning)
     evaluation = sequence.EVALUATE_HOLDOUT(project, run_id, model, holdout, tuning, train_data)
     insights = sequence.EXPLAIN_MODEL(project, run_id, model, train_data, holdout, tuning)
     gate = sequence.REGISTER_CHALLENGER(project, run_id, model, holdout, evaluation, window)
     sequence.IMPORTANCE_OVER_VERSIONS(project, run_id)
     sequence.RECORD_LEARNING_CURVE(project, run_id, curve)
-    answer = pipeline.no_reviewer(project, gate)  # a DVC stage cannot pause for a reviewer
+    answer = register.no_reviewer(project, gate)  # a DVC stage cannot pause for a reviewer
     decision = sequence.APPLY_PROMOTION(project, run_id, gate, answer)
     joblib.dump(Evaluated(evaluation, insights, decision, answer), _evaluation_file(project))
     print(
@@ -178,24 +180,24 @@ def drift(project: Project) -> None:
     model card, with the drift, as the flow writes it."""
     import joblib
 
-    window = pipeline.current_window(project)
+    window = windows.current_window(project)
     record = json.loads(_train_record(project).read_text())
     run_id = record["run_id"]
     with _owned_run(project, run_id, "drift"):
-        reference = pipeline.drift_reference(project, window)
+        reference = drift_report.drift_reference(project, window)
         summary, paths = sequence.REPORT_DRIFT(project, reference, window.current, run_id)
-        pipeline.write_json(
+        files.write_json(
             _drift_record(project),
             {
                 "batch": window.current,
                 "reference": list(reference),
                 "run_id": run_id,
-                "report": {k: pipeline.project_relative(project, p) for k, p in paths.items()},
+                "report": {k: drift_report.project_relative(project, p) for k, p in paths.items()},
                 "summary": summary.to_dict(),
             },
         )
         found: Evaluated = joblib.load(_evaluation_file(project))
-        train_data, holdout = pipeline.load_training(project, window)
+        train_data, holdout = fit.load_training(project, window)
         sequence.MODEL_CARD(
             project,
             run_id,

@@ -19,7 +19,7 @@ Then, outside the lock: an audit event `replace-batch` on the registered model (
 before the first registered model: the ledger is then the only record), and the batch's MLflow
 monitoring runs are tagged `ctloop.superseded` (their scores were computed on the old rows).
 
-The ledger also tells ingestion (`pipeline.run_ingest`) to keep a corrected batch instead of
+The ledger also tells ingestion (`ingest.run_ingest`) to keep a corrected batch instead of
 refusing the source's old rows of that period, and the retrain planner (`monitoring.plan_retrain`)
 that an unchanged window holds corrected data. Heavy libraries are imported inside functions.
 """

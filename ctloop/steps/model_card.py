@@ -4,7 +4,7 @@ good it is (overall, per slice, how sure), what it relies on, and an "ML Test Sc
 pipeline checked in the run that trained it.
 
 Pure: no Prefect, no MLflow; the run's results come in as typed values and the card renders to
-Markdown (ctloop/steps/pipeline.py publishes it to MLflow, the Prefect UI and
+Markdown (ctloop/steps/card.py publishes it to MLflow, the Prefect UI and
 reports/model_card.md).
 """
 

@@ -20,7 +20,7 @@ from ctloop.core.config import DataConfig, Project
 from ctloop.io import data, files, locks, registry, tracking
 from ctloop.io.landing import LANDING_SUFFIXES
 from ctloop.ml import training
-from ctloop.steps import pipeline
+from ctloop.steps import validate
 
 if TYPE_CHECKING:
     from mlflow.entities import Run
@@ -302,7 +302,7 @@ class Champion:
 
 def current_champion(project: Project) -> Champion | None:
     """The `champion` of the configured registered model (None before the first promotion)."""
-    pipeline.use_experiment(project)
+    tracking.use_experiment(project)
     name = project.params.promotion.model_name
     found = registry.get_alias(name, registry.CHAMPION)
     return None if found is None else champion_of(name, found, project.params.metric)
@@ -314,7 +314,7 @@ def champion_of(name: str, version: ModelVersion, metric: str) -> Champion:
     return Champion(
         name=name,
         version=str(version.version),
-        train_batches=tuple(b for b in tags.get(pipeline.SUITE_REFERENCE_TAG, "").split(",") if b),
+        train_batches=tuple(b for b in tags.get(tracking.SUITE_REFERENCE_TAG, "").split(",") if b),
         holdout_batches=tuple(b for b in tags.get(HOLDOUT_TAG, "").split(",") if b),
         holdout_score=None if score is None else float(score),
     )
@@ -341,7 +341,7 @@ def score_batch(project: Project, batch: str, champion: Champion) -> tuple[Path,
     """Score a batch with the champion (saved with the model version) and, where labels are known,
     return the champion's metric on them (None: no labels yet)."""
     model = registry.load_version(champion.name, champion.version)
-    frame = pipeline.load_batches(project, [batch])
+    frame = validate.load_batches(project, [batch])
     task, target = project.params.data.task, project.params.data.target
     predictions = score_frame(model, frame, task, champion.version)
     path = predictions_path(project, batch, champion.version)
@@ -381,7 +381,7 @@ def signals(
 
 def start_monitor_run(project: Project, batch: str, champion: Champion) -> str:
     """An MLflow run per monitored batch (kind=monitoring), next to the training runs."""
-    exp = pipeline.use_experiment(project)
+    exp = tracking.use_experiment(project)
     tags = {
         "ctloop.kind": "monitoring",
         "ctloop.batch": batch,
@@ -395,7 +395,7 @@ def record_verdict(
     project: Project, run_id: str, s: policy.Signals, verdict: policy.Verdict
 ) -> None:
     """Signals as metrics, the policy's verdict and reasons as tags; closes the run."""
-    pipeline.use_experiment(project)
+    tracking.use_experiment(project)
     metrics = {"drifted_share": s.drifted_share, "batches_since_training": s.batches_since_training}
     if s.batch_score is not None:
         metrics[f"batch_{s.metric}"] = s.batch_score
@@ -432,7 +432,7 @@ TRIGGER_TAG = "ctloop.trigger"
 def _newest_training(project: Project, extra: str = "") -> Run | None:
     from mlflow import MlflowClient
 
-    exp = pipeline.use_experiment(project)
+    exp = tracking.use_experiment(project)
     runs = MlflowClient().search_runs(
         [exp],
         f"tags.`ctloop.kind` = 'training' and attributes.status = 'FINISHED'{extra}",
@@ -446,7 +446,7 @@ def last_window(project: Project) -> tuple[str, ...]:
     """Training + holdout batches of the newest training run (empty before the first)."""
     run = _newest_training(project)
     tags = run.data.tags if run else {}
-    keys = (pipeline.SUITE_REFERENCE_TAG, HOLDOUT_TAG)
+    keys = (tracking.SUITE_REFERENCE_TAG, HOLDOUT_TAG)
     return tuple(b for key in keys for b in tags.get(key, "").split(",") if b)
 
 
@@ -492,7 +492,7 @@ def tag_retrain(project: Project, run_id: str, version: str, trigger: str, cause
     """Why a retrain ran, on its MLflow run and on the model version it registered."""
     from mlflow import MlflowClient
 
-    pipeline.use_experiment(project)
+    tracking.use_experiment(project)
     tags = {TRIGGER_TAG: trigger, "ctloop.trigger_reason": cause[:5000]}
     tracking.set_tags(run_id, tags)
     client = MlflowClient()

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Generic, Literal, ParamSpec, TypeVar, get_args
 
-from ctloop.steps import pipeline
+from ctloop.steps import card, drift_report, evaluate, fit, ingest, register, validate
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -70,23 +70,23 @@ class Step(Generic[P, R]):
         return run
 
 
-INGEST = Step("ingest", "ingest", pipeline.run_ingest)
-BUILD_EXPECTATIONS = Step("build-expectations", "expectations", pipeline.build_expectations)
-VALIDATE = Step("validate", "validate", pipeline.run_validation)
-START_TRAINING_RUN = Step("start-training-run", "train", pipeline.start_training_run)
-TUNE_AND_FIT = Step("tune-and-fit", "train", pipeline.tune_and_fit)
-RECORD_TUNING = Step("record-tuning", "train", pipeline.record_tuning)
-LEARNING_CURVE = Step("learning-curve", "evaluate", pipeline.learning_curve, beside=True)
-EVALUATE_HOLDOUT = Step("evaluate-holdout", "evaluate", pipeline.evaluate_holdout)
-EXPLAIN_MODEL = Step("explain-model", "evaluate", pipeline.explain_model)
-REGISTER_CHALLENGER = Step("register-challenger", "evaluate", pipeline.register_challenger)
+INGEST = Step("ingest", "ingest", ingest.run_ingest)
+BUILD_EXPECTATIONS = Step("build-expectations", "expectations", validate.build_expectations)
+VALIDATE = Step("validate", "validate", validate.run_validation)
+START_TRAINING_RUN = Step("start-training-run", "train", fit.start_training_run)
+TUNE_AND_FIT = Step("tune-and-fit", "train", fit.tune_and_fit)
+RECORD_TUNING = Step("record-tuning", "train", fit.record_tuning)
+LEARNING_CURVE = Step("learning-curve", "evaluate", evaluate.learning_curve, beside=True)
+EVALUATE_HOLDOUT = Step("evaluate-holdout", "evaluate", evaluate.evaluate_holdout)
+EXPLAIN_MODEL = Step("explain-model", "evaluate", evaluate.explain_model)
+REGISTER_CHALLENGER = Step("register-challenger", "evaluate", register.register_challenger)
 IMPORTANCE_OVER_VERSIONS = Step(
-    "importance-over-versions", "evaluate", pipeline.importance_over_versions
+    "importance-over-versions", "evaluate", evaluate.importance_over_versions
 )
-RECORD_LEARNING_CURVE = Step("record-learning-curve", "evaluate", pipeline.record_learning_curve)
-APPLY_PROMOTION = Step("apply-promotion", "evaluate", pipeline.apply_promotion)
-REPORT_DRIFT = Step("report-drift", "drift", pipeline.run_drift)
-MODEL_CARD = Step("model-card", "drift", pipeline.write_model_card)
+RECORD_LEARNING_CURVE = Step("record-learning-curve", "evaluate", evaluate.record_learning_curve)
+APPLY_PROMOTION = Step("apply-promotion", "evaluate", register.apply_promotion)
+REPORT_DRIFT = Step("report-drift", "drift", drift_report.run_drift)
+MODEL_CARD = Step("model-card", "drift", card.write_model_card)
 
 # the order both routes run them in (build-expectations only when the suite is missing)
 TRAINING: tuple[Step[..., object], ...] = (

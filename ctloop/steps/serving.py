@@ -175,7 +175,7 @@ def log_uncertainty_artifacts(
     models (`uncertainty/fold_models.skops`: a list, types checked by model_io.trusted_types,
     which raises ModelSafetyError) and, for regression, the conformal interval
     (`uncertainty/conformal.json`: coverage and half width). MLflow must already point at the
-    project's store (pipeline.use_experiment)."""
+    project's store (tracking.use_experiment)."""
     import skops.io
     from mlflow import MlflowClient
 

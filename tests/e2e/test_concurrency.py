@@ -33,7 +33,7 @@ import yaml
 from ctloop.core.config import Project, load_project
 from ctloop.io import audit, data, locks, tracking, versioning
 from ctloop.ops import stack
-from ctloop.steps import pipeline, replay
+from ctloop.steps import ingest, replay
 from tests.conftest import ROOT, _merge, free_ports, sample_months
 
 CTLOOP = str(Path(sys.executable).parent / "ctloop")
@@ -283,7 +283,7 @@ def _new_labelled_batch(project: Project, months: pd.DataFrame, period: str) -> 
     rows = months[months["date"].dt.strftime("%Y-%m") == period]
     batch = data.split_batches(data.prepare(rows, cfg), cfg)[period]
     assert data.write_batch(project.path("batches"), period, batch, label_column=cfg.target).written
-    pipeline.version_data(project)
+    ingest.version_data(project)
 
 
 def test_simultaneous_retrain_triggers_train_once_and_promote_at_most_once(

@@ -15,7 +15,7 @@ from mlflow import MlflowClient
 
 from ctloop.core.config import Project
 from ctloop.io import data, registry, tracking
-from ctloop.steps import monitoring, pipeline, replay
+from ctloop.steps import ingest, monitoring, replay
 from flows.monitor_batch import monitor_batch
 from flows.retrain_model import retrain_model
 from flows.train_model import train_model
@@ -115,5 +115,5 @@ def test_deliveries_become_the_next_batches_and_the_loop_retrains(
     assert data.list_batches(folder)[-1] == "part-00006"
 
     # the next run re-reads the source up to data.ingest_until: no conflict with the deliveries
-    ingested = pipeline.run_ingest(p)
+    ingested = ingest.run_ingest(p)
     assert ingested.written == () and ingested.batches[-1] == "part-00004"

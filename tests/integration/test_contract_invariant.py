@@ -37,7 +37,7 @@ from ctloop.core.config import Project
 from ctloop.io import data, registry, tracking
 from ctloop.ml import training
 from ctloop.ml.validation import ValidationFailed
-from ctloop.steps import monitoring, pipeline, serving
+from ctloop.steps import fit, monitoring, serving, validate, windows
 from flows.monitor_batch import monitor_batch
 from flows.train_model import train_model
 from tests.conftest import new_project, sample_months
@@ -89,7 +89,7 @@ def setup(
     summary = train_model(params_path=str(p.root / "params.yaml"))
     assert summary.promoted and summary.model_version == "1"
     assert p.params.data.ingest_until is None  # the landing folder takes any period anyway
-    suite = json.loads(pipeline.suite_file(p).read_text())
+    suite = json.loads(validate.suite_file(p).read_text())
     on_time = [e for e in suite["expectations"] if e.get("kwargs", {}).get("column") == TIME]
     no_range = {"expect_column_values_to_be_in_type_list", "expect_column_values_to_not_be_null"}
     assert {e["type"] for e in on_time} <= no_range, on_time  # no min/max date: any month passes
@@ -338,8 +338,8 @@ def check_accepted(s: Setup, results: list[Any], period: str, name: str) -> None
     assert len(monitored) == len(stored) and np.isfinite(monitored["score"]).all()
 
     # trainable: the window plus this batch through the plan's checks; a small model fits
-    window = pipeline.Window(train=(*REFERENCE[:2], period), holdout=(REFERENCE[2],), current=None)
-    train, holdout = pipeline.load_training(p, window)
+    window = windows.Window(train=(*REFERENCE[:2], period), holdout=(REFERENCE[2],), current=None)
+    train, holdout = fit.load_training(p, window)
     labelled = int(stored[TARGET].notna().sum())
     assert len(train.X) == 2 * 1200 - _unlabelled(p, REFERENCE[:2]) + labelled
     model = training.fit_final(p.params, train.schema, TINY, train.X, train.y)
@@ -347,7 +347,7 @@ def check_accepted(s: Setup, results: list[Any], period: str, name: str) -> None
 
 
 def _unlabelled(p: Project, batches: list[str]) -> int:
-    return int(pipeline.load_batches(p, batches)[TARGET].isna().sum())
+    return int(validate.load_batches(p, batches)[TARGET].isna().sum())
 
 
 # --- the property ----------------------------------------------------------------------------

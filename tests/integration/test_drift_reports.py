@@ -14,7 +14,7 @@ from prefect import flow, get_client
 
 from ctloop.core.config import Project
 from ctloop.io import tracking
-from ctloop.steps import pipeline
+from ctloop.steps import ingest
 from tasks import training as t
 
 BATCH = "2013-04"
@@ -49,8 +49,8 @@ def test_two_reports_of_one_batch_both_stay_and_each_record_opens_its_own(
     small_project: Project,
 ) -> None:
     p = small_project
-    pipeline.run_ingest(p)
-    exp = pipeline.use_experiment(p)
+    ingest.run_ingest(p)
+    exp = tracking.use_experiment(p)
     runs = [tracking.start_parent_run(exp, f"monitor-{BATCH}-v{v}", {}) for v in (1, 2)]
 
     state_one = _report(p, FIRST_REF, runs[0], return_state=True)
@@ -74,7 +74,7 @@ def test_two_reports_of_one_batch_both_stay_and_each_record_opens_its_own(
     for flow_run, paths in zip(flow_runs, (first, second), strict=True):
         assert Path(unquote(urlparse(links[flow_run]).path)) == paths["html"].resolve()
     for run_id, paths in zip(runs, (first, second), strict=True):
-        tag = tracking.run_tags(run_id)[pipeline.DRIFT_REPORT_TAG]
+        tag = tracking.run_tags(run_id)[tracking.DRIFT_REPORT_TAG]
         assert (p.root / tag).resolve() == paths["html"].resolve()
         logged = tracking.read_json_artifact(run_id, f"drift/{paths['summary'].name}")
         assert logged == json.loads(paths["summary"].read_text())

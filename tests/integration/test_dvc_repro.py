@@ -13,7 +13,7 @@ import yaml
 
 from ctloop.core.config import Project
 from ctloop.io import recovery, registry, tracking, versioning
-from ctloop.steps import pipeline
+from ctloop.steps import fit
 
 
 def _dvc(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -48,13 +48,13 @@ def test_dvc_repro_runs_every_stage_then_is_a_no_op(small_project: Project) -> N
     assert versioning.data_version(p.root, p.params.paths.batches)
     tracking.use_store(p.tracking_uri)
     assert (
-        tracking.run_tags(record["run_id"])[pipeline.DRIFT_REPORT_TAG] == record["report"]["html"]
+        tracking.run_tags(record["run_id"])[tracking.DRIFT_REPORT_TAG] == record["report"]["html"]
     )
     # every stage ended the MLflow runs it opened or reopened: none is left RUNNING, and the
     # reconciliation `ctloop run` starts with finds nothing to mark or tag
     statuses = _run_statuses(p)
     assert statuses and set(statuses.values()) == {"FINISHED"}, statuses
-    assert pipeline.reconcile_runs(p) == []
+    assert fit.reconcile_runs(p) == []
     assert _run_statuses(p) == statuses
     champion = registry.get_alias("ctloop-test", registry.CHAMPION)
     assert champion is not None
@@ -81,7 +81,7 @@ def _run_statuses(p: Project) -> dict[str, str]:
     """run name -> status of every MLflow run of the project's experiment."""
     from mlflow import MlflowClient
 
-    exp = pipeline.use_experiment(p)
+    exp = tracking.use_experiment(p)
     runs = MlflowClient().search_runs([exp], "", max_results=500)
     return {r.info.run_name: r.info.status for r in runs}
 
@@ -105,7 +105,7 @@ def test_a_failing_dvc_stage_leaves_its_run_failed(small_project: Project) -> No
     assert run.data.tags[recovery.FAILURE_TAG].startswith("dvc stage evaluate failed: ")
     assert run.data.tags[recovery.PID_TAG] != str(os.getpid())  # recorded by the stage process
     assert "RUNNING" not in _run_statuses(p).values()
-    assert pipeline.reconcile_runs(p) == []
+    assert fit.reconcile_runs(p) == []
 
 
 def test_failed_validation_stops_dvc_repro_with_a_named_reason(small_project: Project) -> None:

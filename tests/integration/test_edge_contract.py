@@ -18,7 +18,7 @@ import pytest
 
 from ctloop.core.config import Project
 from ctloop.io import data
-from ctloop.steps import monitoring, pipeline
+from ctloop.steps import ingest, monitoring, validate
 from flows.monitor_batch import monitor_batch
 from flows.train_model import train_model
 from tests.conftest import new_project, sample_months
@@ -143,7 +143,7 @@ def test_an_unexpected_fault_while_validating_quarantines_file_and_batch(
 ) -> None:
     """A damaged suite makes GX fail (not a data error): the delivery and the batch it wrote go
     to quarantine with rule 'internal' and the original error; nothing unvalidated stays."""
-    suite = pipeline.suite_file(project)
+    suite = validate.suite_file(project)
     saved = suite.read_text()
     before = data.list_batches(project.path("batches"))
     june = _month(rows, "2013-04").assign(date=lambda f: f["date"] + pd.DateOffset(months=2))
@@ -200,7 +200,7 @@ def test_three_text_labels_are_refused_before_any_batch(
     frame.to_parquet(source, index=False)
     p = make_project({**SMALL, "data": {**SMALL["data"], "source": str(source)}})
     with pytest.raises(data.DataError) as err:
-        pipeline.run_ingest(p)
+        ingest.run_ingest(p)
     assert str(err.value).startswith(f"{source}: column 'is_late': rule 'target':")
     assert "'maybe'" in str(err.value)
     assert data.list_batches(p.path("batches")) == []

@@ -23,7 +23,7 @@ from ctloop.core.config import Project, load_project
 from ctloop.io import tracking
 from ctloop.ml.preconditions import PreconditionError
 from ctloop.ops import stages
-from ctloop.steps import pipeline
+from ctloop.steps import fit, ingest, validate, windows
 from flows.train_model import train_model
 from tests.integration.conftest import SMALL
 
@@ -74,8 +74,8 @@ def test_an_empty_feature_is_dropped_with_a_recorded_warning_and_drift_does_not_
     assert "rule 'empty_feature'" in warning and "2013-01..2013-02" in warning
     assert f"warning          : feature(s) '{EMPTY}'" in summary.render()
     tags = tracking.run_tags(summary.mlflow_run_id)
-    assert tags[pipeline.DROPPED_FEATURES_TAG] == EMPTY
-    assert warning in tags[pipeline.PRECONDITIONS_TAG]
+    assert tags[fit.DROPPED_FEATURES_TAG] == EMPTY
+    assert warning in tags[fit.PRECONDITIONS_TAG]
     card = (p.path("reports") / "model_card.md").read_text()
     assert f"Training plan warning: {warning}" in card
     # the drift step ran to the end and says the column was not compared
@@ -91,9 +91,9 @@ def test_fewer_positives_than_folds_is_refused_before_any_run_or_version(
     """As the field case: split.max_train_rows leaves fewer positives than folds. The flow, the
     DVC stage and the CLI refuse with the folds and the class counts; MLflow holds no run."""
     p = _project(make_project, slice_file, max_train_rows=25)
-    pipeline.run_ingest(p)
-    window = pipeline.current_window(p)
-    rows = pipeline.training_data(p, pipeline.load_batches(p, window.train))
+    ingest.run_ingest(p)
+    window = windows.current_window(p)
+    rows = fit.training_data(p, validate.load_batches(p, window.train))
     positives, negatives = int(rows.y.sum()), int((rows.y == 0).sum())
     folds = max(2, positives + 1)  # one fold more than there are positives
     assert negatives >= folds and rows.sampled_to == 25

@@ -224,18 +224,19 @@ def _leaky_model(X: pd.DataFrame, y: pd.Series, origin: str) -> Any:
 
 def _assert_slice_regression_refused(p: Project) -> None:
     """A challenger better overall that regresses one large slice is refused, named."""
+    from ctloop.io import tracking
     from ctloop.ml import training
-    from ctloop.steps import pipeline
+    from ctloop.steps import evaluate, fit, register, validate, windows
 
-    window = pipeline.current_window(p)
-    holdout = pipeline.training_data(p, pipeline.load_batches(p, window.holdout))
+    window = windows.current_window(p)
+    holdout = fit.training_data(p, validate.load_batches(p, window.holdout))
     model = _leaky_model(holdout.X, holdout.y, origin="EWR")
     scores = training.predict_scores(model, holdout.X, "classification")
     metrics = training.evaluate("classification", holdout.y, scores)
-    evaluation = pipeline.Evaluation(metrics, {}, baseline=0.5)
-    exp = pipeline.use_experiment(p)
+    evaluation = evaluate.Evaluation(metrics, {}, baseline=0.5)
+    exp = tracking.use_experiment(p)
     run_id = tracking.start_parent_run(exp, "slice-regression", {})
-    decision = pipeline.register_challenger(p, run_id, model, holdout, evaluation, window)
+    decision = register.register_challenger(p, run_id, model, holdout, evaluation, window)
     assert not decision.promote
     assert "gain +" in decision.reason  # it beats the champion overall...
     assert "origin=EWR (roc_auc 0.5000 vs champion" in decision.reason  # ...but not on EWR

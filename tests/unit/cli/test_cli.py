@@ -27,7 +27,7 @@ def test_help_answers() -> None:
 
 
 def test_no_heavy_library_is_imported_by_cli_flows_or_tasks_modules() -> None:
-    for module in ("ctloop.cli", "flows.train_model", "tasks.training", "ctloop.steps.pipeline"):
+    for module in ("ctloop.cli", "flows.train_model", "tasks.training", "ctloop.steps.fit"):
         loaded = _imports(module) & set(HEAVY)
         assert not loaded, f"{module} imports {loaded} at import time"
 

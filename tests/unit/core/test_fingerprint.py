@@ -11,7 +11,7 @@ import pandas as pd
 
 from ctloop.core import fingerprint
 from ctloop.core.config import Params, load_project, override
-from ctloop.steps.pipeline import Window
+from ctloop.steps.windows import Window
 
 ROOT = Path(__file__).resolve().parents[3]
 

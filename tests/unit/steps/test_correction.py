@@ -17,7 +17,7 @@ import pytest
 
 from ctloop.core.config import Project
 from ctloop.io import data
-from ctloop.steps import correction, monitoring, pipeline
+from ctloop.steps import correction, ingest, monitoring
 from ctloop.steps.correction import CorrectionError, Replacement
 
 LABEL = "is_late"
@@ -227,15 +227,15 @@ def test_ingestion_keeps_the_corrected_batch_over_the_source(
             }
         }
     )
-    assert pipeline.run_ingest(p).written == ("2013-01", "2013-02")
+    assert ingest.run_ingest(p).written == ("2013-01", "2013-02")
     folder = p.path("batches")
     corrected = _month("2013-02", rows=4).assign(**{LABEL: [0.0, 1.0, np.nan, 1.0]})
     data.supersede_batch(folder, "2013-02", data.parquet_bytes(corrected))
     digest = data.content_hash(corrected)
     with pytest.raises(data.BatchConflictError, match="immutable_batch"):  # no ledger: refused
-        pipeline.run_ingest(p)
+        ingest.run_ingest(p)
     correction.write_ledger(folder, [_entry("2013-02", "old", digest, T0)])
-    result = pipeline.run_ingest(p)
+    result = ingest.run_ingest(p)
     assert result.written == () and result.unchanged == ("2013-01", "2013-02")
     assert result.source_rows == 6 + 4 and result.unlabelled_rows == 1
     assert data.content_hash(pd.read_parquet(data.batch_path(folder, "2013-02"))) == digest

@@ -10,7 +10,7 @@ from mlflow import MlflowClient
 
 from ctloop.core.config import Project, parse_params
 from ctloop.io import tracking
-from ctloop.steps import pipeline
+from ctloop.steps import evaluate
 
 NAME = "history-model"
 
@@ -39,7 +39,7 @@ def _version(
         pd.DataFrame(
             {"feature": list(imp), "importance_mean": list(imp.values()), "importance_std": 0.0}
         ).to_csv(path, index=False)
-        tracking.log_artifact(run_id, path, pipeline.INSIGHTS_DIR)
+        tracking.log_artifact(run_id, path, evaluate.INSIGHTS_DIR)
     version = client.create_model_version(NAME, f"runs:/{run_id}/model", run_id=run_id)
     client.set_model_version_tag(NAME, version.version, "ctloop.holdout_batches", f"x,{end}")
     return run_id
@@ -47,7 +47,7 @@ def _version(
 
 def test_importance_over_versions_reads_every_version_in_order(tmp_path: Path) -> None:
     project = _project(tmp_path)
-    exp = pipeline.use_experiment(project)
+    exp = tracking.use_experiment(project)
     client = MlflowClient()
     client.create_registered_model(NAME)
     _version(client, exp, tmp_path, "2013-06", {"hour": 0.10, "pressure": 0.02, "carrier": 0.01})
@@ -56,7 +56,7 @@ def test_importance_over_versions_reads_every_version_in_order(tmp_path: Path) -
         client, exp, tmp_path, "2013-08", {"hour": 0.05, "pressure": 0.08, "carrier": 0.0}
     )
 
-    history = pipeline.importance_over_versions(project, newest)
+    history = evaluate.importance_over_versions(project, newest)
 
     assert list(dict.fromkeys(history["point"])) == ["v1 2013-06", "v3 2013-08"]
     wide = history.pivot(index="point", columns="feature", values="importance")

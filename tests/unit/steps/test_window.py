@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from ctloop.core.config import SplitConfig
-from ctloop.steps.pipeline import WindowError, plan_window
+from ctloop.steps.windows import WindowError, plan_window
 
 MONTHS = [f"2013-{m:02d}" for m in range(1, 8)]
 
