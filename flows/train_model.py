@@ -17,8 +17,8 @@ from ctloop.core.env import background_worker
 from ctloop.ml.parallel import plan_parallel
 from ctloop.steps import validate
 from ctloop.steps.summary import TrainingSummary
+from flows.approval import ask_approval
 from tasks import training as t
-from tasks.approval import ask_approval
 
 
 # `.submit` goes to a process of its own: the drift report computes beside validation and

@@ -1,6 +1,6 @@
 """Human approval of a promotion: the answer (or its absence) turned into the final decision.
 
-Pure: no Prefect, no MLflow. The flow asks in the Prefect UI (tasks/approval.py) only when
+Pure: no Prefect, no MLflow. The flow asks in the Prefect UI (flows/approval.py) only when
 `promotion.require_approval` is on and the gate would promote; an approval can only veto, never
 promote a challenger the gate refused. The outcome is recorded on the model version as tags.
 """
