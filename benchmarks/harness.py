@@ -94,18 +94,16 @@ def make_project(root: Path, changes: dict[str, Any] | None = None) -> Path:
     """A copy of this project's configuration at `root` (params.yaml with `changes`, dvc.yaml,
     the committed expectation suite, a DVC repository without git), then `ctloop setup`.
     Returns the params.yaml path."""
-    from dvc.repo import Repo
+    from ctloop.ops.project_init import scaffold
 
     root.mkdir(parents=True)
     params = merge(yaml.safe_load((ROOT / "params.yaml").read_text()), changes or {})
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    shutil.copy(ROOT / "dvc.yaml", root / "dvc.yaml")
     gx = ROOT / "expectations" / "gx"
     (root / "expectations" / "gx").mkdir(parents=True)
     shutil.copy(gx / "great_expectations.yml", root / "expectations" / "gx")
     shutil.copytree(gx / "expectations", root / "expectations" / "gx" / "expectations")
-    Repo.init(str(root), no_scm=True).close()
-    (root / ".dvc" / "config").write_text("[core]\n    no_scm = True\n    analytics = false\n")
+    scaffold(root)  # dvc.yaml (without code deps: no ctloop/ here) and the DVC repository
     run([CTLOOP, "setup", "--params", str(root / "params.yaml")], cwd=root, env=base_env())
     return root / "params.yaml"
 

@@ -33,6 +33,7 @@ import yaml
 from ctloop.core.config import Project, load_project
 from ctloop.io import audit, data, locks, tracking, versioning
 from ctloop.ops import stack
+from ctloop.ops.project_init import scaffold
 from ctloop.steps import ingest, replay
 from tests.conftest import ROOT, _merge, free_ports, sample_months
 
@@ -46,14 +47,10 @@ BURST = 10
 
 def _make_project(root: Path, changes: dict[str, Any]) -> Project:
     """Like tests/conftest.py `make_project`, for a module-scoped folder."""
-    from dvc.repo import Repo
-
     root.mkdir()
     params = _merge(yaml.safe_load((ROOT / "params.yaml").read_text()), changes)
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    (root / "dvc.yaml").write_text((ROOT / "dvc.yaml").read_text())
-    Repo.init(str(root), no_scm=True).close()
-    (root / ".dvc" / "config").write_text("[core]\n    no_scm = True\n    analytics = false\n")
+    scaffold(root)  # dvc.yaml as `ctloop init` writes it, and the DVC repository
     return load_project(root / "params.yaml")
 
 
@@ -236,14 +233,14 @@ def test_two_simultaneous_ingestions_of_a_file_leave_one_version(
     assert not [p.name for p in folder.iterdir() if ".tmp" in p.name]
 
     # DVC: one new version of the batch folder, recorded in dvc.lock, status clean
-    from dvc.repo import Repo
-
     new = _dir_objects(project) - versions_before
     assert len(new) == 1, new
     [manifest] = new
     assert "2013-04.parquet" in {e["relpath"] for e in json.loads(manifest.read_text())}
     recorded = versioning.data_version(project.root, project.params.paths.batches)
     assert recorded is not None and manifest.name == f"{recorded.removesuffix('.dir')[2:]}.dir"
+    from dvc.repo import Repo
+
     with Repo(str(project.root)) as repo:
         assert repo.status(targets=[f"{project.root / 'dvc.yaml'}:ingest"]) == {}
 

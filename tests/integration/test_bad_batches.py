@@ -22,6 +22,7 @@ import yaml
 from ctloop.core.config import Project, load_project
 from ctloop.io import data, registry, tracking
 from ctloop.ml.validation import ValidationFailed
+from ctloop.ops.project_init import scaffold
 from ctloop.steps import monitoring
 from flows.monitor_batch import monitor_batch
 from flows.train_model import train_model
@@ -54,8 +55,6 @@ def _params(changes: dict[str, Any]) -> dict[str, Any]:
 def project(corpus: Corpus, tmp_path_factory: pytest.TempPathFactory) -> Project:
     """The default data config (target derived from arr_delay, raw columns dropped) on the
     corpus's initial Jan-Mar source; trained once (train Jan-Feb, holdout Mar)."""
-    from dvc.repo import Repo
-
     root = tmp_path_factory.mktemp("bad-batches") / "proj"
     root.mkdir()
     changes = {
@@ -67,9 +66,7 @@ def project(corpus: Corpus, tmp_path_factory: pytest.TempPathFactory) -> Project
         "continuous": {"cooldown_minutes": 0},
     }
     (root / "params.yaml").write_text(yaml.safe_dump(_params(changes), sort_keys=False))
-    shutil.copy(ROOT / "dvc.yaml", root / "dvc.yaml")
-    Repo.init(str(root), no_scm=True).close()
-    (root / ".dvc" / "config").write_text("[core]\n    no_scm = True\n    analytics = false\n")
+    scaffold(root)  # dvc.yaml as `ctloop init` writes it, and the DVC repository
     summary = train_model(params_path=str(root / "params.yaml"))
     assert summary.promoted and summary.model_version == "1"
     return load_project(root / "params.yaml")
