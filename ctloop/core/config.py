@@ -210,7 +210,9 @@ class TrackingConfig(_Strict):
 class PromotionConfig(_Strict):
     """The champion/challenger gate. `margin` is a share of the champion's figure (relative:
     the same setting for ROC AUC and RMSE, ctloop/core/thresholds.py); `min_score` is in metric
-    units."""
+    units. `test`: `bootstrap` promotes when the lower bound of the paired bootstrap interval of
+    the gain exceeds the margin (ctloop/ml/comparison.py, ctloop/core/promotion.py); `none`
+    compares the two point figures."""
 
     model_name: str = "ctloop-model"
     # a challenger must beat the champion on the same holdout by margin x |champion score|
@@ -218,6 +220,12 @@ class PromotionConfig(_Strict):
     # the first model's floor (no champion yet), metric units: ROC AUC at least, RMSE at most;
     # None: a constant prediction's figure on the same holdout (ROC AUC 0.5, RMSE of the mean)
     min_score: float | None = None
+    # bootstrap: the lower bound of the gain's interval must exceed the margin, slices refuse
+    # when their regression is significant after Holm; none: point figures (no noise)
+    test: Literal["bootstrap", "none"] = "bootstrap"
+    # resamples of the holdout rows; >= 100 so that Holm across slices can reject at all
+    bootstrap_rounds: Annotated[int, Field(ge=100)] = 1000
+    confidence: Annotated[float, Field(gt=0.5, lt=1)] = 0.95  # two-sided interval of the gain
     require_approval: bool = False  # pause for a human decision in the Prefect UI before promoting
     approval_timeout_s: Annotated[float, Field(gt=0)] = 3600.0  # no answer in time: rejected
 

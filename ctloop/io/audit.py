@@ -47,10 +47,16 @@ class ChampionEvent:
     champion_score: float | None
     reason: str
     applied: bool = True
+    # a promotion by the bootstrap gate: the interval of the gain (metric units) and its
+    # confidence; None for rollbacks, the point gate and events recorded before the bootstrap
+    gain_lower: float | None = None
+    gain_upper: float | None = None
+    confidence: float | None = None
 
     def to_json(self) -> str:
-        """The tag value: compact JSON; `applied` is derived when reading, never stored."""
-        body = {
+        """The tag value: compact JSON; `applied` is derived when reading, never stored; the
+        interval only when there is one."""
+        body: dict[str, Any] = {
             "action": self.action,
             "from": self.from_version,
             "to": self.to_version,
@@ -60,7 +66,20 @@ class ChampionEvent:
             "reason": self.reason,
             "time": self.time,
         }
+        if self.gain_lower is not None and self.gain_upper is not None:
+            body |= {
+                "gain_lower": self.gain_lower,
+                "gain_upper": self.gain_upper,
+                "confidence": self.confidence,
+            }
         return json.dumps(body, separators=(",", ":"))
+
+    def interval(self) -> str | None:
+        """`gain [95% +0.0012, +0.0093]` when the event carries the gate's interval."""
+        if self.gain_lower is None or self.gain_upper is None:
+            return None
+        level = "?" if self.confidence is None else f"{self.confidence:.0%}"
+        return f"gain [{level} {self.gain_lower:+.4f}, {self.gain_upper:+.4f}]"
 
 
 def new_event(
@@ -71,11 +90,24 @@ def new_event(
     metric: str | None = None,
     challenger_score: float | None = None,
     champion_score: float | None = None,
+    gain_lower: float | None = None,
+    gain_upper: float | None = None,
+    confidence: float | None = None,
 ) -> ChampionEvent:
-    """An event stamped now (UTC)."""
+    """An event stamped now (UTC); the gain interval of the bootstrap gate when given."""
     now = datetime.now(UTC).isoformat(timespec="milliseconds")
     return ChampionEvent(
-        now, action, from_version, to_version, metric, challenger_score, champion_score, reason
+        now,
+        action,
+        from_version,
+        to_version,
+        metric,
+        challenger_score,
+        champion_score,
+        reason,
+        gain_lower=gain_lower,
+        gain_upper=gain_upper,
+        confidence=confidence,
     )
 
 
@@ -136,6 +168,9 @@ def parse_event(value: str) -> ChampionEvent:
         challenger_score=_optional_float(body.get("challenger_score")),
         champion_score=_optional_float(body.get("champion_score")),
         reason=str(body.get("reason", "")),
+        gain_lower=_optional_float(body.get("gain_lower")),
+        gain_upper=_optional_float(body.get("gain_upper")),
+        confidence=_optional_float(body.get("confidence")),
     )
 
 
@@ -260,15 +295,17 @@ def _row(event: ChampionEvent) -> list[str]:
     action = event.action if event.applied else f"{event.action} (not applied)"
     before = f"v{event.from_version}" if event.from_version else "-"
     moved = f"{before} -> v{event.to_version}"
+    interval = event.interval()
     figures = (
         f"{event.metric or '-'} {_figure(event.challenger_score)} "
-        f"(was {_figure(event.champion_score)})"
+        f"(was {_figure(event.champion_score)}{'; ' + interval if interval else ''})"
     )
     return [event.time, action, moved, figures, event.reason]
 
 
 def format_history(events: list[ChampionEvent]) -> str:
-    """A plain table, oldest first: time, action, from -> to, metric new (was old), reason."""
+    """A plain table, oldest first: time, action, from -> to, metric new (was old; the gain's
+    interval when the bootstrap gate promoted), reason."""
     if not events:
         return "no promotion or rollback recorded"
     rows = [["time (UTC)", "action", "from -> to", "metric new (was old)", "reason"]]

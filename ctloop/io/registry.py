@@ -106,7 +106,9 @@ def mark_challenger(name: str, version: str, tags: dict[str, str]) -> None:
 
 
 def apply_decision(name: str, decision: PromotionDecision) -> None:
-    """Record the decision on the version and (if promoted) the audit event on the model, then
+    """Record the decision on the version (`promotion.*` tags, the bootstrap gate's interval
+    included: `promotion.test`, `gain`, `gain_lower`, `gain_upper`, `confidence`, `rounds`) and
+    (if promoted) the audit event on the model with that interval, then
     move `champion` in one call: the alias never moves without its record, nor to a version
     that is not READY. A crash before the move leaves the old champion and an unapplied event."""
     from mlflow import MlflowClient
@@ -133,6 +135,9 @@ def apply_decision(name: str, decision: PromotionDecision) -> None:
         metric=decision.metric,
         challenger_score=decision.challenger_score,
         champion_score=decision.champion_score,
+        gain_lower=decision.gain_lower,
+        gain_upper=decision.gain_upper,
+        confidence=decision.confidence,
     )
     audit.record_event(name, event)
     crash_point("promotion")  # tests only (CTLOOP_CRASH_AT): event recorded, alias not moved

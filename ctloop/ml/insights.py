@@ -372,12 +372,19 @@ def slice_scores(
 
 
 def slice_table(
-    slices: Sequence[promotion.SliceScore], greater_is_better: bool, tolerance: float
+    slices: Sequence[promotion.SliceScore],
+    greater_is_better: bool,
+    tolerance: float,
+    confidence: float | None = None,
 ) -> pd.DataFrame:
     """The slices as a table: how much worse the challenger is than the champion on each, in
     metric units and as a share of the champion's figure (`tolerance`'s unit); `regression`
-    marks those the promotion gate refuses."""
-    refused = {s.label for s in promotion.slice_regressions(slices, greater_is_better, tolerance)}
+    marks those the promotion gate refuses (`confidence`: the bootstrap gate's, None: the point
+    gate; ctloop/core/promotion.py slice_regressions)."""
+    refused = {
+        s.label
+        for s in promotion.slice_regressions(slices, greater_is_better, tolerance, confidence)
+    }
     rows = []
     for s in slices:
         change = (

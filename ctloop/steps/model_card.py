@@ -272,16 +272,17 @@ class ModelCard:
                 f"{len(slices)} slices reported; no comparable champion to gate them against",
             )
         regressed = self.regressions()
+        holm = "" if self.decision.confidence is None else " (significant after Holm)"
         if regressed:
             names = "; ".join(f"{s.label} (n={s.n})" for s in regressed)
             detail = (
                 f"{len(regressed)} slice(s) regress beyond {pct(self.slice_tolerance)} of the "
-                f"champion's figure: {names}"
+                f"champion's figure{holm}: {names}"
             )
             return Check("model", item, "fail", detail)
         detail = (
             f"{len(gated)} gated slices (n >= {self.slice_min_size}): none regresses beyond "
-            f"{pct(self.slice_tolerance)} of the champion's figure"
+            f"{pct(self.slice_tolerance)} of the champion's figure{holm}"
         )
         return Check("model", item, "pass", detail)
 
@@ -403,14 +404,39 @@ class ModelCard:
         if d.champion_score is None:
             return Check("monitoring", item, "not-checked", "no comparable champion")
         change = Change(d.challenger_score, d.champion_score, self.greater_is_better)
+        interval = "" if d.interval is None else f" {d.interval.describe()}"
         detail = (
             f"{d.metric} {d.challenger_score:.4f} vs champion v{d.champion_version} "
-            f"{d.champion_score:.4f} (gain {change.describe_gain()})"
+            f"{d.champion_score:.4f} (gain {change.describe_gain()}{interval})"
         )
         return Check("monitoring", item, "pass" if change.better_by(0.0) else "fail", detail)
 
     def regressions(self) -> tuple[SliceScore, ...]:
-        return slice_regressions(self.decision.slices, self.greater_is_better, self.slice_tolerance)
+        """The slices the gate refused (the bootstrap gate: significant after Holm)."""
+        return slice_regressions(
+            self.decision.slices,
+            self.greater_is_better,
+            self.slice_tolerance,
+            self.decision.confidence,
+        )
+
+    def gain_line(self) -> str | None:
+        """What the bootstrap gate compared: `gain +0.0040 [95% -0.0012, +0.0093] (paired
+        bootstrap of the 27000 holdout rows, 1000 rounds; Efron & Tibshirani 1993): the lower
+        bound does not exceed the margin 0.25% of the champion's figure (0.0018)`; None for the
+        point gate or without a champion."""
+        d = self.decision
+        interval = d.interval
+        if interval is None or d.champion_score is None:
+            return None
+        needed = d.margin * abs(d.champion_score)
+        verdict = "exceeds" if interval.lower > needed else "does not exceed"
+        return (
+            f"gain {interval.gain:+.4f} {interval.describe()} (paired bootstrap of the "
+            f"{self.holdout_rows} holdout rows, {interval.rounds} rounds; Efron & Tibshirani "
+            f"1993): the lower bound {verdict} the margin {pct(d.margin)} of the champion's "
+            f"figure ({needed:.4f})"
+        )
 
     # --- rendering ---------------------------------------------------------------------
 
@@ -450,7 +476,9 @@ class ModelCard:
         d = self.decision
         verdict = "**promoted to champion**" if d.promote else "**not promoted** (challenger)"
         approval = "waiting for an answer" if self.approval is None else self.approval.describe()
-        return f"## Decision\n\n- Promotion: {verdict} - {d.reason}\n- Approval: {approval}"
+        gain = self.gain_line()
+        tested = "" if gain is None else f"\n- Gain over champion v{d.champion_version}: {gain}"
+        return f"## Decision\n\n- Promotion: {verdict} - {d.reason}{tested}\n- Approval: {approval}"
 
     def _use_section(self) -> str:
         use = _free_text(self.intended_use, "model_card.intended_use") or (
@@ -492,6 +520,7 @@ class ModelCard:
             why = "no slice columns configured" if not self.slice_columns else "not computed"
             return f"## Slices\n\n_{why}_"
         regressed = {s.label for s in self.regressions()}
+        tested = self.decision.confidence is not None
         shown = [s for s in slices if s.gated or s.label in regressed] if short else list(slices)
         rows = [
             [
@@ -503,16 +532,24 @@ class ModelCard:
                 "yes" if s.gated else "no",
                 "**REGRESSION**" if s.label in regressed else "",
             ]
+            + ([_slice_gain(s)] if tested else [])
             for s in shown
         ]
         note = (
             f"{self.metric} per slice of the holdout; slices with n >= {self.slice_min_size} are "
             f"gated: a {worse_word(self.greater_is_better)} beyond {pct(self.slice_tolerance)} "
-            "of the champion's figure refuses the challenger."
+            "of the champion's figure refuses the challenger"
         )
+        if self.decision.confidence is not None:
+            note += (
+                " when it is significant after a Holm correction across the gated slices "
+                "(paired bootstrap per slice: its gain interval and p-value in the last column)"
+            )
+        note += "."
         if short and len(shown) < len(slices):
             note += f" Only gated slices shown ({len(shown)} of {len(slices)})."
         header = ["column", "value", "n", "this version", "champion", "gated", "flag"]
+        header += ["gain (p of the regression)"] if tested else []
         return f"## Slices\n\n{note}\n\n" + _table(header, rows)
 
     def _features_section(self, short: bool) -> str:
@@ -612,6 +649,14 @@ PLACEHOLDER = "TODO:"  # `ctloop init` writes the free text as visible placehold
 def is_placeholder(text: str) -> bool:
     """Free text `ctloop init` wrote and nobody has replaced yet."""
     return text.strip().startswith(PLACEHOLDER)
+
+
+def _slice_gain(s: SliceScore) -> str:
+    """`-0.0408 [95% -0.061, -0.021] (p=0.001)`; empty for a slice the bootstrap did not test."""
+    if s.gain is None:
+        return ""
+    p = "" if s.p_regression is None else f" (p={s.p_regression:.3g})"
+    return f"{s.gain.gain:+.4f} {s.gain.describe()}{p}"
 
 
 def _free_text(text: str, key: str) -> str:

@@ -77,6 +77,11 @@ def register_challenger(
         else training.evaluate(holdout.schema.task, holdout.y, champion_scores)[metric]
     )
     floor = first_model_floor(cfg.promotion.min_score, evaluation.baseline)
+    challenger_scores = training.predict_scores(model, holdout.X, holdout.schema.task)
+    slices = compare_slices(project, challenger_scores, holdout, champion_scores)
+    interval = None
+    if cfg.promotion.test == promotion.BOOTSTRAP and champion_scores is not None:
+        interval, slices = paired_test(project, challenger_scores, champion_scores, holdout, slices)
     decision = promotion.decide(
         metric,
         version,
@@ -86,9 +91,11 @@ def register_challenger(
         cfg.greater_is_better,
         cfg.promotion.margin,
         floor.value,
-        slices=compare_slices(project, model, holdout, champion_scores),
+        slices=slices,
         slice_tolerance=cfg.slices.tolerance,
         floor_origin=floor.origin,
+        test=cfg.promotion.test,
+        interval=interval,
     )
     publish_slices(project, run_id, decision)
     return decision
@@ -165,7 +172,7 @@ def _champion_scores(name: str, champion: Any, holdout: TrainingData) -> np.ndar
 
 def compare_slices(
     project: Project,
-    model: Pipeline,
+    challenger_scores: np.ndarray,
     holdout: TrainingData,
     champion_scores: np.ndarray | None,
 ) -> tuple[promotion.SliceScore, ...]:
@@ -176,12 +183,52 @@ def compare_slices(
     return insights.slice_scores(
         holdout.X,
         holdout.y,
-        training.predict_scores(model, holdout.X, holdout.schema.task),
+        challenger_scores,
         champion_scores,
         cfg.slices.columns,
         cfg.metric,
         cfg.slices.min_size,
     )
+
+
+def paired_test(
+    project: Project,
+    challenger_scores: np.ndarray,
+    champion_scores: np.ndarray,
+    holdout: TrainingData,
+    slices: tuple[promotion.SliceScore, ...],
+) -> tuple[promotion.GainInterval, tuple[promotion.SliceScore, ...]]:
+    """`promotion.test: bootstrap`: the paired bootstrap of the gain on the whole holdout and on
+    each gated slice (ctloop/ml/comparison.py; `promotion.bootstrap_rounds`,
+    `promotion.confidence`, seeded from `seed`)."""
+    from ctloop.ml import comparison
+
+    cfg = project.params
+    rounds, confidence = cfg.promotion.bootstrap_rounds, cfg.promotion.confidence
+    whole = comparison.paired_bootstrap(
+        holdout.y,
+        challenger_scores,
+        champion_scores,
+        cfg.metric,
+        cfg.greater_is_better,
+        rounds,
+        confidence,
+        cfg.seed,
+    )
+    tested = comparison.bootstrap_slices(
+        holdout.X,
+        holdout.y,
+        challenger_scores,
+        champion_scores,
+        slices,
+        cfg.metric,
+        cfg.greater_is_better,
+        cfg.slices.tolerance,
+        rounds,
+        confidence,
+        cfg.seed,
+    )
+    return whole.interval, tested
 
 
 def publish_slices(project: Project, run_id: str, decision: registry.PromotionDecision) -> None:
@@ -190,7 +237,9 @@ def publish_slices(project: Project, run_id: str, decision: registry.PromotionDe
     from ctloop.ml import insights
 
     cfg = project.params
-    table = insights.slice_table(decision.slices, cfg.greater_is_better, cfg.slices.tolerance)
+    table = insights.slice_table(
+        decision.slices, cfg.greater_is_better, cfg.slices.tolerance, decision.confidence
+    )
     if table.empty:
         return
     publish_tables(

@@ -164,6 +164,13 @@ def test_unchanged_rerun_reports_its_version_and_a_new_search_space_only_retrain
     assert cache_line(0, 4) in str(_artifact("validation").data)
     assert third.data_version == first.data_version and third.model_version == "2"
     assert written == {n: data.batch_path(batches, n).stat().st_mtime_ns for n in written}
+    # the bootstrap gate compared v2 with v1: its interval is on the version and on the card
+    tags = MlflowClient().get_model_version("ctloop-test", "2").tags
+    assert tags["promotion.test"] == "bootstrap" and tags["promotion.rounds"] == "1000"
+    gain = [float(tags[f"promotion.{k}"]) for k in ("gain_lower", "gain", "gain_upper")]
+    assert gain == sorted(gain) and "(paired bootstrap, 1000 rounds)" in third.promotion_reason
+    card = (p.path("reports") / "model_card.md").read_text()
+    assert card.startswith("# Model card: ctloop-test v2") and "- Gain over champion v1: " in card
     _assert_slice_regression_refused(p)
 
 
@@ -240,6 +247,7 @@ def _assert_slice_regression_refused(p: Project) -> None:
     assert not decision.promote
     assert "gain +" in decision.reason  # it beats the champion overall...
     assert "origin=EWR (roc_auc 0.5000 vs champion" in decision.reason  # ...but not on EWR
+    assert "(significant after Holm" in decision.reason  # the default bootstrap gate
     assert decision.slice_regressions[0].startswith("origin=EWR")
     slices = pd.read_csv(p.path("reports") / "plots" / "slices.csv")
     refused = slices[slices["regression"]]

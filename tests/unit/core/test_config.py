@@ -121,3 +121,16 @@ def test_params_hash_the_same_in_every_process() -> None:
         for seed in ("1", "2", "3")
     }
     assert len(keys) == 1
+
+
+def test_the_promotion_test_defaults_to_the_bootstrap_and_is_checked() -> None:
+    from pydantic import ValidationError
+
+    from ctloop.core.config import PromotionConfig
+
+    default = PromotionConfig()
+    assert (default.test, default.bootstrap_rounds, default.confidence) == ("bootstrap", 1000, 0.95)
+    assert PromotionConfig(test="none").test == "none"
+    for bad in ({"test": "delong"}, {"bootstrap_rounds": 10}, {"confidence": 1.0}):
+        with pytest.raises(ValidationError):
+            PromotionConfig(**bad)

@@ -155,3 +155,31 @@ def test_cli_history_and_rollback(tmp_path: Path) -> None:
     assert refused.returncode == 1
     assert f"'{NAME}'" in refused.stderr and "no recorded previous champion" in refused.stderr
     assert "Traceback" not in refused.stderr
+
+
+def test_an_event_carries_the_bootstrap_interval_and_old_events_still_read() -> None:
+    """The gate's interval is stored with a promotion and shown by `ctloop history`; an event
+    recorded before the bootstrap gate (no interval keys) reads back without one."""
+    event = audit.new_event(
+        "promote",
+        "1",
+        "2",
+        "gate",
+        "roc_auc",
+        0.75,
+        0.72,
+        gain_lower=0.012,
+        gain_upper=0.041,
+        confidence=0.95,
+    )
+    back = audit.parse_event(event.to_json())
+    assert (back.gain_lower, back.gain_upper, back.confidence) == (0.012, 0.041, 0.95)
+    assert "roc_auc 0.7500 (was 0.7200; gain [95% +0.0120, +0.0410])" in audit.format_history(
+        [back]
+    )
+    old = '{"action":"promote","from":"1","to":"2","metric":"roc_auc","challenger_score":0.75,'
+    old += '"champion_score":0.72,"reason":"gain","time":"2026-01-01T00:00:00.000+00:00"}'
+    read = audit.parse_event(old)
+    assert read.interval() is None and "(was 0.7200)" in audit.format_history([read])
+    point = audit.new_event("promote", "1", "2", "gate", "roc_auc", 0.75, 0.72)
+    assert "gain_lower" not in point.to_json()  # the point gate's events keep their old form

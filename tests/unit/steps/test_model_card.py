@@ -300,3 +300,41 @@ def test_placeholders_written_by_init_are_marked_as_not_written_yet() -> None:
     assert "- **Not written yet** (params.yaml `model_card.limitations`)" in text
     assert "- Only 2013." in text
     assert "TODO:" not in text
+
+
+def test_the_card_shows_the_bootstrap_interval_and_slices_refused_after_holm() -> None:
+    from ctloop.core.promotion import BOOTSTRAP, GainInterval
+
+    tested = (
+        replace(SLICES[0], gain=GainInterval(-0.04, -0.07, -0.01, 0.95, 1000), p_regression=0.003),
+        replace(SLICES[1], gain=GainInterval(0.01, -0.02, 0.04, 0.95, 1000), p_regression=1.0),
+        SLICES[2],
+    )
+    decision = decide(
+        "roc_auc",
+        "3",
+        0.75,
+        "2",
+        0.74,
+        True,
+        0.002,
+        0.65,
+        tested,
+        0.02,
+        test=BOOTSTRAP,
+        interval=GainInterval(0.01, -0.002, 0.021, 0.95, 1000),
+    )
+    card = _card(decision=decision).render()
+    assert (
+        "- Gain over champion v2: gain +0.0100 [95% -0.0020, +0.0210] (paired bootstrap of the "
+        "28000 holdout rows, 1000 rounds; Efron & Tibshirani 1993): the lower bound does not "
+        "exceed the margin 0.2% of the champion's figure (0.0015)" in card
+    )
+    assert "significant after a Holm correction" in card
+    assert (
+        "| UA | 900 | 0.7000 | 0.7400 | yes | **REGRESSION** | "
+        "-0.0400 [95% -0.0700, -0.0100] (p=0.003) |" in card
+    )
+    assert "(significant after Holm): carrier=UA (n=900)" in card
+    # the point gate's card has neither the line nor the column
+    assert "Gain over champion" not in _card().render()
