@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -185,3 +186,22 @@ def test_percentile_interval_ignores_nan() -> None:
     )
     lo, hi = est.percentile_interval(np.arange(1001, dtype=float))
     assert (lo, hi) == pytest.approx((25.0, 975.0))
+
+
+def test_dle_models_save_and_load_with_checked_skops_types(tmp_path: Path) -> None:
+    """What ctloop/steps/estimate.py keeps with the training run loads back, trusted types only,
+    and predicts the same (a text column with an unseen value at estimation time)."""
+    import skops.io
+
+    from ctloop.io import model_io
+
+    X, y = _regression(0, 500, 0.0)
+    models = est.fit_dle(X, 2 * X["x"].to_numpy(), y, seed=3)
+    model_io.trusted_types(models)
+    path = tmp_path / "dle.skops"
+    skops.io.dump(models, path)
+    loaded = model_io.load_skops(path, "test")
+    batch = X.head(50).assign(region=["c"] * 50)
+    a = est.estimate_dle(models, batch, 2 * batch["x"].to_numpy(), bootstrap=10, seed=0)
+    b = est.estimate_dle(loaded, batch, 2 * batch["x"].to_numpy(), bootstrap=10, seed=0)
+    assert a == b
