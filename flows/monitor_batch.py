@@ -1,6 +1,6 @@
-"""Monitoring flow: a landed file -> batch (DVC) -> GX gate -> champion scores -> drift and decay
--> policy verdict -> events. Wiring only: the decisions are in ctloop/steps/landed.py and
-ctloop/steps/monitoring.py, the tasks in tasks/."""
+"""Monitoring flow: a landed file -> batch (DVC) -> GX gate -> champion scores -> estimated
+performance -> drift and decay -> policy verdict -> events. Wiring only: the decisions are in
+ctloop/steps/landed.py and ctloop/steps/monitoring.py, the tasks in tasks/."""
 
 from __future__ import annotations
 
@@ -86,8 +86,9 @@ def _monitor(
 ) -> MonitorResult:
     run_id = ct.start_monitor_run(project, batch, champion)
     predictions, score = ct.score_batch(project, batch, champion)
+    estimate = ct.estimate_batch(project, batch, champion, run_id, predictions, score)
     drift, paths = t.report_drift(project, champion.train_batches, batch, run_id)
-    signals = monitoring.signals(project, batch, champion, drift, score)
+    signals = monitoring.signals(project, batch, champion, drift, score, estimate)
     verdict = ct.assess_policy(project, signals)
     ct.record_verdict(project, run_id, signals, verdict)
     for event in decide.monitored_events(

@@ -14,7 +14,7 @@ from prefect.cache_policies import NO_CACHE
 
 from ctloop.core import events, policy
 from ctloop.core.config import Project
-from ctloop.steps import monitoring
+from ctloop.steps import estimate, monitoring
 from tasks.training import IO
 
 if TYPE_CHECKING:
@@ -53,13 +53,16 @@ def score_batch(
 start_monitor_run = task(monitoring.start_monitor_run, name="start-monitor-run", **IO)
 
 
+estimate_batch = task(estimate.estimate_batch, name="estimate-performance", **IO)
+
+
 @task(name="assess-policy", cache_policy=NO_CACHE)
 def assess_policy(project: Project, signals: policy.Signals) -> policy.Verdict:
     verdict = policy.assess(signals, project.params.continuous, project.params.greater_is_better)
     reasons = "\n".join(f"- {r}" for r in verdict.reasons) or "- no trigger fired"
     create_markdown_artifact(
         f"### Batch {signals.batch} with v{signals.model_version}: "
-        f"{'RETRAIN' if verdict.retrain else 'keep'}\n\n{reasons}\n",
+        f"{'RETRAIN' if verdict.retrain else 'keep'}\n\n{reasons}\n\n{_figures(signals)}\n",
         key=f"monitor-{_key(signals.batch)}-v{_key(signals.model_version)}",
         description="Continuous-training policy verdict",
     )
@@ -90,6 +93,22 @@ def emit(event: events.Event) -> bool:
     about = event.resource["prefect.resource.id"]
     print(f"event {event.name} ({about}): {'sent' if sent else 'NOT sent (no Prefect API)'}")
     return sent is not None
+
+
+def _figures(signals: policy.Signals) -> str:
+    """The measured and the estimated metric of the batch, in words (Markdown)."""
+    m = signals.metric
+    measured = "no labels" if signals.batch_score is None else f"{signals.batch_score:.4f}"
+    if signals.estimated_score is None:
+        estimated = "not estimated"
+    else:
+        estimated = f"{signals.estimated_score:.4f}"
+        if signals.estimated_lower is not None and signals.estimated_upper is not None:
+            estimated += (
+                f" (95% interval {signals.estimated_lower:.4f}..{signals.estimated_upper:.4f})"
+            )
+    holdout = "?" if signals.reference_score is None else f"{signals.reference_score:.4f}"
+    return f"{m}: measured {measured}; estimated {estimated}; holdout {holdout}"
 
 
 def _key(text: str) -> str:

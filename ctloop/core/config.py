@@ -300,6 +300,14 @@ class ContinuousConfig(_Strict):
     cooldown_minutes: Annotated[float, Field(ge=0)] = 1.0
     window: Literal["sliding", "expanding"] = "sliding"
     window_periods: Annotated[int, Field(ge=2)] = 6
+    # estimated performance of the champion on every monitored batch, labelled or not (CBPE for
+    # classification, DLE for regression: ctloop/ml/estimation.py), fitted on the holdout
+    estimate: bool = True
+    estimate_bootstrap: Annotated[int, Field(ge=10)] = 200  # replicates of the 95% interval
+    # retrain when the estimate on a batch WITHOUT labels is worse than the holdout score by more
+    # than estimated_decay_threshold x |holdout score| (relative, like decay_threshold)
+    retrain_on_estimated_decay: bool = False
+    estimated_decay_threshold: Annotated[float, Field(ge=0)] = 0.025
 
     @model_validator(mode="after")
     def _cron(self) -> ContinuousConfig:

@@ -17,10 +17,13 @@ BATCH_DUPLICATE = "ctloop.batch.duplicate"
 BATCH_MONITORED = "ctloop.batch.monitored"
 DRIFT_DETECTED = "ctloop.drift.detected"
 PERFORMANCE_DEGRADED = "ctloop.performance.degraded"
+ESTIMATED_DEGRADED = "ctloop.performance.estimated_degraded"  # estimated (no labels): CBPE/DLE
 RETRAIN_DUE = "ctloop.retrain.due"
 RETRAIN_FINISHED = "ctloop.retrain.finished"
 
-RETRAIN_TRIGGERS = frozenset({DRIFT_DETECTED, PERFORMANCE_DEGRADED, RETRAIN_DUE})
+RETRAIN_TRIGGERS = frozenset(
+    {DRIFT_DETECTED, PERFORMANCE_DEGRADED, ESTIMATED_DEGRADED, RETRAIN_DUE}
+)
 LANDING_RESOURCE = "ctloop.landing"
 BATCH_RESOURCE = "ctloop.batch"
 

@@ -28,6 +28,11 @@ class Signals:
     batch_score: float | None  # champion's metric on the batch's labelled rows (None: no labels)
     reference_score: float | None  # champion's own holdout figure
     batches_since_training: int  # batches newer than the champion's training window
+    # estimated metric of the champion on the batch (CBPE/DLE) and its 95% interval; None: not
+    # estimated (off, or a version without an estimator)
+    estimated_score: float | None = None
+    estimated_lower: float | None = None
+    estimated_upper: float | None = None
 
 
 @dataclass(frozen=True)
@@ -40,10 +45,12 @@ class Verdict:
     decay_amount: float | None  # how much worse than the holdout, metric units (+: worse)
     reasons: tuple[str, ...]
     decay_relative: float | None = None  # decay_amount / |holdout score| (0.05: 5% worse)
+    estimated_decay: bool = False  # the estimate on an unlabelled batch is worse beyond threshold
+    estimated_decay_relative: float | None = None  # the estimate's worsening / |holdout score|
 
     @property
     def retrain(self) -> bool:
-        return self.drift or self.decay or self.due
+        return self.drift or self.decay or self.estimated_decay or self.due
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "retrain": self.retrain}
@@ -55,12 +62,15 @@ def decay_of(batch_score: float, reference_score: float, greater_is_better: bool
 
 
 def assess(s: Signals, cfg: ContinuousConfig, greater_is_better: bool) -> Verdict:
-    """Drift (dataset verdict or a key column), decay, or N batches due.
+    """Drift (dataset verdict or a key column), decay, estimated decay, or N batches due.
 
     Decay: the champion's score on the batch is worse than its holdout score by more than
     `decay_threshold` × |holdout score| (a share, the same for every metric:
     ctloop/core/thresholds.py);
-    the reason says `drop` for a score, `rise` for an error, with both figures."""
+    the reason says `drop` for a score, `rise` for an error, with both figures. Estimated decay
+    (`retrain_on_estimated_decay`): the same rule with `estimated_decay_threshold` on the
+    estimated score (CBPE/DLE point estimate), only for a batch without a measured score: labels,
+    when there are some, decide."""
     reasons: list[str] = []
     key_drifted = sorted(set(cfg.drift_key_columns) & set(s.drifted_columns))
     drift = cfg.retrain_on_drift and (s.dataset_drift or bool(key_drifted))
@@ -82,6 +92,29 @@ def assess(s: Signals, cfg: ContinuousConfig, greater_is_better: bool) -> Verdic
             f"{s.reference_score:.4f} of v{s.model_version} ({change.describe_worse()} > "
             f"{pct(cfg.decay_threshold)})"
         )
+    estimated = (
+        Change(s.estimated_score, s.reference_score, greater_is_better)
+        if s.estimated_score is not None and s.reference_score is not None
+        else None
+    )
+    # labels, when the batch has them, decide: the estimate fires only where there are none
+    estimated_decay = (
+        cfg.retrain_on_estimated_decay
+        and s.batch_score is None
+        and estimated is not None
+        and estimated.worse_beyond(cfg.estimated_decay_threshold)
+    )
+    if estimated_decay and estimated is not None:
+        interval = (
+            f", 95% interval {s.estimated_lower:.4f}..{s.estimated_upper:.4f}"
+            if s.estimated_lower is not None and s.estimated_upper is not None
+            else ""
+        )
+        reasons.append(
+            f"estimated decay: estimated {s.metric} {s.estimated_score:.4f}{interval} on "
+            f"{s.batch} (no labels) vs holdout {s.reference_score:.4f} of v{s.model_version} "
+            f"({estimated.describe_worse()} > {pct(cfg.estimated_decay_threshold)})"
+        )
     every = cfg.retrain_every_n_batches
     due = every is not None and s.batches_since_training >= every
     if due:
@@ -91,7 +124,16 @@ def assess(s: Signals, cfg: ContinuousConfig, greater_is_better: bool) -> Verdic
         )
     amount = None if change is None else change.worsening
     relative = None if change is None else change.relative
-    return Verdict(drift, decay, due, amount, tuple(reasons), relative)
+    return Verdict(
+        drift,
+        decay,
+        due,
+        amount,
+        tuple(reasons),
+        relative,
+        estimated_decay,
+        None if estimated is None else estimated.relative,
+    )
 
 
 def in_cooldown(last_start: datetime | None, now: datetime, cooldown_minutes: float) -> bool:

@@ -12,6 +12,7 @@ import pandas as pd
 from ctloop.core.config import Project
 from ctloop.io import files, registry, tracking
 from ctloop.ml import training
+from ctloop.steps import estimate
 
 if TYPE_CHECKING:
     from sklearn.pipeline import Pipeline
@@ -41,7 +42,9 @@ def evaluate_holdout(
 ) -> Evaluation:
     """Holdout metrics, plot tables and the constant baseline's figure on the same holdout (from
     `train`'s target mean for regression); written under reports/ and logged to the run
-    (metrics `holdout_*`, `baseline_<metric>`)."""
+    (metrics `holdout_*`, `baseline_<metric>`). With `continuous.estimate` the version's
+    performance estimator is fitted on the same holdout and kept with the run
+    (ctloop/steps/estimate.py)."""
     from ctloop.ml import plots
 
     tracking.use_experiment(project)
@@ -75,6 +78,7 @@ def evaluate_holdout(
     tracking.log_metrics(run_id, metrics, prefix="holdout_")
     tracking.log_metrics(run_id, {metric: baseline}, prefix="baseline_")
     tracking.log_figures(run_id, plots.figures(tables, metric))
+    estimate.fit_estimator(project, run_id, model, holdout)  # CBPE/DLE for the monitor
     return Evaluation(metrics, tables, baseline)
 
 

@@ -176,13 +176,18 @@ def monitored_events(
     drift_report: Path,
 ) -> list[events.Event]:
     """`ctloop.batch.monitored`, then one event per trigger the verdict fired (drift, decay,
-    retrain due), each with the same payload: the figures the policy compared."""
+    estimated decay, retrain due), each with the same payload: the figures the policy compared
+    (the estimated score and its 95% interval included; None when not estimated)."""
     payload: dict[str, Any] = {
         "metric": signals.metric,
         "batch_score": signals.batch_score,
         "holdout_score": champion.holdout_score,
         "decay": verdict.decay_amount,
         "decay_relative": verdict.decay_relative,
+        "estimated_score": signals.estimated_score,
+        "estimated_lower": signals.estimated_lower,
+        "estimated_upper": signals.estimated_upper,
+        "estimated_decay_relative": verdict.estimated_decay_relative,
         "drifted_share": drift.drifted_share,
         "drifted_columns": list(drift.drifted_columns),
         "predictions": str(predictions),
@@ -194,6 +199,7 @@ def monitored_events(
         (True, events.BATCH_MONITORED),
         (verdict.drift, events.DRIFT_DETECTED),
         (verdict.decay, events.PERFORMANCE_DEGRADED),
+        (verdict.estimated_decay, events.ESTIMATED_DEGRADED),
         (verdict.due, events.RETRAIN_DUE),
     )
     return [events.batch_event(name, batch, payload, *model) for flag, name in fired if flag]

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from mlflow.entities.model_registry import ModelVersion
 
     from ctloop.ml.drift import DriftSummary
+    from ctloop.ml.estimation import Estimate
 
 HOLDOUT_TAG = "ctloop.holdout_batches"
 
@@ -298,6 +299,7 @@ class Champion:
     train_batches: tuple[str, ...]
     holdout_batches: tuple[str, ...]
     holdout_score: float | None
+    run_id: str | None = None  # the training run that gated it (its estimator is kept there)
 
 
 def current_champion(project: Project) -> Champion | None:
@@ -317,6 +319,7 @@ def champion_of(name: str, version: ModelVersion, metric: str) -> Champion:
         train_batches=tuple(b for b in tags.get(tracking.SUITE_REFERENCE_TAG, "").split(",") if b),
         holdout_batches=tuple(b for b in tags.get(HOLDOUT_TAG, "").split(",") if b),
         holdout_score=None if score is None else float(score),
+        run_id=tags.get(registry.RUN_TAG) or version.run_id,
     )
 
 
@@ -362,8 +365,10 @@ def signals(
     champion: Champion,
     drift: DriftSummary,
     batch_score: float | None,
+    estimate: Estimate | None = None,
 ) -> policy.Signals:
-    """What the policy reads for one monitored batch."""
+    """What the policy reads for one monitored batch (`estimate`: CBPE/DLE, None: not
+    estimated)."""
     trained_until = champion.holdout_batches[-1] if champion.holdout_batches else None
     newer = policy.batches_after(data.list_batches(project.path("batches")), trained_until)
     return policy.Signals(
@@ -376,6 +381,9 @@ def signals(
         batch_score=batch_score,
         reference_score=champion.holdout_score,
         batches_since_training=len(newer),
+        estimated_score=None if estimate is None else estimate.value,
+        estimated_lower=None if estimate is None else estimate.lower,
+        estimated_upper=None if estimate is None else estimate.upper,
     )
 
 
@@ -403,6 +411,8 @@ def record_verdict(
         metrics["decay"] = verdict.decay_amount
     if verdict.decay_relative is not None:
         metrics["decay_relative"] = verdict.decay_relative
+    if verdict.estimated_decay_relative is not None:
+        metrics["estimated_decay_relative"] = verdict.estimated_decay_relative
     tracking.log_metrics(run_id, metrics, prefix="")
     tracking.set_tags(
         run_id,

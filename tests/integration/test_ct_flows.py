@@ -14,7 +14,7 @@ from mlflow import MlflowClient
 from ctloop.core.config import Project, override
 from ctloop.io import data, registry, tracking
 from ctloop.ml.validation import ValidationFailed
-from ctloop.steps import monitoring, replay
+from ctloop.steps import estimate, monitoring, replay
 from flows.monitor_batch import monitor_batch
 from flows.retrain_model import retrain_model
 from flows.train_model import train_model
@@ -144,6 +144,41 @@ def test_labels_arriving_later_are_measured_then(
         order_by=["attributes.start_time ASC"],
     )
     assert ["batch_roc_auc" in r.data.metrics for r in runs] == [False, True]
+
+    # the estimate (CBPE) on both: with its interval; the labelled one also its error
+    for r in runs:
+        m = r.data.metrics
+        assert (
+            m["estimated_roc_auc_lower"] <= m["estimated_roc_auc"] <= m["estimated_roc_auc_upper"]
+        )
+        assert 0.5 < m["estimated_roc_auc"] < 1 and "estimated_accuracy" in m
+        assert r.data.tags["ctloop.estimation_method"] == "cbpe-isotonic"  # 1,200 holdout rows
+    assert "estimation_error" not in runs[0].data.metrics
+    error = runs[1].data.metrics["estimation_error"]
+    measured = runs[1].data.metrics["batch_roc_auc"]
+    assert error == pytest.approx(runs[1].data.metrics["estimated_roc_auc"] - measured)
+    assert abs(error) < 0.1
+    champion = monitoring.current_champion(p)
+    assert champion is not None and champion.run_id
+    record = tracking.read_json_artifact(champion.run_id, estimate.ESTIMATOR_JSON)
+    assert record is not None and record["calibrator"]["method"] == "isotonic"
+
+
+def test_a_version_without_an_estimator_is_monitored_without_estimate(
+    ct_project: Project, ct_source: pd.DataFrame, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from dataclasses import replace
+
+    p = ct_project
+    features = _deliver(p, ct_source, "2013-04", labelled=False)
+    monitor_batch(path=features.name, params_path=str(p.root / "params.yaml"))
+    champion = monitoring.current_champion(p)
+    assert champion is not None
+    old = replace(champion, run_id=None)  # as a version registered before estimators were kept
+    path = monitoring.predictions_path(p, "2013-04", champion.version)
+    capsys.readouterr()
+    assert estimate.estimate_batch(p, "2013-04", old, "unused", path, None) is None
+    assert "estimate skipped" in capsys.readouterr().out
 
 
 def test_bad_delivery_is_quarantined_and_champion_kept(

@@ -15,6 +15,7 @@ BATCH_EVENT_NAMES = [
     events.BATCH_MONITORED,
     events.DRIFT_DETECTED,
     events.PERFORMANCE_DEGRADED,
+    events.ESTIMATED_DEGRADED,
     events.RETRAIN_DUE,
     events.RETRAIN_FINISHED,
 ]
@@ -48,10 +49,13 @@ def test_batch_event_without_version_has_no_related_model() -> None:
     assert e.payload["rows"] == 10
 
 
-def test_retrain_triggers_are_the_three_policy_events() -> None:
-    assert {events.DRIFT_DETECTED, events.PERFORMANCE_DEGRADED, events.RETRAIN_DUE} == set(
-        events.RETRAIN_TRIGGERS
-    )
+def test_retrain_triggers_are_the_four_policy_events() -> None:
+    assert {
+        events.DRIFT_DETECTED,
+        events.PERFORMANCE_DEGRADED,
+        events.ESTIMATED_DEGRADED,
+        events.RETRAIN_DUE,
+    } == set(events.RETRAIN_TRIGGERS)
     assert all(name.startswith("ctloop.") for name in events.RETRAIN_TRIGGERS)
     assert events.RETRAIN_FINISHED not in events.RETRAIN_TRIGGERS  # no retrain loop
 

@@ -323,3 +323,46 @@ def test_batches_after_is_strictly_newer_and_sorted() -> None:
     assert batches_after(available, "2013-03") == ["2013-04", "2013-05"]
     assert batches_after(available, "2013-05") == []
     assert batches_after([], "2013-05") == []
+
+
+# --- assess: estimated decay (CBPE/DLE, no labels) ---------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("on", "estimated", "batch_score", "fires"),
+    [
+        (True, 0.70, None, True),  # 0.08 = 10.3% below 0.78 on a batch without labels
+        (True, 0.77, None, False),  # 1.3%: within the 2.5% threshold
+        (False, 0.70, None, False),  # the trigger is off
+        (True, 0.70, 0.77, False),  # labels decide when the batch has them
+        (True, None, None, False),  # nothing estimated (a version without an estimator)
+    ],
+)
+def test_estimated_decay_fires_only_when_on_unlabelled_and_beyond_threshold(
+    on: bool, estimated: float | None, batch_score: float | None, fires: bool
+) -> None:
+    s = _signals(
+        reference_score=0.78,
+        batch_score=batch_score,
+        estimated_score=estimated,
+        estimated_lower=None if estimated is None else estimated - 0.02,
+        estimated_upper=None if estimated is None else estimated + 0.02,
+    )
+    v = assess(s, _cfg(retrain_on_estimated_decay=on, retrain_on_decay=False), True)
+    assert v.estimated_decay is fires and v.retrain is fires
+    assert not v.decay
+    assert any(r.startswith("estimated decay") for r in v.reasons) is fires
+    if fires:
+        (reason,) = v.reasons
+        assert "0.7000" in reason and "0.6800..0.7200" in reason and "0.7800" in reason
+        assert v.estimated_decay_relative == pytest.approx(0.08 / 0.78)
+        assert v.to_dict()["retrain"] is True
+
+
+def test_estimated_decay_of_an_error_metric_is_a_rise() -> None:
+    s = _signals(metric="rmse", reference_score=10.0, estimated_score=12.0)
+    v = assess(s, _cfg(retrain_on_estimated_decay=True, estimated_decay_threshold=0.1), False)
+    assert v.estimated_decay and "rise 2.0000" in v.reasons[0]
+    lower = _signals(metric="rmse", reference_score=10.0, estimated_score=8.0)
+    v = assess(lower, _cfg(retrain_on_estimated_decay=True), False)
+    assert not v.estimated_decay and v.estimated_decay_relative == pytest.approx(-0.2)

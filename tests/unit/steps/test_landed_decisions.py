@@ -82,3 +82,26 @@ def test_only_failed_reports_give_quarantined_events(success: bool) -> None:
     report = ValidationReport(batch="2013-07", file="f.csv", rows=10, results=(rule,))
     out = landed.quarantined_events("f.csv", Path("landing/f.csv"), [report])
     assert len(out) == (0 if success else 1)
+
+
+def test_estimated_decay_gives_its_event_and_every_event_carries_the_estimate() -> None:
+    from dataclasses import replace
+
+    signals = replace(
+        _signals(None), estimated_score=0.66, estimated_lower=0.63, estimated_upper=0.69
+    )
+    verdict = policy.Verdict(
+        False, False, False, None, ("estimated decay: ...",), None, True, -0.12
+    )
+    out = landed.monitored_events(
+        "2013-07", CHAMPION, signals, verdict, DRIFT, Path("p.parquet"), Path("d.html")
+    )
+    assert [e.name for e in out] == [events.BATCH_MONITORED, events.ESTIMATED_DEGRADED]
+    for e in out:
+        p = e.payload
+        assert (p["estimated_score"], p["estimated_lower"], p["estimated_upper"]) == (
+            0.66,
+            0.63,
+            0.69,
+        )
+        assert p["estimated_decay_relative"] == -0.12 and p["batch_score"] is None
