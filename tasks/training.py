@@ -1,7 +1,8 @@
-"""The training flow's Prefect tasks: each is one library step (ctloop/steps/, called through ctloop/steps/sequence.py) with its
-operational settings only: its name, retries on transient I/O (`IO`), a cache policy keyed by
-content for deterministic compute, and the artifacts and log lines the Prefect UI shows. A step
-with nothing to add is declared as `task(step, ...)`, not wrapped in a function."""
+"""The training flow's Prefect tasks: each is one library step (ctloop/steps/, called through
+ctloop/steps/sequence.py) with its operational settings only: its name, retries on transient I/O
+(`IO`), a cache policy keyed by content for deterministic compute, and the artifacts and log lines
+the Prefect UI shows. A step with nothing to add is declared as `task(step, ...)`, not wrapped in
+a function."""
 
 from __future__ import annotations
 

@@ -198,9 +198,10 @@ def constant_baseline(
 def cv_splits(kind: str, folds: int, seed: int, X: pd.DataFrame, y: pd.Series) -> list[tuple]:
     """Fold indices (train rows, validation rows) as positions: stratified or shuffled k-fold,
     or `time`: forward chaining (scikit-learn's TimeSeriesSplit; rows must be in time order, as
-    `ctloop.steps.fit.training_data` gives them): the rows are cut into k + 1 blocks and fold i (from 1)
-    trains on blocks 1..i and validates on block i + 1. The first block is never validated (its
-    out-of-fold score is NaN); every validation row is predicted by a model of its past."""
+    `ctloop.steps.fit.training_data` gives them): the rows are cut into k + 1 blocks and fold i
+    (from 1) trains on blocks 1..i and validates on block i + 1. The first block is never
+    validated (its out-of-fold score is NaN); every validation row is predicted by a model of its
+    past."""
     from sklearn.model_selection import KFold, StratifiedKFold, TimeSeriesSplit
 
     if kind == "time":
