@@ -7,6 +7,7 @@ from __future__ import annotations
 import atexit
 import gc
 import os
+import signal
 import threading
 import time
 
@@ -103,7 +104,6 @@ def sigterm_as_exit() -> None:
     (the default action would end the process on the spot). The worker processes are terminated
     first: the flow's task runner would otherwise wait for their running task at its exit. A
     second SIGTERM ends the process at once, as the default action does."""
-    import signal
 
     def _exit(signum: int, _frame: object) -> None:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)

@@ -14,14 +14,13 @@ from ctloop.core.config import Project
 from ctloop.core.faults import crash_point
 from ctloop.core.thresholds import first_model_floor
 from ctloop.io import files, registry, tracking
-from ctloop.ml import training
-
-if TYPE_CHECKING:
-    from sklearn.pipeline import Pipeline
-
+from ctloop.ml import insights, training
 from ctloop.steps.evaluate import Evaluation, publish_tables
 from ctloop.steps.fit import TrainingData
 from ctloop.steps.windows import Window
+
+if TYPE_CHECKING:
+    from sklearn.pipeline import Pipeline
 
 
 def register_challenger(
@@ -170,8 +169,6 @@ def compare_slices(
     champion_scores: np.ndarray | None,
 ) -> tuple[promotion.SliceScore, ...]:
     """Challenger (and champion) metric per value of each `slices.columns` column."""
-    from ctloop.ml import insights
-
     cfg = project.params
     return insights.slice_scores(
         holdout.X,
@@ -187,8 +184,6 @@ def compare_slices(
 def publish_slices(project: Project, run_id: str, decision: registry.PromotionDecision) -> None:
     """The gate's slice table (with the champion's figures and the refused slices) as
     insights/slices.csv and plots/slices.png on the run, and reports/plots/slices.csv."""
-    from ctloop.ml import insights
-
     cfg = project.params
     table = insights.slice_table(decision.slices, cfg.greater_is_better, cfg.slices.tolerance)
     if table.empty:
