@@ -235,7 +235,7 @@ def task_runner(plan: parallel.ParallelPlan, api_url: str | None = None) -> Task
     if plan.runner == "threads":
         return ThreadPoolTaskRunner(max_workers=plan.workers)
     if plan.runner == "dask":
-        from prefect_dask import DaskTaskRunner
+        from prefect_dask import DaskTaskRunner  # noqa: PLC0415 (heavy: loads dask, distributed)
 
         if plan.dask_address:
             return DaskTaskRunner(address=plan.dask_address)

@@ -87,7 +87,8 @@ def stop_worker_processes(timeout_s: float = 5.0) -> None:
     """Terminate this process's multiprocessing children (a flow's worker process). Called when
     a command ends by an error, Ctrl-C or SIGTERM: the interpreter's exit would otherwise wait
     for a worker's task (a drift report, a learning curve) that nobody will read."""
-    import multiprocessing
+    # ctloop.cli imports this module: multiprocessing (about 5 ms) would slow `ctloop --help`
+    import multiprocessing  # noqa: PLC0415 (keeps ctloop --help fast)
 
     children = multiprocessing.active_children()
     for child in children:
@@ -107,7 +108,7 @@ def sigterm_as_exit() -> None:
 
     def _exit(signum: int, _frame: object) -> None:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        import multiprocessing
+        import multiprocessing  # noqa: PLC0415 (keeps ctloop --help fast, as above)
 
         for child in multiprocessing.active_children():
             child.terminate()

@@ -453,7 +453,7 @@ def last_retrain_start(project: Project) -> datetime | None:
 def corrected_since_training(project: Project, window: tuple[str, ...]) -> list[str]:
     """Batches of `window` replaced (`ctloop batch replace`) after the newest training started:
     the same window then holds other data, so a retrain must not skip it."""
-    from ctloop.steps import correction
+    from ctloop.steps import correction  # noqa: PLC0415 (import cycle: correction imports monitoring)
 
     run = _newest_training(project)
     since = None if run is None else datetime.fromtimestamp(run.info.start_time / 1000, tz=UTC)
