@@ -107,7 +107,7 @@ def publish_model_card(project: Project, run_id: str, card: ModelCard) -> Path:
     text = card.render()
     path = project.path("reports") / "model_card.md"
     path.parent.mkdir(parents=True, exist_ok=True)
-    files.files.write_text_report(path, text)
+    files.write_text_atomic(path, text)
     tracking.use_experiment(project)
     tracking.log_text(run_id, text, "model_card.md")
     tracking.set_version_description(card.model_name, card.version, card.for_registry())
