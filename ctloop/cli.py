@@ -275,8 +275,6 @@ def up(
     ] = True,
 ) -> None:
     """Start the local Prefect and MLflow servers (and the deployments); logs go to files."""
-    import time
-
     from ctloop.ops import stack
 
     project = _project(params)
@@ -519,8 +517,6 @@ def _delivery(project: Project, here: bool) -> str:
     """How a landed file reaches the monitor: `watcher` (the running `ctloop up` stack announces
     what lands), `announce` (emit the event to PREFECT_API_URL ourselves) or `here` (run the
     monitor flow in this process)."""
-    import os
-
     from ctloop.ops.stack import stack_env
 
     if here:
@@ -534,8 +530,6 @@ def _delivery(project: Project, here: bool) -> str:
 def _wait_for_loop(monitor_runs_before: int, timeout_s: float) -> None:
     """After a delivery: wait until its monitor run exists, then until no monitor or retrain run is
     due or running (twice in a row, 5 s apart: a monitor's events start retrain runs)."""
-    import time
-
     from flows.runtime import busy_runs, count_runs
 
     deadline = time.monotonic() + timeout_s
@@ -667,8 +661,6 @@ def replay(
 ) -> None:
     """Simulate production: deliver the source's periods one at a time into the landing folder,
     each announced as a `ctloop.data.arrived` event (defaults from params.yaml `replay`)."""
-    import time
-
     from ctloop.io import data
     from ctloop.steps import replay
 
@@ -730,9 +722,6 @@ def predict(
     params: ParamsOpt = Path("params.yaml"),
 ) -> None:
     """Score a file with the champion, checked against the model signature first (no Prefect)."""
-    import os
-    import time
-
     from ctloop.steps import serving
 
     began = time.monotonic()
@@ -756,9 +745,6 @@ def serve_model(
     port: Annotated[int | None, typer.Option(help="Port (default: serving.port).")] = None,
 ) -> None:
     """Serve the champion with MLflow's scoring server on stack.host until Ctrl-C."""
-    import os
-    import sys
-
     from ctloop.io.registry import CHAMPION
     from ctloop.ops import model_server
     from ctloop.steps import serving

@@ -23,8 +23,10 @@ from typing import TYPE_CHECKING
 from ctloop.core import events
 from ctloop.core.config import Project, load_project
 from ctloop.core.env import apply_env_defaults
+from ctloop.io import landing
 from deployments import definitions
 from deployments.definitions import DeploymentSpec, TriggerSpec
+from flows.runtime import announce_file
 
 if TYPE_CHECKING:
     from prefect.deployments.runner import RunnerDeployment
@@ -79,9 +81,6 @@ def build(project: Project) -> list[RunnerDeployment]:
 def watch_landing(project: Project, stop: threading.Event, interval: float) -> None:
     """Announce every new or changed file of the landing folder, once (ledger in the stack
     folder); a file that could not be announced is tried again on the next pass."""
-    from ctloop.io import landing
-    from flows.runtime import announce_file
-
     ledger = project.path("stack") / LEDGER
     seen = landing.read_ledger(ledger)
     while True:

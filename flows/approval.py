@@ -9,7 +9,14 @@ from __future__ import annotations
 import math
 import os
 
+from prefect import get_client
+from prefect.context import FlowRunContext
+from prefect.exceptions import FlowPauseTimeout
+from prefect.flow_runs import pause_flow_run
 from prefect.input import RunInput
+from prefect.runtime import flow_run
+from prefect.settings import PREFECT_API_URL
+from prefect.states import Running
 from pydantic import Field
 
 from ctloop.core import approval
@@ -35,10 +42,6 @@ def ask_approval(
 ) -> approval.Approval:
     """Pause until someone answers in the Prefect UI (or the timeout rejects); `not-required`
     when approval is off or the gate refuses anyway. `card` (Markdown) is shown on the form."""
-    from prefect.exceptions import FlowPauseTimeout
-    from prefect.flow_runs import pause_flow_run
-    from prefect.settings import PREFECT_API_URL
-
     cfg = project.params.promotion
     if not approval.needed(cfg.require_approval, decision):
         return approval.not_required()
@@ -67,8 +70,6 @@ def ask_approval(
 
 
 def _waiting_message(decision: PromotionDecision, timeout: int) -> str:
-    from prefect.runtime import flow_run
-
     return (
         f"WAITING FOR APPROVAL: the gate would promote v{decision.challenger_version} "
         f"({decision.reason}).\n"
@@ -90,10 +91,6 @@ def _form_text(decision: PromotionDecision, card: str | None) -> str:
 def _run_again() -> None:
     """After a pause timeout the server still shows the run PAUSED (and would refuse its next
     task runs): set it RUNNING again so the run goes on and completes, champion unchanged."""
-    from prefect import get_client
-    from prefect.context import FlowRunContext
-    from prefect.states import Running
-
     context = FlowRunContext.get()
     if context is None or context.flow_run is None:
         raise RuntimeError("approval: no flow run to continue after the pause timed out")

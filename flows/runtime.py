@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -75,8 +76,6 @@ BUSY_STATES = ("SCHEDULED", "PENDING", "RUNNING", "PAUSED", "CANCELLING")
 
 def busy_runs(deployments: tuple[str, ...] = LOOP_DEPLOYMENTS) -> list[str]:
     """Names of the loop's flow runs that are due or running (future scheduled runs excluded)."""
-    from datetime import UTC, datetime, timedelta
-
     from prefect import get_client
     from prefect.client.schemas.filters import (
         DeploymentFilter,

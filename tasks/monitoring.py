@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from prefect import task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.events import emit_event
 
 from ctloop.core import events, policy
 from ctloop.core.config import Project
@@ -82,8 +83,6 @@ tag_training = task(monitoring.tag_retrain, name="tag-training", **IO)
 @task(name="emit-event", cache_policy=NO_CACHE)
 def emit(event: events.Event) -> bool:
     """Emit one event to the Prefect API; False (and a warning) when it could not be sent."""
-    from prefect.events import emit_event
-
     sent = emit_event(
         event=event.name,
         resource=event.resource,

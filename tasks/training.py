@@ -6,20 +6,28 @@ not wrapped in a function."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from prefect import Task, task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact
 from prefect.cache_policies import NO_CACHE, TASK_SOURCE, CacheKeyFnPolicy, CachePolicy
+from prefect.client.orchestration import get_client
 from prefect.client.schemas.objects import State, TaskRun
+from prefect.results import get_result_store
+from prefect.runtime import flow_run as this_flow_run
+from prefect.runtime import task_run as this_task_run
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
 from ctloop.core import fingerprint
 from ctloop.core.config import Params, Project
 from ctloop.io import data, tracking
 from ctloop.ml import parallel, training
+from ctloop.ml.drift import drift_markdown
+from ctloop.ml.validation import ValidationFailed, summary_markdown
 from ctloop.steps import card as card_step
 from ctloop.steps import drift_report, evaluate, fit, ingest, rerun, sequence, validate, windows
 
@@ -127,8 +135,6 @@ def validate_batches(
     again. The others are validated together (`validate.validate_many`: one Great Expectations
     context, suite and plan for all). One task run rather than one per batch: at 365 daily
     batches, a task run per batch cost more than the validation itself and flooded the UI."""
-    from ctloop.ml.validation import summary_markdown
-
     validated: list[str] = []
 
     def from_cache(project: Project, names: list[str]) -> list[ValidationReport]:
@@ -147,8 +153,6 @@ def validate_batches(
 def cached_reports(project: Project, names: list[str]) -> tuple[list[ValidationReport], list[str]]:
     """Every batch's report, in order, and the names of those validated now (the others came
     from the result store under their `_validation_key`); new reports are stored there."""
-    from prefect.results import get_result_store
-
     store = get_result_store()
     keys = {name: _validation_key(project, name) for name in names}
     found = {name: store.read(key).result for name, key in keys.items() if store.exists(key)}
@@ -170,8 +174,6 @@ def cache_line(validated: int, cached: int) -> str:
 @task(name="gate-validation", cache_policy=NO_CACHE)
 def gate_validation(reports: list[ValidationReport]) -> str:
     """Raise on any critical failure (the batches are already in quarantine)."""
-    from ctloop.ml.validation import ValidationFailed
-
     failed = [r for r in reports if not r.success]
     if failed:
         raise ValidationFailed(failed)
@@ -210,8 +212,6 @@ def tune_and_fit(
     """Search, then refit with the best parameters. Cached across runs for the same params, data,
     plan and code (one task: its inputs hash the same in every process). The trials run as the
     plan says (`parallel.plan_parallel(project)`; None: sequential, in memory)."""
-    from ctloop.io.data import infer_schema
-
     if plan is None:
         if params.parallel.runner != "sequential" or params.tune.storage:
             raise ValueError(
@@ -219,7 +219,7 @@ def tune_and_fit(
                 "(ctloop.ml.parallel.plan_parallel(project))"
             )
         plan = parallel.ParallelPlan("sequential", 1, None, 0)
-    schema = infer_schema(X.assign(**{params.data.target: y}), params.data)
+    schema = data.infer_schema(X.assign(**{params.data.target: y}), params.data)
     runner = trial_runner(plan) if plan.parallel else None
     study = _study_name(params) if plan.storage else None
     return sequence.TUNE_AND_FIT(params, schema, X, y, plan, runner, study)
@@ -235,7 +235,7 @@ def task_runner(plan: parallel.ParallelPlan, api_url: str | None = None) -> Task
     if plan.runner == "threads":
         return ThreadPoolTaskRunner(max_workers=plan.workers)
     if plan.runner == "dask":
-        from prefect_dask import DaskTaskRunner
+        from prefect_dask import DaskTaskRunner  # noqa: PLC0415 (heavy: loads dask, distributed)
 
         if plan.dask_address:
             return DaskTaskRunner(address=plan.dask_address)
@@ -263,19 +263,13 @@ def trial_runner(plan: parallel.ParallelPlan) -> training.TrialRunner:
 
 def _api_url() -> str:
     """The Prefect API this process reports to (PREFECT_API_URL, or its temporary server)."""
-    from prefect.client.orchestration import get_client
-
     with get_client(sync_client=True) as client:
         return str(client.api_url)
 
 
 def _study_name(params: Params) -> str:
     """Unique per search: the experiment, UTC time and the flow run (or task run) that tuned."""
-    from datetime import UTC, datetime
-
-    from prefect.runtime import flow_run, task_run
-
-    key = flow_run.get_id() or task_run.get_id() or "local"
+    key = this_flow_run.get_id() or this_task_run.get_id() or "local"
     return parallel.study_name(params.tracking.experiment, str(key), datetime.now(UTC))
 
 
@@ -314,8 +308,6 @@ def learning_curve(
 ) -> pd.DataFrame | None:
     """Refits on growing shares of the training rows (compute only: the flow runs it in its
     worker process beside explain-model and register-challenger)."""
-    import time
-
     started = time.perf_counter()
     curve = sequence.LEARNING_CURVE(project, model, train, holdout, tuning)
     print(
@@ -383,8 +375,6 @@ def report_drift(
     computed again) or compute-drift's (cached), written once under its keyed name
     (drift_report.write_drift); the `drift` and `drift-report` artifacts name that file, never the
     replaced "latest" copy, so an artifact keeps opening the report it was made with."""
-    from ctloop.ml.drift import drift_markdown
-
     summary, paths = sequence.REPORT_DRIFT(project, reference, current, run_id, compute_drift)
     ref = f"{reference[0]}..{reference[-1]}" if reference else "-"
     create_markdown_artifact(

@@ -6,8 +6,10 @@ Unknown keys, wrong types and impossible values are reported together in one err
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 from pydantic import (
@@ -83,8 +85,6 @@ class DataConfig(_Strict):
     @classmethod
     def _known_zone(cls, zone: str) -> str:
         """An IANA zone name (`UTC`, `America/New_York`): times are cut into periods there."""
-        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
         try:
             ZoneInfo(zone)
         except (ZoneInfoNotFoundError, ValueError):
@@ -407,8 +407,6 @@ class Project(BaseModel):
     @property
     def tracking_uri(self) -> str:
         """MLFLOW_TRACKING_URI when set, else the embedded SQLite store."""
-        import os
-
         return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{self.path('mlflow_db')}"
 
 

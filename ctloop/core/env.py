@@ -7,6 +7,7 @@ from __future__ import annotations
 import atexit
 import gc
 import os
+import signal
 import threading
 import time
 
@@ -86,7 +87,8 @@ def stop_worker_processes(timeout_s: float = 5.0) -> None:
     """Terminate this process's multiprocessing children (a flow's worker process). Called when
     a command ends by an error, Ctrl-C or SIGTERM: the interpreter's exit would otherwise wait
     for a worker's task (a drift report, a learning curve) that nobody will read."""
-    import multiprocessing
+    # ctloop.cli imports this module: multiprocessing (about 5 ms) would slow `ctloop --help`
+    import multiprocessing  # noqa: PLC0415 (keeps ctloop --help fast)
 
     children = multiprocessing.active_children()
     for child in children:
@@ -103,11 +105,10 @@ def sigterm_as_exit() -> None:
     (the default action would end the process on the spot). The worker processes are terminated
     first: the flow's task runner would otherwise wait for their running task at its exit. A
     second SIGTERM ends the process at once, as the default action does."""
-    import signal
 
     def _exit(signum: int, _frame: object) -> None:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        import multiprocessing
+        import multiprocessing  # noqa: PLC0415 (keeps ctloop --help fast, as above)
 
         for child in multiprocessing.active_children():
             child.terminate()

@@ -17,9 +17,9 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:
-    import pandas as pd
+import pandas as pd
 
+if TYPE_CHECKING:
     from ctloop.core.config import Params
 
 # code each cached step runs (module sources; a change to any of them is a cache miss)
@@ -59,8 +59,6 @@ def file_digest(path: Path) -> str:
 def frame_digest(df: pd.DataFrame | pd.Series) -> str:
     """Digest of a table's values, index, column names and dtypes (pandas' own row hashing:
     fast, and stable across processes unlike pickles)."""
-    import pandas as pd
-
     frame = df.to_frame() if isinstance(df, pd.Series) else df
     h = hashlib.sha256(
         json.dumps([[str(c), str(t)] for c, t in frame.dtypes.items()]).encode("utf-8")

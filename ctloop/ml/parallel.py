@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -103,7 +104,6 @@ def local_cluster_kwargs(plan: ParallelPlan, env: dict[str, str] | None = None) 
 
 def thread_runner(workers: int) -> training.TrialRunner:
     """Trials on `workers` threads of this process (XGBoost releases the GIL while it fits)."""
-    from concurrent.futures import ThreadPoolExecutor
 
     def run(jobs: list[training.TrialJob]) -> list[training.TrialsOutcome]:
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ctloop-trial") as pool:

@@ -23,6 +23,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from ctloop.ml import training
+
 REGRESSION_ROWS_PER_FOLD = 2  # R² of a validation fold needs at least two rows
 BINARY_CLASSES = (0, 1)
 
@@ -171,8 +173,6 @@ SHOWN_FOLDS = 3  # folds named in a refusal; the others are counted
 def _fold_class_problems(cv: str, folds: int, seed: int, target: str, train: Part) -> list[str]:
     """The folds of a non-stratified scheme whose training or validation rows lack a class
     (the same folds `training.cv_splits` gives the search); one line for all of them."""
-    from ctloop.ml import training
-
     bad = []
     for i, (tr, va) in enumerate(training.cv_splits(cv, folds, seed, train.X, train.y), 1):
         for side, rows in (("trains", tr), ("validates", va)):

@@ -23,6 +23,8 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 import pandas as pd
 
+from ctloop.core.schema import arrival_number
+
 if TYPE_CHECKING:
     from types import ModuleType
 
@@ -1122,8 +1124,6 @@ def quarantine_batch(
 ) -> Path:
     """Move a failed file out of the batch folder, with the reasons next to it (written with
     `write(path, text)`: `ctloop.io.files.write_text_atomic`, passed in; ml does not import io)."""
-    from ctloop.core.schema import arrival_number
-
     folder = Path(quarantine_dir) / report.batch
     record = ("validation.json", report.to_dict())
     by_arrival = arrival_number(report.batch) is not None
@@ -1142,8 +1142,6 @@ def quarantine_file(
     """Move a rejected delivered file to `<quarantine>/<file stem>/` with reason.txt (the same
     format as a batch's: file, column, rule, what to do) and reason.json (`details`), written
     with `write` (see quarantine_batch)."""
-    from ctloop.core.schema import arrival_number
-
     src = Path(src)
     record = {"file": src.name, "original": str(src), "reasons": reasons, **(details or {})}
     folder = Path(quarantine_dir) / src.stem

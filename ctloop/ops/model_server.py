@@ -8,6 +8,7 @@ SIGTERM when this process dies (Linux). Standard library only: `ctloop --help` s
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import signal
 import socket
@@ -30,8 +31,6 @@ class ServerError(RuntimeError):
 
 def _die_with_parent() -> None:
     """In the child before exec: SIGTERM when the parent (this CLI) dies, even by SIGKILL."""
-    import ctypes
-
     with contextlib.suppress(OSError):
         ctypes.CDLL("libc.so.6").prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 

@@ -32,7 +32,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import ctypes
 import fcntl
+import importlib.util
 import json
 import os
 import signal
@@ -333,16 +335,12 @@ def run_server_record(stack_dir: Path) -> ServerRecord | None:
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
-    import ctypes
-
     ctypes.CDLL("libc.so.6").prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 def server_command(fd: int) -> list[str]:
     """Prefect's server app under uvicorn, as Prefect starts its temporary server, serving the
     already bound socket `fd`."""
-    import importlib.util
-
     spec = importlib.util.find_spec("prefect")
     if spec is None or spec.origin is None:
         raise ApiError("prefect is not installed in this environment")

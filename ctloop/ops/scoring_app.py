@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 
-from mlflow.pyfunc import scoring_server
+from mlflow.pyfunc import scoring_server  # noqa: TID253 (the server's app: only uvicorn imports it)
 
 from ctloop.io import model_io
 

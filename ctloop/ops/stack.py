@@ -23,8 +23,9 @@ from typing import TYPE_CHECKING
 from ctloop.core.env import ENV_DEFAULTS
 from ctloop.io import files
 from ctloop.io.processes import boot_id, process_identity
+from ctloop.ops import run_api
 from ctloop.ops.preflight import UnreachableError, check_http
-from ctloop.ops.run_api import database_url
+from ctloop.ops.run_api import database_url, run_server_record
 
 if TYPE_CHECKING:
     from ctloop.core.config import Project
@@ -359,8 +360,6 @@ def up(project: Project, serve: bool = True, params_path: Path | None = None) ->
 
     Holds the project's server start lock (ctloop/ops/run_api.py) meanwhile, and refuses while a
     ctloop command's run server uses the project's Prefect database: one server per database."""
-    from ctloop.ops import run_api
-
     try:
         with run_api.start_lock(stack_dir(project)):
             if record := run_api.run_server_record(stack_dir(project)):
@@ -475,8 +474,6 @@ def stack_env(project: Project) -> dict[str, str]:
 def status(project: Project) -> list[str]:
     """One line per recorded process: name, pid, running or not, URL and log; and the run
     server of a ctloop command, when one runs."""
-    from ctloop.ops.run_api import run_server_record
-
     record = run_server_record(stack_dir(project))
     busy = []
     if record:

@@ -21,9 +21,11 @@ from typing import TYPE_CHECKING
 from ctloop.core.config import Project
 from ctloop.io import files, tracking, versioning
 from ctloop.ml import parallel, training
+from ctloop.ml.validation import ValidationFailed, summary_markdown
 from ctloop.steps import drift_report, fit, register, sequence, windows
 from ctloop.steps import evaluate as evaluate_step
 from ctloop.steps import validate as validate_step
+from ctloop.steps.config_check import check_project
 
 if TYPE_CHECKING:
     from ctloop.core.approval import Approval
@@ -77,8 +79,6 @@ def _owned_run(project: Project, run_id: str, stage: str) -> Iterator[None]:
 
 
 def ingest(project: Project) -> None:
-    from ctloop.steps.config_check import check_project
-
     for line in check_project(project).warnings:  # params.yaml against the data, first
         print(f"ctloop: warning: {line}", file=sys.stderr)
     result = sequence.INGEST(project)
@@ -86,8 +86,6 @@ def ingest(project: Project) -> None:
 
 
 def validate(project: Project) -> None:
-    from ctloop.ml.validation import ValidationFailed, summary_markdown
-
     window = windows.current_window(project)
     if not validate_step.suite_ready(project):
         sequence.BUILD_EXPECTATIONS(project, window.train)

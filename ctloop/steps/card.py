@@ -12,14 +12,15 @@ from ctloop.core import approval
 from ctloop.core.config import Project
 from ctloop.io import files, registry, tracking
 from ctloop.ml import training
+from ctloop.steps import model_card
+from ctloop.steps.evaluate import Evaluation
+from ctloop.steps.fit import TrainingData
+from ctloop.steps.windows import Window
 
 if TYPE_CHECKING:
     from ctloop.ml.drift import DriftSummary
     from ctloop.ml.insights import Insights
     from ctloop.steps.model_card import ModelCard
-from ctloop.steps.evaluate import Evaluation
-from ctloop.steps.fit import TrainingData
-from ctloop.steps.windows import Window
 
 
 def build_model_card(
@@ -40,8 +41,6 @@ def build_model_card(
     """The card of the run's version from what the run produced and checked: validation results
     (reports/validation.json), the registered signature, the run's tags; `drift` is the
     (reference batches, summary) of the newest batch; None parts are said so on the card."""
-    from ctloop.steps import model_card
-
     cfg, metric = project.params, project.params.metric
     name = cfg.promotion.model_name
     tracking.use_experiment(project)

@@ -32,6 +32,7 @@ from typing import Literal
 
 import pandas as pd
 
+from ctloop.core import contract
 from ctloop.core.config import ConfigError, Params, Project
 from ctloop.io import data, files
 
@@ -317,8 +318,6 @@ def _one_column(headers: dict[Path, list[str]], column: str) -> pd.Series:
 
 
 def _period_rows(project: Project, times: pd.Series, origin: str) -> dict[str, int]:
-    from ctloop.core import contract
-
     cfg = project.params.data
     parsed = contract.parse_times(times, cfg.timezone, origin)
     counts = data.period_labels(parsed, cfg.batch_frequency).value_counts()

@@ -36,7 +36,9 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from ctloop.io import data, files, locks, versioning
+from ctloop.io import data, files, locks, tracking, versioning
+from ctloop.ml import validation
+from ctloop.steps import monitoring
 
 if TYPE_CHECKING:
     from ctloop.core.config import Project
@@ -177,8 +179,6 @@ def corrected_batch(
     one period that is an accepted batch (`batch`, when given, must be that period); without
     one (batches by arrival) `batch` names the accepted batch its rows replace, whole. Returns
     (batch name, rows). DataError/CorrectionError name file and rule."""
-    from ctloop.steps import monitoring
-
     cfg = project.params.data
     if not file.is_file():
         raise CorrectionError(f"{file}: rule 'replace_file': no such file")
@@ -226,8 +226,6 @@ def validate_corrected(
     """The suite's verdict on the corrected rows, before anything is written; ValidationFailed
     (naming the file, column and rule) on a critical failure. Nothing is quarantined: the
     stored batch stays and the user's file stays where it is."""
-    from ctloop.ml import validation
-
     root, suite = project.path("expectations"), project.params.validation.suite_name
     if not validation.suite_exists(root, suite):
         raise CorrectionError(
@@ -333,8 +331,6 @@ def _record(
     """The audit event, the superseded monitoring runs and the champion's use of the batch."""
     if not _store_exists(project):
         return None, (), None
-    from ctloop.io import tracking
-
     exp = tracking.configure(
         project.tracking_uri, project.params.tracking.experiment, project.path("mlflow_artifacts")
     )
@@ -420,8 +416,6 @@ def mark_superseded(experiment_id: str, entry: Replacement) -> tuple[str, ...]:
 def champion_use(project: Project, batch: str) -> str | None:
     """'v<N> (training window)' or '(holdout)' when the champion was trained or measured on the
     batch: it then reflects the old rows until a retrain."""
-    from ctloop.steps import monitoring
-
     champion = monitoring.current_champion(project)
     if champion is None:
         return None

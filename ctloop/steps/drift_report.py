@@ -7,15 +7,17 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ctloop.core import fingerprint
 from ctloop.core.config import Project
 from ctloop.io import data, files, registry, tracking
+from ctloop.ml import drift
+from ctloop.steps.validate import load_batches
+from ctloop.steps.windows import Window
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
     from ctloop.ml.drift import DriftOutputs, DriftSummary
-from ctloop.steps.validate import load_batches
-from ctloop.steps.windows import Window
 
 
 def drift_reference(project: Project, window: Window) -> tuple[str, ...]:
@@ -52,8 +54,6 @@ def run_drift(
 def compute_drift(project: Project, reference: tuple[str, ...], current: str) -> DriftOutputs:
     """Evidently's drift of `current` against the reference batches (reads them; writes
     nothing): the same batches and settings always give the same outputs."""
-    from ctloop.ml import drift
-
     ref, cur = load_batches(project, reference), load_batches(project, [current])
     schema = data.infer_schema(ref, project.params.data)
     snapshot, summary = drift.compute_drift(
@@ -75,8 +75,6 @@ def drift_files(project: Project, reference: tuple[str, ...], current: str) -> l
 
 def drift_key(project: Project, reference: tuple[str, ...], current: str) -> str:
     """Fingerprint of a drift computation's inputs (both sides' bytes, settings, code)."""
-    from ctloop.core import fingerprint
-
     files = drift_files(project, reference, current)
     return fingerprint.drift_key(project.params, files[:-1], files[-1], current)
 
@@ -117,8 +115,6 @@ def read_drift(
 ) -> tuple[DriftSummary, dict[str, Path]] | None:
     """The stored report of exactly these inputs (summary, paths), None when there is none yet:
     an unchanged re-run reuses it instead of computing it again."""
-    from ctloop.ml import drift
-
     key = drift_key(project, reference, current)
     folder, stem = drift_location(project, reference, current, key)
     try:
@@ -143,8 +139,6 @@ def write_drift(
     see drift_location), the convenience copies reports/drift/drift-<current>.{html,json} (the
     latest report of the batch, replaced each time: nothing links to them), and, when `run_id`
     is given, on the MLflow run with the tag `ctloop.drift_report` naming the report's file."""
-    from ctloop.ml import drift
-
     for empty in outputs.summary.empty_columns:
         print(f"ctloop: warning: drift of {current}: feature {empty.describe()}: not compared")
     key = drift_key(project, reference, current)

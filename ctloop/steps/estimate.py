@@ -18,8 +18,9 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from ctloop.core.config import Project
-from ctloop.io import tracking
+from ctloop.io import model_io, tracking
 from ctloop.ml import estimation, training
+from ctloop.steps import validate
 
 if TYPE_CHECKING:
     from sklearn.pipeline import Pipeline
@@ -72,8 +73,6 @@ def _log_skops(run_id: str, models: dict[str, Any]) -> None:
     import skops.io
     from mlflow import MlflowClient
 
-    from ctloop.io import model_io
-
     model_io.trusted_types(models, f"the DLE models of run {run_id}")
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / DLE_FILE
@@ -83,8 +82,6 @@ def _log_skops(run_id: str, models: dict[str, Any]) -> None:
 
 def _load_skops(run_id: str) -> dict[str, Any]:
     from mlflow import MlflowClient
-
-    from ctloop.io import model_io
 
     with tempfile.TemporaryDirectory() as tmp:
         local = MlflowClient().download_artifacts(run_id, f"{ESTIMATION_DIR}/{DLE_FILE}", tmp)
@@ -128,8 +125,6 @@ def estimate_batch(
             calibrator = estimation.Calibrator.from_dict(record["calibrator"])
             found = estimation.estimate_cbpe(scores, calibrator, bootstrap, seed)
         else:
-            from ctloop.steps import validate
-
             models = _load_skops(str(champion.run_id))
             frame = validate.load_batches(project, [batch])
             found = estimation.estimate_dle(

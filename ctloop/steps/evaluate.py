@@ -3,6 +3,7 @@ SHAP, calibration or intervals), the learning curve and importance over versions
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -11,14 +12,14 @@ import pandas as pd
 
 from ctloop.core.config import Project
 from ctloop.io import files, registry, tracking
-from ctloop.ml import training
-from ctloop.steps import estimate
+from ctloop.ml import insights, plots, training
+from ctloop.steps import estimate, serving
+from ctloop.steps.fit import TrainingData
 
 if TYPE_CHECKING:
     from sklearn.pipeline import Pipeline
 
     from ctloop.ml.insights import Insights
-from ctloop.steps.fit import TrainingData
 
 
 @dataclass(frozen=True)
@@ -45,8 +46,6 @@ def evaluate_holdout(
     (metrics `holdout_*`, `baseline_<metric>`). With `continuous.estimate` the version's
     performance estimator is fitted on the same holdout and kept with the run
     (ctloop/steps/estimate.py)."""
-    from ctloop.ml import plots
-
     tracking.use_experiment(project)
     task, metric = holdout.schema.task, project.params.metric
     scores = training.predict_scores(model, holdout.X, task)
@@ -107,11 +106,6 @@ def explain_model(
     as insights/<name>.csv and figures as plots/<name>.png on the run, CSVs under reports/plots;
     the fold models (and the conformal interval) as uncertainty/ artifacts for serving. The slice
     table is published by the gate (register_challenger), which has the champion's figures."""
-    import time
-
-    from ctloop.ml import insights
-    from ctloop.steps import serving
-
     cfg = project.params
     started, cpu = time.perf_counter(), time.process_time()
     ins = insights.compute(cfg, train.schema, model, tuning, train.X, train.y, holdout.X, holdout.y)
@@ -149,8 +143,6 @@ def learning_curve(
     parameters per share of the training rows below 1. The slowest report, and it needs no
     tracking: the flow computes it in its worker process while the main line explains and
     registers; `record_learning_curve` publishes it."""
-    from ctloop.ml import insights
-
     return insights.learning_curve(
         project.params,
         train.schema,
@@ -166,8 +158,6 @@ def learning_curve(
 def record_learning_curve(project: Project, run_id: str, curve: pd.DataFrame | None) -> None:
     """insights/learning_curve.csv and plots/learning_curve.png on the run, and the CSV under
     reports/plots (nothing when `insights.learning_curve` is empty)."""
-    from ctloop.ml import insights
-
     if curve is None or curve.empty:
         return
     tracking.use_experiment(project)
@@ -194,8 +184,6 @@ def importance_over_versions(project: Project, run_id: str) -> pd.DataFrame:
     insights/permutation_importance.csv; versions without one are left out), by version and
     window end: plots/importance_over_versions.png and insights/ CSV on this run, and
     reports/plots/importance_over_versions.csv."""
-    from ctloop.ml import insights
-
     cfg = project.params
     tracking.use_experiment(project)
     tables = []

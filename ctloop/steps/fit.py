@@ -4,14 +4,16 @@ recorded."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from ctloop.core.config import Project
 from ctloop.io import data, recovery, tracking
-from ctloop.ml import training
+from ctloop.ml import preconditions, training
+from ctloop.steps.validate import load_batches
+from ctloop.steps.windows import Window
 
 if TYPE_CHECKING:
     from sklearn.pipeline import Pipeline
@@ -20,8 +22,6 @@ if TYPE_CHECKING:
     from ctloop.io.data import Schema
     from ctloop.ml.parallel import ParallelPlan
     from ctloop.ml.preconditions import PlanCheck
-from ctloop.steps.validate import load_batches
-from ctloop.steps.windows import Window
 
 
 @dataclass(frozen=True)
@@ -79,8 +79,6 @@ def check_plan(
     each warning is printed (`ctloop: warning: ...`) and kept on both parts (`warnings`: the
     MLflow run, the model card and the summary record them). Raises PreconditionError naming
     the folds, batches and class counts when the plan cannot be cross-validated or scored."""
-    from ctloop.ml import preconditions
-
     cfg = project.params
     span = f"{window.train[0]}..{window.train[-1]}" if window.train else "(no batch)"
     check = preconditions.check_training_plan(
@@ -101,8 +99,6 @@ def check_plan(
 
 def _planned(part: TrainingData, check: PlanCheck) -> TrainingData:
     """`part` without the dropped features (X and schema), with the plan's warnings."""
-    from dataclasses import replace
-
     drop = set(check.dropped)
     schema = replace(
         part.schema,

@@ -12,6 +12,10 @@ import pandas as pd
 from ctloop.core.config import Project
 from ctloop.core.faults import crash_point
 from ctloop.io import data, locks, recovery, versioning
+from ctloop.steps import (
+    correction,
+    monitoring,  # the landing folder's edge: same reads, contract, checks
+)
 
 if TYPE_CHECKING:
     from ctloop.steps.correction import Replacement
@@ -37,15 +41,9 @@ def run_ingest(project: Project) -> IngestResult:
     written, when one of them fails or a period conflicts with an existing batch.
     Leftovers of a killed write (`.*.tmp-<pid>` of a dead writer) are removed first; each batch is
     written atomically, so a crash in between loses nothing: the next run writes the rest."""
-    from ctloop.steps import correction
-
     cfg = project.params.data
     for path in recovery.clean_stale_temp_files(project.path("batches")):
         print(f"removed {path.name}: left by an interrupted batch write")
-    from ctloop.steps import (
-        monitoring,
-    )  # the landing folder's edge: the same reads, contract, checks
-
     # dropped columns are never read; the raw and prepared frames are freed once used
     skip = data.unused_columns(cfg)
     blocks = monitoring.block_rule(project)  # without a time column: file order, by blocks

@@ -13,6 +13,8 @@ from ctloop.core import events
 from ctloop.core.config import Project
 from ctloop.core.schema import DataError
 from ctloop.io import data, files
+from ctloop.ml import validation
+from ctloop.ml.validation import ValidationFailed
 from ctloop.steps import monitoring
 
 if TYPE_CHECKING:
@@ -83,8 +85,6 @@ def refuse_written(
     batches still in the batch folder follow the file to quarantine (nothing unvalidated or
     unversioned is kept; `dvc checkout` restores a batch whose labels this file filled in), then
     the file is refused with rule 'internal'."""
-    from ctloop.ml import validation
-
     failure = internal_error(landed, step, err)
     moved = []
     for name in batches:
@@ -108,8 +108,6 @@ def refuse_batches(
     """Batches broke critical rules (already quarantined): the delivered file follows them, so
     the same name can be delivered again once fixed. Returns the error naming the file and the
     line to print."""
-    from ctloop.ml.validation import ValidationFailed
-
     failed = [r for r in reports if not r.success]
     details = {
         "batches_quarantined": [r.batch for r in failed],

@@ -15,11 +15,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from ctloop.core import contract, policy
+from ctloop.core import contract, fingerprint, policy
 from ctloop.core.config import DataConfig, Project
-from ctloop.io import data, files, locks, registry, tracking
+from ctloop.io import arrival, data, files, locks, registry, tracking
 from ctloop.io.landing import LANDING_SUFFIXES
-from ctloop.ml import training
+from ctloop.ml import training, validation
 from ctloop.steps import validate
 
 if TYPE_CHECKING:
@@ -108,8 +108,6 @@ def ingest_landed(project: Project, path: Path) -> list[data.BatchWrite]:
     # deliveries without a time column never take the same batch number
     with locks.project_lock(project, locks.DATA, purpose=f"ingest {path.name}"):
         if cfg.time_column is None:
-            from ctloop.io import arrival
-
             cache = project.path("stack") / arrival.DIGEST_CACHE
             return arrival.ingest_blocks(folder, list(batches.values()), cfg.target, path, cache)
         check_overlaps(folder, batches, cfg.target, path)
@@ -267,8 +265,6 @@ def quarantine_landed(
 ) -> Path:
     """Move a rejected landed file to `<quarantine>/<file stem>/` with reason.txt, like a
     rejected batch (so the same name can be delivered again once fixed)."""
-    from ctloop.ml import validation
-
     return validation.quarantine_file(
         path, reasons, project.path("quarantine"), files.write_text_atomic, details
     )
@@ -278,8 +274,6 @@ def validation_record(project: Project, batches: list[str]) -> str:
     """Where the monitor keeps the validation results of newly written batches, relative to
     reports/: `monitor/validation-<batches>-<digest>.json`, the digest (12 hex digits) of the
     batches' bytes. A re-delivery (labels filled in) is another file, never a replacement."""
-    from ctloop.core import fingerprint
-
     folder = project.path("batches")
     content = fingerprint.digest(
         [fingerprint.file_digest(data.batch_path(folder, b)) for b in batches]
@@ -469,7 +463,7 @@ def last_retrain_start(project: Project) -> datetime | None:
 def corrected_since_training(project: Project, window: tuple[str, ...]) -> list[str]:
     """Batches of `window` replaced (`ctloop batch replace`) after the newest training started:
     the same window then holds other data, so a retrain must not skip it."""
-    from ctloop.steps import correction
+    from ctloop.steps import correction  # noqa: PLC0415 (import cycle: correction imports monitoring)
 
     run = _newest_training(project)
     since = None if run is None else datetime.fromtimestamp(run.info.start_time / 1000, tz=UTC)

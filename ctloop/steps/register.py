@@ -14,14 +14,13 @@ from ctloop.core.config import Project
 from ctloop.core.faults import crash_point
 from ctloop.core.thresholds import first_model_floor
 from ctloop.io import files, registry, tracking
-from ctloop.ml import training
-
-if TYPE_CHECKING:
-    from sklearn.pipeline import Pipeline
-
+from ctloop.ml import comparison, insights, training
 from ctloop.steps.evaluate import Evaluation, publish_tables
 from ctloop.steps.fit import TrainingData
 from ctloop.steps.windows import Window
+
+if TYPE_CHECKING:
+    from sklearn.pipeline import Pipeline
 
 
 def register_challenger(
@@ -177,8 +176,6 @@ def compare_slices(
     champion_scores: np.ndarray | None,
 ) -> tuple[promotion.SliceScore, ...]:
     """Challenger (and champion) metric per value of each `slices.columns` column."""
-    from ctloop.ml import insights
-
     cfg = project.params
     return insights.slice_scores(
         holdout.X,
@@ -201,8 +198,6 @@ def paired_test(
     """`promotion.test: bootstrap`: the paired bootstrap of the gain on the whole holdout and on
     each gated slice (ctloop/ml/comparison.py; `promotion.bootstrap_rounds`,
     `promotion.confidence`, seeded from `seed`)."""
-    from ctloop.ml import comparison
-
     cfg = project.params
     rounds, confidence = cfg.promotion.bootstrap_rounds, cfg.promotion.confidence
     whole = comparison.paired_bootstrap(
@@ -234,8 +229,6 @@ def paired_test(
 def publish_slices(project: Project, run_id: str, decision: registry.PromotionDecision) -> None:
     """The gate's slice table (with the champion's figures and the refused slices) as
     insights/slices.csv and plots/slices.png on the run, and reports/plots/slices.csv."""
-    from ctloop.ml import insights
-
     cfg = project.params
     table = insights.slice_table(
         decision.slices, cfg.greater_is_better, cfg.slices.tolerance, decision.confidence

@@ -3,18 +3,19 @@ training with the same fingerprint, and the end-of-run summary recorded on the r
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ctloop.core.config import Project
+from ctloop.core.fingerprint import training_fingerprint
 from ctloop.io import registry, tracking
+from ctloop.steps.fit import TrainingData
+from ctloop.steps.summary import TrainingSummary
+from ctloop.steps.windows import Window
 
 if TYPE_CHECKING:
     from ctloop.ml.drift import DriftSummary
-    from ctloop.steps.summary import TrainingSummary
-from ctloop.steps.fit import TrainingData
-from ctloop.steps.windows import Window
 
 SUMMARY_ARTIFACT = "summary.json"
 
@@ -24,9 +25,7 @@ def run_fingerprint(
 ) -> str:
     """What a training run's outcome depends on: data version, window, rows, params, code
     (ctloop/core/fingerprint.py)."""
-    from ctloop.core import fingerprint
-
-    return fingerprint.training_fingerprint(
+    return training_fingerprint(
         project.params, data_version, window, (train.X, train.y), (holdout.X, holdout.y)
     )
 
@@ -43,8 +42,6 @@ class PreviousTraining:
 def find_unchanged(project: Project, fingerprint: str) -> PreviousTraining | None:
     """The newest FINISHED training run tagged with `fingerprint` whose version is READY, gated
     and not interrupted, with its summary; None when there is none (then train)."""
-    from ctloop.steps.summary import TrainingSummary
-
     exp = tracking.use_experiment(project)
     name = project.params.promotion.model_name
     for run_id in tracking.finished_runs_tagged(exp, tracking.FINGERPRINT_TAG, fingerprint):
@@ -70,8 +67,6 @@ def unchanged_summary(
 ) -> TrainingSummary:
     """The summary of a re-run that found nothing changed: the previous run's figures, where its
     version stands now, and the drift of the newest batch against the current champion."""
-    from dataclasses import replace
-
     name, version = project.params.promotion.model_name, previous.version
     champion = registry.get_alias(name, registry.CHAMPION)
     where = (

@@ -22,7 +22,8 @@ import numpy as np
 import pandas as pd
 
 from ctloop.core.config import Project
-from ctloop.io import data, files, registry
+from ctloop.io import data, files, model_io, registry
+from ctloop.io.tracking import use_store
 from ctloop.ml import suite_rules, training, validation
 from ctloop.ml.suite_rules import ContractCheck
 
@@ -107,8 +108,6 @@ class ServingModel:
 def connect(project: Project) -> None:
     """Point MLflow at the project's store; a missing default SQLite store is an error (MLflow
     would silently create an empty one)."""
-    from ctloop.io.tracking import use_store
-
     uri, db = project.tracking_uri, project.path("mlflow_db")
     if uri == f"sqlite:///{db}" and not db.exists():
         raise ServingError(f"no MLflow store at {db}: train a model first (ctloop run)")
@@ -179,8 +178,6 @@ def log_uncertainty_artifacts(
     import skops.io
     from mlflow import MlflowClient
 
-    from ctloop.io import model_io
-
     if not fold_models:
         raise ValueError(f"run {run_id}: no fold models to record")
     if half_width is not None and not (math.isfinite(half_width) and half_width >= 0):
@@ -247,8 +244,6 @@ def _download(run_id: str, name: str) -> Path:
 
 def _read_fold_models(run_id: str, where: str, name: str) -> tuple[Pipeline, ...]:
     """The fold models of `name`: skops (checked types, no pickle) or the legacy joblib file."""
-    from ctloop.io import model_io
-
     path = _download(run_id, name)
     if name == FOLD_MODELS:
         loaded = model_io.load_skops(path, f"{where}: {UNCERTAINTY_DIR}/{name} of run {run_id}")
@@ -618,8 +613,6 @@ def serve_env(
     on PATH. No MLFLOW_ALLOW_PICKLE_DESERIALIZATION: skops versions load without it, legacy
     pickled ones turn it on for their one load (model_io.load_model_dir); one inherited from
     `base` is dropped."""
-    from ctloop.io import model_io
-
     path = os.pathsep.join([str(bin_dir), base.get("PATH", "")]).rstrip(os.pathsep)
     env = {
         "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",  # one bar line per file in the log

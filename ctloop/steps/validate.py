@@ -10,6 +10,7 @@ import pandas as pd
 
 from ctloop.core.config import Project
 from ctloop.io import data, files
+from ctloop.ml import validation
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Sequence
@@ -23,8 +24,6 @@ def load_batches(project: Project, names: list[str] | tuple[str, ...]) -> pd.Dat
 
 def build_expectations(project: Project, reference: list[str] | tuple[str, ...]) -> Path:
     """Build the baseline suite from reference batches and save it in the file-backed context."""
-    from ctloop.ml import validation
-
     frame = load_batches(project, reference)
     schema = data.infer_schema(frame, project.params.data)
     suite = validation.build_suite(
@@ -64,8 +63,6 @@ def validate_many(project: Project, names: Sequence[str]) -> list[ValidationRepo
     """The suite's verdict on each batch, in order (reads the batch files and the suite; writes
     nothing). One Great Expectations context, suite and plan for all of them
     (`validation.validate_batches`): 365 daily batches cost little more than 12 monthly ones."""
-    from ctloop.ml import validation
-
     folder = project.path("batches")
 
     def frames() -> Iterator[validation.BatchFrame]:
@@ -82,8 +79,6 @@ def record_validation(
     project: Project, reports: list[ValidationReport], results: str = "validation.json"
 ) -> None:
     """Move the batches that failed a critical rule to quarantine; save every result as JSON."""
-    from ctloop.ml import validation
-
     for report in reports:
         if not report.success:
             path = data.batch_path(project.path("batches"), report.batch)
@@ -95,14 +90,10 @@ def record_validation(
 
 def suite_file(project: Project) -> Path:
     """The expectation suite's JSON (what a validation reads besides the batch)."""
-    from ctloop.ml import validation
-
     return validation.suite_file(project.path("expectations"), project.params.validation.suite_name)
 
 
 def suite_ready(project: Project) -> bool:
-    from ctloop.ml import validation
-
     return validation.suite_exists(
         project.path("expectations"), project.params.validation.suite_name
     )
