@@ -9,8 +9,8 @@ Run from the project root (about a minute on 2 cores):
 cache); the figure is the median wall time of the process. Each module is then imported alone in
 a fresh interpreter, which prints the top-level packages it loaded. Heavy libraries (mlflow,
 scikit-learn, xgboost, Great Expectations, Evidently, Optuna, Dask, DVC, ...) must load in none
-of them; Prefect is allowed only where tasks or flows are declared (flows/, deployments/, the
-`tasks/prefect_*.py` wrappers) and must not leak into ctloop/ or the pure tasks/ modules.
+of them; Prefect is allowed only where tasks or flows are declared (tasks/, flows/, deployments/)
+and must not leak into the library (every module of ctloop/ and its layers).
 Figures go to stdout (markdown), progress to stderr; the last line is `name: value`.
 """
 
@@ -41,6 +41,9 @@ HEAVY = (
 PREFECT = ("prefect",)
 PACKAGES = ("ctloop", "flows", "tasks", "deployments")
 HELP_TARGET_S = 0.5
+# imported only by uvicorn in the scoring server's own process (its environment names the model;
+# it loads MLflow by design): not part of any command's start-up
+SERVER_APPS = ("ctloop.ops.scoring_app",)
 
 PROBE = """
 import json, sys, time
@@ -56,15 +59,15 @@ def modules() -> list[str]:
     """Every importable module of the project's packages (not tests, not benchmarks)."""
     found = []
     for package in PACKAGES:
-        for path in sorted((ROOT / package).glob("*.py")):
-            found.append(package if path.stem == "__init__" else f"{package}.{path.stem}")
-    return found
+        for path in sorted((ROOT / package).rglob("*.py")):
+            parts = path.relative_to(ROOT).with_suffix("").parts
+            found.append(".".join(parts[:-1] if parts[-1] == "__init__" else parts))
+    return [m for m in found if m not in SERVER_APPS]
 
 
 def prefect_allowed(module: str) -> bool:
-    """Prefect may load where flows, tasks or deployments are declared."""
-    package, _, name = module.partition(".")
-    return package in ("flows", "deployments") or name.startswith("prefect_")
+    """Prefect may load where tasks, flows or deployments are declared (never in ctloop/)."""
+    return module.partition(".")[0] in ("tasks", "flows", "deployments")
 
 
 def probe(module: str) -> tuple[float, set[str]]:
@@ -113,8 +116,8 @@ def main(argv: list[str] | None = None) -> int:
         "| --- | --- | ---: | --- |",
         f"| `ctloop --help` median wall (s) | <= {HELP_TARGET_S} | {help_s:.3f} | "
         f"{'yes' if help_s <= HELP_TARGET_S else 'no'} |",
-        f"| modules loading a heavy library (or Prefect outside flows/deployments/"
-        f"prefect_* wrappers) | 0 | {len(bad)} | {'yes' if not bad else 'no'} |",
+        f"| modules loading a heavy library (or Prefect in ctloop/) | 0 | {len(bad)} | "
+        f"{'yes' if not bad else 'no'} |",
         "",
         f"`ctloop --help` runs (s): {', '.join(f'{s:.3f}' for s in help_times)}",
         "",
