@@ -77,7 +77,8 @@ def test_approval_promotes_and_a_timeout_rejects_with_the_champion_unchanged(
     assert event.to_version == "1" and "approved by Ana" in event.reason
 
     # an equal challenger passes a zero margin, so the gate would promote it: nobody answers
-    raw["promotion"] |= {"margin": 0.0, "approval_timeout_s": 2}
+    # the point gate: an identical retrain reaches the approval step this test exercises
+    raw["promotion"] |= {"margin": 0.0, "test": "none", "approval_timeout_s": 2}
     params_file.write_text(yaml.safe_dump(raw, sort_keys=False))
     state = train_model(params_path=str(params_file), return_state=True)
     assert state.is_completed(), state  # a timeout rejects; the run itself completes
