@@ -1,8 +1,11 @@
-"""Monitoring flow: a landed file -> batch (DVC) -> GX gate -> champion scores -> estimated
-performance -> drift and decay -> policy verdict -> events. Wiring only: the decisions are in
-ctloop/steps/landed.py and ctloop/steps/monitoring.py, the tasks in tasks/."""
+"""Monitoring flow: a landed file -> batch (DVC) -> GX gate -> champion (and shadow) scores ->
+estimated performance -> drift and decay -> policy verdict -> events. Wiring only: the decisions
+are in ctloop/steps/landed.py, ctloop/steps/monitoring.py and ctloop/steps/shadow.py, the tasks
+in tasks/."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 from prefect import flow
 
@@ -69,7 +72,11 @@ def monitor_batch(path: str, params_path: str = "params.yaml") -> list[MonitorRe
     if champion is None:
         print("no champion yet: batches validated and versioned; train first (ctloop run)")
         return [*results, *(MonitorResult(b, "no-champion", warnings=warned[b]) for b in new)]
-    return [*results, *(_monitor(project, b, champion, warned[b]) for b in new)]
+    for b in new:
+        results.append(_monitor(project, b, champion, warned[b]))
+        if results[-1].shadow_promoted:  # the next batch is monitored with the new champion
+            champion = ct.current_champion(project) or champion
+    return results
 
 
 def _refused(refusal: Refusal) -> Exception:
@@ -86,6 +93,7 @@ def _monitor(
 ) -> MonitorResult:
     run_id = ct.start_monitor_run(project, batch, champion)
     predictions, score = ct.score_batch(project, batch, champion)
+    promoted = _shadow(project, batch, champion, run_id, predictions)
     estimate = ct.estimate_batch(project, batch, champion, run_id, predictions, score)
     drift, paths = t.report_drift(project, champion.train_batches, batch, run_id)
     signals = monitoring.signals(project, batch, champion, drift, score, estimate)
@@ -96,5 +104,31 @@ def _monitor(
     ):
         ct.emit(event)
     return MonitorResult(
-        batch, "monitored", champion.version, verdict.retrain, verdict.reasons, warnings
+        batch,
+        "monitored",
+        champion.version,
+        verdict.retrain,
+        verdict.reasons,
+        warnings,
+        shadow_promoted=promoted,
     )
+
+
+def _shadow(
+    project: Project, batch: str, champion: monitoring.Champion, run_id: str, predictions: Path
+) -> str | None:
+    """The challenger in shadow (if any) scored and compared beside the champion; promoted once
+    it won `promotion.shadow_batches` labelled batches in a row. Its version when promoted."""
+    model = ct.current_shadow(project, champion)
+    if model is None:
+        return None
+    result = ct.compare_shadow(project, batch, champion, model, run_id, predictions)
+    if result.promotion is None:
+        return None
+    ct.promote_shadow(project, result.promotion)
+    ct.emit(
+        events.shadow_promoted(
+            model.name, model.version, champion.version, batch, result.promotion.reason
+        )
+    )
+    return model.version

@@ -15,7 +15,7 @@ from prefect.events import emit_event
 
 from ctloop.core import events, policy
 from ctloop.core.config import Project
-from ctloop.steps import estimate, monitoring
+from ctloop.steps import estimate, monitoring, shadow
 from tasks.training import IO
 
 if TYPE_CHECKING:
@@ -69,6 +69,31 @@ def assess_policy(project: Project, signals: policy.Signals) -> policy.Verdict:
     )
     print(f"policy on {signals.batch}: {'retrain' if verdict.retrain else 'keep'}\n{reasons}")
     return verdict
+
+
+current_shadow = task(shadow.current_shadow, name="current-shadow", **IO)
+
+
+@task(name="compare-shadow", **IO)
+def compare_shadow(
+    project: Project,
+    batch: str,
+    champion: monitoring.Champion,
+    model: shadow.ShadowModel,
+    run_id: str,
+    predictions: Path,
+) -> shadow.ShadowResult:
+    result = shadow.compare_shadow(project, batch, champion, model, run_id, predictions)
+    create_markdown_artifact(
+        result.markdown(),
+        key=f"shadow-{_key(batch)}",
+        description="Challenger in shadow vs champion",
+    )
+    print(result.line())
+    return result
+
+
+promote_shadow = task(shadow.promote_shadow, name="promote-shadow", cache_policy=NO_CACHE)
 
 
 record_verdict = task(monitoring.record_verdict, name="record-verdict", **IO)

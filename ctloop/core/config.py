@@ -212,7 +212,8 @@ class PromotionConfig(_Strict):
     the same setting for ROC AUC and RMSE, ctloop/core/thresholds.py); `min_score` is in metric
     units. `test`: `bootstrap` promotes when the lower bound of the paired bootstrap interval of
     the gain exceeds the margin (ctloop/ml/comparison.py, ctloop/core/promotion.py); `none`
-    compares the two point figures."""
+    compares the two point figures. `shadow_batches`/`shadow`: challengers in shadow
+    (ctloop/core/shadow.py)."""
 
     model_name: str = "ctloop-model"
     # a challenger must beat the champion on the same holdout by margin x |champion score|
@@ -228,6 +229,12 @@ class PromotionConfig(_Strict):
     confidence: Annotated[float, Field(gt=0.5, lt=1)] = 0.95  # two-sided interval of the gain
     require_approval: bool = False  # pause for a human decision in the Prefect UI before promoting
     approval_timeout_s: Annotated[float, Field(gt=0)] = 3600.0  # no answer in time: rejected
+    # challengers in shadow (ctloop/core/shadow.py): k > 0 gives a challenger that did not
+    # become champion the alias `shadow`; the monitor compares it with the champion on every
+    # labelled batch and promotes it after k consecutive wins; 0: off
+    shadow_batches: Annotated[int, Field(ge=0)] = 0
+    # refused: only challengers the gate refused; all: also those an approval kept back
+    shadow: Literal["refused", "all"] = "refused"
 
 
 class SlicesConfig(_Strict):

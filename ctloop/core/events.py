@@ -20,6 +20,7 @@ PERFORMANCE_DEGRADED = "ctloop.performance.degraded"
 ESTIMATED_DEGRADED = "ctloop.performance.estimated_degraded"  # estimated (no labels): CBPE/DLE
 RETRAIN_DUE = "ctloop.retrain.due"
 RETRAIN_FINISHED = "ctloop.retrain.finished"
+SHADOW_PROMOTED = "ctloop.model.shadow_promoted"  # a challenger in shadow became champion
 
 RETRAIN_TRIGGERS = frozenset(
     {DRIFT_DETECTED, PERFORMANCE_DEGRADED, ESTIMATED_DEGRADED, RETRAIN_DUE}
@@ -69,4 +70,24 @@ def batch_event(
         {"prefect.resource.id": f"{BATCH_RESOURCE}.{batch}", "prefect.resource.name": batch},
         {"batch": batch, "model_version": model_version, **payload},
         related,
+    )
+
+
+def shadow_promoted(
+    model_name: str, version: str, from_version: str, batch: str, reason: str
+) -> Event:
+    """The challenger in shadow `version` became champion (was `from_version`) after its win on
+    `batch`: the model version is the resource, the batch and the previous champion related."""
+    return Event(
+        SHADOW_PROMOTED,
+        model_resource(model_name, version),
+        {"model_version": version, "from_version": from_version, "batch": batch, "reason": reason},
+        (
+            {
+                "prefect.resource.id": f"{BATCH_RESOURCE}.{batch}",
+                "prefect.resource.role": "batch",
+                "prefect.resource.name": batch,
+            },
+            {**model_resource(model_name, from_version), "prefect.resource.role": "previous-model"},
+        ),
     )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from ctloop.core import shadow
 from ctloop.core.faults import crash_point
 from ctloop.core.promotion import (  # the gate's pure decision; registry moves the aliases
     CHALLENGER,
@@ -137,3 +138,47 @@ def apply_decision(name: str, decision: PromotionDecision) -> None:
     audit.record_event(name, event)
     crash_point("promotion")  # tests only (CTLOOP_CRASH_AT): event recorded, alias not moved
     client.set_registered_model_alias(name, CHAMPION, decision.challenger_version)
+
+
+def get_shadow(name: str) -> ModelVersion | None:
+    """The version holding the alias `shadow` (ctloop/core/shadow.py), or None."""
+    return get_alias(name, shadow.SHADOW)
+
+
+def put_in_shadow(name: str, version: str, reason: str) -> str | None:
+    """Give `version` the alias `shadow` (one at a time): the previous shadow, if any and other,
+    is tagged as replaced by it (`ctloop.shadow.state` replaced, `ctloop.shadow.replaced_by`),
+    then the new one is tagged (state shadow, 0 wins, `reason`: why it went to shadow, and
+    `ctloop.shadow.replaces`), then the alias moves. Returns the replaced version, or None."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    current = get_shadow(name)
+    previous = None if current is None else str(current.version)
+    if previous == version:
+        return None
+    if previous is not None:
+        client.set_model_version_tag(name, previous, shadow.STATE_TAG, shadow.REPLACED)
+        client.set_model_version_tag(name, previous, shadow.REPLACED_BY_TAG, version)
+    tags = {
+        **shadow.ShadowState(version).tags(),
+        shadow.STATE_TAG: shadow.IN_SHADOW,
+        shadow.REASON_TAG: reason[:5000],
+        shadow.REPLACES_TAG: previous or "",
+    }
+    for key, value in tags.items():
+        client.set_model_version_tag(name, version, key, value)
+    client.set_registered_model_alias(name, shadow.SHADOW, version)
+    return previous
+
+
+def leave_shadow(name: str, version: str, state: str) -> None:
+    """Remove the alias `shadow` from `version` (if it still holds it) and tag its final
+    `ctloop.shadow.state` (e.g. promoted)."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    client.set_model_version_tag(name, version, shadow.STATE_TAG, state)
+    current = get_shadow(name)
+    if current is not None and str(current.version) == version:
+        client.delete_registered_model_alias(name, shadow.SHADOW)

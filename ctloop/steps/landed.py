@@ -33,6 +33,7 @@ class MonitorResult:
     retrain: bool = False
     reasons: tuple[str, ...] = ()
     warnings: tuple[str, ...] = ()  # warning-level rule failures: file, column, rule
+    shadow_promoted: str | None = None  # the challenger in shadow promoted on this batch
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from ctloop.core.faults import crash_point
 from ctloop.core.thresholds import first_model_floor
 from ctloop.io import files, registry, tracking
 from ctloop.ml import comparison, insights, training
+from ctloop.steps import shadow
 from ctloop.steps.evaluate import Evaluation, publish_tables
 from ctloop.steps.fit import TrainingData
 from ctloop.steps.windows import Window
@@ -130,10 +131,10 @@ def apply_promotion(
     answer: approval.Approval | None = None,
 ) -> registry.PromotionDecision:
     """Apply the approval (ctloop/core/approval.py; None: nobody asked), record the final decision
-    and
-    the approval on the version and run, and move `champion` when it promotes."""
+    and the approval on the version and run, and move `champion` when it promotes; a challenger
+    kept back goes to shadow when `promotion.shadow_batches` > 0 (ctloop/steps/shadow.py)."""
     answer = answer or no_reviewer(project, decision)
-    decision = approval.resolve(decision, answer)
+    gate, decision = decision, approval.resolve(decision, answer)
     tracking.use_experiment(project)
     name = project.params.promotion.model_name
     tracking.set_version_tags(name, decision.challenger_version, answer.tags())
@@ -148,6 +149,7 @@ def apply_promotion(
         },
     )
     files.write_json(project.path("reports") / "promotion.json", decision.to_dict())
+    shadow.enter_shadow(project, run_id, gate, decision)  # promotion.shadow_batches > 0 only
     return decision
 
 

@@ -134,3 +134,16 @@ def test_the_promotion_test_defaults_to_the_bootstrap_and_is_checked() -> None:
     for bad in ({"test": "delong"}, {"bootstrap_rounds": 10}, {"confidence": 1.0}):
         with pytest.raises(ValidationError):
             PromotionConfig(**bad)
+
+
+def test_shadows_are_off_by_default_and_checked() -> None:
+    from pydantic import ValidationError
+
+    from ctloop.core.config import PromotionConfig
+
+    default = PromotionConfig()
+    assert (default.shadow_batches, default.shadow) == (0, "refused")
+    assert PromotionConfig(shadow_batches=3, shadow="all").shadow == "all"
+    for bad in ({"shadow_batches": -1}, {"shadow": "everyone"}):
+        with pytest.raises(ValidationError):
+            PromotionConfig(**bad)

@@ -114,3 +114,19 @@ def test_retrain_trigger_expects_the_policy_events_and_matches_batches(
         events.data_arrived("x.csv", "x.csv").resource["prefect.resource.id"], pattern
     )
     assert _payload_keys(trigger) <= set(e.payload)
+
+
+def test_shadow_promoted_names_the_model_batch_and_previous_champion() -> None:
+    e = events.shadow_promoted("ctloop-flights", "3", "1", "2013-08", "shadow: won 2 ...")
+    assert e.name == events.SHADOW_PROMOTED == "ctloop.model.shadow_promoted"
+    assert e.resource["prefect.resource.id"] == "ctloop.model.ctloop-flights.3"
+    assert e.payload == {
+        "model_version": "3",
+        "from_version": "1",
+        "batch": "2013-08",
+        "reason": "shadow: won 2 ...",
+    }
+    batch, previous = e.related
+    assert batch["prefect.resource.id"] == f"{events.BATCH_RESOURCE}.2013-08"
+    assert previous["prefect.resource.id"] == "ctloop.model.ctloop-flights.1"
+    assert events.SHADOW_PROMOTED not in events.RETRAIN_TRIGGERS

@@ -1,0 +1,63 @@
+"""The alias `shadow` in the real MLflow registry (SQLite in tmp_path): one at a time, a
+replacement recorded on both versions, removed on promotion."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ctloop.core import shadow
+from ctloop.io import registry, tracking
+
+NAME = "shadow-model"
+
+
+def _register(n: int, root: Path) -> list[str]:
+    """`n` tiny registered versions of NAME in the store at root/mlflow.db."""
+    import mlflow
+    from sklearn.linear_model import LogisticRegression
+
+    tracking.use_store(f"sqlite:///{root}/mlflow.db")
+    experiment = tracking.configure(f"sqlite:///{root}/mlflow.db", "shadow", root / "art")
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(20, 2)), np.array([0, 1] * 10)
+    versions = []
+    for _ in range(n):
+        with mlflow.start_run(experiment_id=experiment):
+            info = mlflow.sklearn.log_model(
+                LogisticRegression().fit(X, y),
+                name="model",
+                registered_model_name=NAME,
+                pip_requirements=["scikit-learn"],
+            )
+        versions.append(str(info.registered_model_version))
+    return versions
+
+
+def _tags(version: str) -> dict[str, str]:
+    from mlflow import MlflowClient
+
+    return dict(MlflowClient().get_model_version(NAME, version).tags)
+
+
+def test_a_newer_shadow_replaces_the_older_and_both_record_it(tmp_path: Path) -> None:
+    _, second, third = _register(3, tmp_path)
+    assert registry.get_shadow(NAME) is None
+    assert registry.put_in_shadow(NAME, second, "refused: margin") is None
+    assert registry.put_in_shadow(NAME, second, "again") is None  # already there: no change
+    held = registry.get_shadow(NAME)
+    assert held is not None and str(held.version) == second
+    assert _tags(second)[shadow.REASON_TAG] == "refused: margin"
+    assert shadow.ShadowState.from_tags(second, _tags(second)) == shadow.ShadowState(second)
+
+    assert registry.put_in_shadow(NAME, third, "refused: slice") == second
+    assert str(registry.get_shadow(NAME).version) == third  # type: ignore[union-attr]
+    old, new = _tags(second), _tags(third)
+    assert (old[shadow.STATE_TAG], old[shadow.REPLACED_BY_TAG]) == ("replaced", third)
+    assert (new[shadow.STATE_TAG], new[shadow.REPLACES_TAG]) == ("shadow", second)
+
+    registry.leave_shadow(NAME, second, shadow.REPLACED)  # not the holder: alias stays
+    assert str(registry.get_shadow(NAME).version) == third  # type: ignore[union-attr]
+    registry.leave_shadow(NAME, third, shadow.PROMOTED)
+    assert registry.get_shadow(NAME) is None and _tags(third)[shadow.STATE_TAG] == "promoted"
