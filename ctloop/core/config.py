@@ -236,6 +236,18 @@ class PromotionConfig(_Strict):
     # refused: only challengers the gate refused; all: also those an approval kept back
     shadow: Literal["refused", "all"] = "refused"
 
+    @model_validator(mode="after")
+    def _shadow_needs_no_reviewer(self) -> PromotionConfig:
+        """A promotion out of shadow has no reviewer step: with `require_approval` every move of
+        `champion` waits for a person, so the two are refused together, not silently mixed."""
+        if self.require_approval and self.shadow_batches > 0:
+            raise ValueError(
+                "promotion.shadow_batches > 0 with promotion.require_approval: a promotion out "
+                "of shadow does not pause for approval; set shadow_batches: 0 to approve every "
+                "move of champion, or require_approval: false to let shadow wins promote"
+            )
+        return self
+
 
 class SlicesConfig(_Strict):
     """Metrics per value of these columns; the gate refuses a challenger that regresses a slice."""

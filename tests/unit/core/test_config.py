@@ -147,3 +147,13 @@ def test_shadows_are_off_by_default_and_checked() -> None:
     for bad in ({"shadow_batches": -1}, {"shadow": "everyone"}):
         with pytest.raises(ValidationError):
             PromotionConfig(**bad)
+
+
+def test_shadow_promotion_and_required_approval_are_refused_together() -> None:
+    """A promotion out of shadow has no reviewer step: the two settings cannot be mixed."""
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    raw["promotion"] |= {"require_approval": True, "shadow_batches": 2}
+    with pytest.raises(ConfigError, match=r"shadow_batches.*require_approval"):
+        parse_params(raw)
+    raw["promotion"]["shadow_batches"] = 0
+    assert parse_params(raw).promotion.require_approval
