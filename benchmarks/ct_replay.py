@@ -563,8 +563,9 @@ def estimation_table(rows: list[MonthEstimate], title: str) -> list[str]:
         e = r.estimate
         inside = "yes" if e.lower <= r.realized <= e.upper else "no"
         lines.append(
-            f"| {r.month} | {r.model} | {e.method} | {e.value:.4f} | {e.lower:.4f}..{e.upper:.4f} "
-            f"| {r.realized:.4f} | {r.error:+.4f} | {inside} | {r.labelled_only:.4f} |"
+            f"| {r.month} | {cell(r.model)} | {e.method} | {e.value:.4f} | "
+            f"{e.lower:.4f}..{e.upper:.4f} | {r.realized:.4f} | {r.error:+.4f} | {inside} | "
+            f"{r.labelled_only:.4f} |"
         )
     lines.append("")
     lines.append(
@@ -574,6 +575,11 @@ def estimation_table(rows: list[MonthEstimate], title: str) -> list[str]:
         f"{sum(r.estimate.lower <= r.realized <= r.estimate.upper for r in rows)}/{len(rows)}."
     )
     return lines
+
+
+def cell(text: str) -> str:
+    """A model label inside a markdown table cell (its `|` escaped)."""
+    return text.replace("|", "\\|")
 
 
 def mae(rows: list[MonthEstimate]) -> float:
@@ -811,8 +817,9 @@ def gate_table(
         gain = r.point.challenger_score - (r.point.champion_score or math.nan)
         iv = r.boot.interval
         lines.append(
-            f"| {r.month} | {r.strategies} | {r.challenger.label} | {r.champion.label} | "
-            f"{gain:+.4f} | {'-' if iv is None else iv.describe()} | {mark[r.benchmark]} | "
+            f"| {r.month} | {r.strategies} | {cell(r.challenger.label)} | "
+            f"{cell(r.champion.label)} | {gain:+.4f} | {'-' if iv is None else iv.describe()} | "
+            f"{mark[r.benchmark]} | "
             f"{mark[r.point.promote]} | {mark[r.boot.promote]} |"
         )
     refused = [r for r in rows if r.point.promote and not r.boot.promote]
@@ -835,12 +842,12 @@ def gate_table(
             b = month_score(replay, r.champion, m)
             diffs.append(a - b)
             lines.append(
-                f"| {r.month} | {r.challenger.label} | {r.champion.label} | {m} | {a:.4f} | "
-                f"{b:.4f} | {a - b:+.4f} |"
+                f"| {r.month} | {cell(r.challenger.label)} | {cell(r.champion.label)} | {m} | "
+                f"{a:.4f} | {b:.4f} | {a - b:+.4f} |"
             )
         if not later:
             lines.append(
-                f"| {r.month} | {r.challenger.label} | {r.champion.label} | "
+                f"| {r.month} | {cell(r.challenger.label)} | {cell(r.champion.label)} | "
                 "(no later month) | | | |"
             )
     mean = sum(diffs) / len(diffs) if diffs else math.nan
