@@ -52,8 +52,13 @@ def test_flow_and_dvc_run_the_same_steps_in_the_same_order(
     by_flow, by_dvc = make_project(changes, "flow"), make_project(changes, "dvc")
     flow_trace, dvc_trace = tmp_path / "flow.trace", tmp_path / "dvc.trace"
 
+    from prefect.settings import PREFECT_LOCAL_STORAGE_PATH, temporary_settings
+
     monkeypatch.setenv(sequence.TRACE_ENV, str(flow_trace))  # the worker process inherits it
-    summary = train_model(params_path=str(by_flow.root / "params.yaml"))
+    # an empty result store: a cached step (tune-and-fit, compute-drift) from an earlier test of
+    # the same data and params would be read back, not called, and so not recorded
+    with temporary_settings({PREFECT_LOCAL_STORAGE_PATH: tmp_path / "results"}):
+        summary = train_model(params_path=str(by_flow.root / "params.yaml"))
     monkeypatch.delenv(sequence.TRACE_ENV)
     result = _dvc(by_dvc.root, "repro", trace=dvc_trace)
     assert result.returncode == 0, result.stdout + result.stderr
