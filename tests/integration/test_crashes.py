@@ -31,6 +31,10 @@ from flows.train_model import train_model
 from tests.conftest import ROOT, sample_months
 from tests.integration.conftest import MONTHS
 
+# end to end: drives the installed `ctloop` (or `dvc repro`) as separate processes, as a user
+# does; `make test-e2e` runs it, `make test` does not
+pytestmark = pytest.mark.e2e
+
 MODEL = "ctloop-crash"
 KILLED = -signal.SIGKILL
 TINY = {

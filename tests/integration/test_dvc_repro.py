@@ -9,11 +9,16 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+import pytest
 import yaml
 
 from ctloop.core.config import Project
 from ctloop.io import recovery, registry, tracking, versioning
 from ctloop.steps import fit
+
+# end to end: drives the installed `ctloop` (or `dvc repro`) as separate processes, as a user
+# does; `make test-e2e` runs it, `make test` does not
+pytestmark = pytest.mark.e2e
 
 
 def _dvc(root: Path, *args: str) -> subprocess.CompletedProcess[str]:

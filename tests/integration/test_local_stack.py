@@ -18,6 +18,10 @@ from ctloop.core.config import Project
 from ctloop.ops import stack
 from tests.conftest import free_ports
 
+# end to end: drives the installed `ctloop` (or `dvc repro`) as separate processes, as a user
+# does; `make test-e2e` runs it, `make test` does not
+pytestmark = pytest.mark.e2e
+
 CTLOOP = str(Path(sys.executable).parent / "ctloop")
 
 

@@ -27,6 +27,10 @@ from mlflow import MlflowClient
 from ctloop.core.config import load_project
 from ctloop.io import data, registry, tracking
 
+# end to end: drives the installed `ctloop` (or `dvc repro`) as separate processes, as a user
+# does; `make test-e2e` runs it, `make test` does not
+pytestmark = pytest.mark.e2e
+
 CTLOOP = Path(sys.executable).parent / "ctloop"
 
 

@@ -30,6 +30,10 @@ from ctloop.ops import run_api
 from tests.conftest import ROOT, sample_months
 from tests.integration.conftest import MONTHS
 
+# end to end: drives the installed `ctloop` (or `dvc repro`) as separate processes, as a user
+# does; `make test-e2e` runs it, `make test` does not
+pytestmark = pytest.mark.e2e
+
 CTLOOP = str(ROOT / ".venv" / "bin" / "ctloop")
 TINY = {
     "data": {"derive_target": None, "drop_columns": [], "ingest_until": None},

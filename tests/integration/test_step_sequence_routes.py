@@ -21,6 +21,10 @@ from ctloop.steps import sequence
 from tests.conftest import ROOT, _merge
 from tests.integration.conftest import SMALL
 
+# end to end: drives the installed `ctloop` (or `dvc repro`) as separate processes, as a user
+# does; `make test-e2e` runs it, `make test` does not
+pytestmark = pytest.mark.e2e
+
 
 def _dvc(root: Path, *args: str, trace: Path | None = None) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
