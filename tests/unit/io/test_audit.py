@@ -20,13 +20,13 @@ NAME = "audit-model"
 DECIDE = dict(metric="roc_auc", greater_is_better=True, margin=0.01, floor=0.6)
 
 
-def _register(n: int, root: Path) -> list[str]:
-    """`n` tiny registered versions of NAME in the store at root/mlflow.db."""
+def _register(n: int, root: Path, name: str = NAME) -> list[str]:
+    """`n` tiny registered versions of `name` in the store at root/mlflow.db."""
     import mlflow
     from sklearn.linear_model import LogisticRegression
 
     tracking.use_store(f"sqlite:///{root}/mlflow.db")
-    experiment = tracking.configure(f"sqlite:///{root}/mlflow.db", "audit", root / "art")
+    experiment = tracking.configure(f"sqlite:///{root}/mlflow.db", name, root / "art")
     rng = np.random.default_rng(0)
     X, y = rng.normal(size=(20, 2)), np.array([0, 1] * 10)
     versions = []
@@ -35,7 +35,7 @@ def _register(n: int, root: Path) -> list[str]:
             info = mlflow.sklearn.log_model(
                 LogisticRegression().fit(X, y),
                 name="model",
-                registered_model_name=NAME,
+                registered_model_name=name,
                 pip_requirements=["scikit-learn"],  # skips MLflow's slow environment inference
             )
         versions.append(str(info.registered_model_version))

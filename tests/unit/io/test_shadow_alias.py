@@ -5,34 +5,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
 from ctloop.core import shadow
-from ctloop.io import registry, tracking
+from ctloop.io import registry
+from tests.unit.io.test_audit import _register
 
 NAME = "shadow-model"
-
-
-def _register(n: int, root: Path) -> list[str]:
-    """`n` tiny registered versions of NAME in the store at root/mlflow.db."""
-    import mlflow
-    from sklearn.linear_model import LogisticRegression
-
-    tracking.use_store(f"sqlite:///{root}/mlflow.db")
-    experiment = tracking.configure(f"sqlite:///{root}/mlflow.db", "shadow", root / "art")
-    rng = np.random.default_rng(0)
-    X, y = rng.normal(size=(20, 2)), np.array([0, 1] * 10)
-    versions = []
-    for _ in range(n):
-        with mlflow.start_run(experiment_id=experiment):
-            info = mlflow.sklearn.log_model(
-                LogisticRegression().fit(X, y),
-                name="model",
-                registered_model_name=NAME,
-                pip_requirements=["scikit-learn"],
-            )
-        versions.append(str(info.registered_model_version))
-    return versions
 
 
 def _tags(version: str) -> dict[str, str]:
@@ -42,7 +19,7 @@ def _tags(version: str) -> dict[str, str]:
 
 
 def test_a_newer_shadow_replaces_the_older_and_both_record_it(tmp_path: Path) -> None:
-    _, second, third = _register(3, tmp_path)
+    _, second, third = _register(3, tmp_path, NAME)
     assert registry.get_shadow(NAME) is None
     assert registry.put_in_shadow(NAME, second, "refused: margin") is None
     assert registry.put_in_shadow(NAME, second, "again") is None  # already there: no change
