@@ -302,7 +302,10 @@ class DriftConfig(_Strict):
     drift_share: Annotated[float, Field(gt=0, le=1)] = 0.5
     method: str | None = None
     threshold: Annotated[float, Field(gt=0)] | None = None
-    sample_rows: Annotated[int, Field(gt=0)] | None = None
+    # rows compared per side, sampled (seeded) from a larger side; null: all. A monthly batch of
+    # the default data (~28k rows) is compared whole, a five-month reference is sampled: the same
+    # dataset verdicts at 40% less CPU (README "Drift")
+    sample_rows: Annotated[int, Field(gt=0)] | None = 30_000
 
 
 class ContinuousConfig(_Strict):

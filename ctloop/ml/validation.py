@@ -599,7 +599,9 @@ def _validate_shared(
     """One GX run on the concatenation of `members` (same columns and dtypes), shared out per
     batch; None when an outcome cannot be shared out exactly (validate them one by one)."""
     views = [_gx_view(m.frame) for m in members]
-    whole = pd.concat(views, ignore_index=True)
+    # copied once into consolidated blocks: GX copies the frame for many metrics, and a copy of
+    # an unconsolidated frame consolidates it again each time (about 0.3 s CPU at 6 monthly batches)
+    whole = pd.concat(views, ignore_index=True).copy()
     sizes = np.array([len(v) for v in views], dtype=np.int64)
     starts = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
     with _LOCK:
