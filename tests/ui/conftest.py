@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -73,23 +74,17 @@ class UiStack:
     shots: Path
     external: list[str] = field(default_factory=list)  # requests to hosts other than ours
 
-    @property
-    def env(self) -> dict[str, str]:
-        """The environment of a command run against this stack."""
-        return {**os.environ, **stack.stack_env(self.project)}
-
-    def open(self, url: str, *expect: str, shot: str) -> Page:
-        """A new page at `url`, once each of `expect` is visible; saved as `<shot>.png`."""
+    def open(self, url: str, *expect: str | re.Pattern[str], shot: str) -> Page:
+        """A new page at `url`, once each of `expect` (a text it contains, or a pattern) is
+        visible; saved as `<shot>.png`."""
         page = self.context.new_page()
-        before = len(self.external)
         page.goto(url, wait_until="domcontentloaded")
         self.wait_for(page, *expect, shot=shot)
-        asked = self.external[before:]
-        assert not asked, f"{url} asked other hosts (the UIs must work offline): {asked}"
         return page
 
-    def wait_for(self, page: Page, *expect: str, shot: str) -> None:
-        """Wait until each text of `expect` is visible on `page`, then save `<shot>.png`."""
+    def wait_for(self, page: Page, *expect: str | re.Pattern[str], shot: str) -> None:
+        """Wait until each text of `expect` is visible on `page`, then save `<shot>.png`; fails
+        when any page so far asked a host other than the stack's (refused: the UIs work offline)."""
         from playwright.sync_api import Error
         from playwright.sync_api import expect as playwright_expect
 
@@ -102,6 +97,9 @@ class UiStack:
             self.shot(page, f"{shot}-failed")
             raise
         self.shot(page, shot)
+        assert not self.external, (
+            f"{page.url} (or a page before it) asked other hosts: {self.external}"
+        )
 
     def shot(self, page: Page, name: str) -> Path:
         """Save the whole page as `<name>.png` in the screenshots folder."""
@@ -169,7 +167,7 @@ def ui(ui_project: tuple[Project, stack.StackInfo]) -> Iterator[UiStack]:
     shots.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as playwright:
         browser: Browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True)
-        context = browser.new_context(viewport={"width": 1400, "height": 900})
+        context = browser.new_context(viewport={"width": 1400, "height": 1000})
         context.set_default_timeout(PAGE_TIMEOUT_MS)
         found = UiStack(project, info, context, shots)
 
