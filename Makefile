@@ -17,13 +17,14 @@ UV := $(or $(shell command -v uv 2>/dev/null),.tools/bin/uv)
 BIN := .venv/bin
 PYTEST_ARGS ?=
 
-.PHONY: help install setup run test test-e2e test-slow lint format repro bench clean prefect-yaml
+.PHONY: help install setup run test test-e2e test-ui test-slow lint format repro bench clean prefect-yaml
 
 help:
 	@echo "make run        set up from uv.lock and run the training flow on the bundled data"
 	@echo "make test       set up from uv.lock, lint, then the tests but slow and e2e ones"
 	@echo "                (tests/unit, tests/data, tests/model, tests/integration)"
 	@echo "make test-e2e   set up, then the end-to-end tests (tests/e2e: ctloop up, real servers)"
+	@echo "make test-ui    set up, then the browser tests (tests/ui: the UIs in Debian's chromium)"
 	@echo "make test-slow  the slow, large-data tests"
 	@echo "make repro      the same pipeline through DVC (dvc repro)"
 	@echo "make bench      every issue-4 benchmark in sequence (about 1.5 h; see benchmarks/RESULTS.md)"
@@ -48,12 +49,18 @@ setup: install
 run: setup
 	$(BIN)/ctloop run
 
-# Markers by folder (tests/conftest.py): tests/integration -> integration, tests/e2e -> e2e.
+# Markers by folder (tests/conftest.py): tests/integration -> integration, tests/e2e -> e2e,
+# tests/ui -> ui.
 test: setup lint
-	$(BIN)/pytest -m "not slow and not e2e" $(PYTEST_ARGS)
+	$(BIN)/pytest -m "not slow and not e2e and not ui" $(PYTEST_ARGS)
 
 test-e2e: setup
 	$(BIN)/pytest -m e2e $(PYTEST_ARGS)
+
+# Browser tests: Playwright drives Debian's chromium (CTLOOP_CHROMIUM overrides the path);
+# screenshots in $$CTLOOP_UI_SCREENSHOTS (default build/ui-screenshots/).
+test-ui: setup
+	$(BIN)/pytest -m ui tests/ui $(PYTEST_ARGS)
 
 test-slow: setup
 	$(BIN)/pytest -m slow $(PYTEST_ARGS)

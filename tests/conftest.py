@@ -22,13 +22,17 @@ apply_env_defaults()
 os.environ.pop("MLFLOW_TRACKING_URI", None)  # tests always use their own temporary store
 
 # Folders of tests/ that are concerns, not layers: each of their tests carries the folder's marker
-# (`make test` deselects `e2e`, `make test-e2e` selects it).
-FOLDER_MARKERS = {"integration": pytest.mark.integration, "e2e": pytest.mark.e2e}
+# (`make test` deselects `e2e` and `ui`, `make test-e2e` selects `e2e`, `make test-ui` `ui`).
+FOLDER_MARKERS = {
+    "integration": pytest.mark.integration,
+    "e2e": pytest.mark.e2e,
+    "ui": pytest.mark.ui,
+}
 
 
 @pytest.hookimpl(tryfirst=True)  # before `-m` deselects by marker
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark every test under tests/integration `integration` and under tests/e2e `e2e`."""
+    """Mark every test under tests/integration `integration`, tests/e2e `e2e`, tests/ui `ui`."""
     tests_dir = ROOT / "tests"
     for item in items:
         path = item.path.resolve()
