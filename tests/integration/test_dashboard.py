@@ -8,10 +8,10 @@ import json
 from urllib.parse import urlparse
 
 import pandas as pd
+from evidently.legacy.utils.sync import async_to_sync
 from evidently.ui.service.base import SeriesFilter
 from evidently.ui.service.storage.local.base import InMemoryDataStorage
 from evidently.ui.workspace import Workspace
-from evidently.legacy.utils.sync import async_to_sync
 
 from ctloop.core import policy
 from ctloop.core.config import Project
