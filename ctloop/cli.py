@@ -274,7 +274,8 @@ def up(
         bool, typer.Option("--serve/--no-serve", help="Also serve the Prefect deployments.")
     ] = True,
 ) -> None:
-    """Start the local Prefect and MLflow servers (and the deployments); logs go to files."""
+    """Start the local Prefect, MLflow and Evidently UI servers (and the deployments); logs go
+    to files."""
     from ctloop.ops import stack
 
     project = _project(params)
@@ -288,6 +289,7 @@ def up(
     typer.echo(f"healthy in {time.monotonic() - began:.1f} s")
     typer.echo(f"  Prefect UI : {info.prefect_ui_url}")
     typer.echo(f"  MLflow UI  : {info.mlflow_url}")
+    typer.echo(f"  dashboard  : {info.evidently_url}  (Evidently UI, monitoring dashboard)")
     typer.echo(f"  logs       : {stack.log_dir(project)}")
     typer.echo("stop with: ctloop down")
 

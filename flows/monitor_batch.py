@@ -103,6 +103,9 @@ def _monitor(
         batch, champion, signals, verdict, drift, predictions, paths["html"]
     ):
         ct.emit(event)
+    # after the events: the loop goes on even when the dashboard cannot be written (the run then
+    # fails with ctloop's error saying why)
+    ct.add_to_dashboard(project, batch, champion, signals, verdict, drift, paths["html"], run_id)
     return MonitorResult(
         batch,
         "monitored",

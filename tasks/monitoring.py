@@ -9,17 +9,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from prefect import task
-from prefect.artifacts import create_markdown_artifact
+from prefect.artifacts import create_link_artifact, create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.events import emit_event
 
 from ctloop.core import events, policy
 from ctloop.core.config import Project
-from ctloop.steps import estimate, monitoring, shadow
+from ctloop.steps import dashboard, estimate, monitoring, shadow
 from tasks.training import IO
 
 if TYPE_CHECKING:
     from ctloop.io.data import BatchWrite
+    from ctloop.ml.drift import DriftSummary
 
 
 resolve_landing = task(monitoring.resolve_landing, name="resolve-landing", cache_policy=NO_CACHE)
@@ -97,6 +98,36 @@ promote_shadow = task(shadow.promote_shadow, name="promote-shadow", cache_policy
 
 
 record_verdict = task(monitoring.record_verdict, name="record-verdict", **IO)
+
+
+@task(name="add-to-dashboard", **IO)
+def add_to_dashboard(
+    project: Project,
+    batch: str,
+    champion: monitoring.Champion,
+    signals: policy.Signals,
+    verdict: policy.Verdict,
+    drift: DriftSummary,
+    drift_html: Path,
+    run_id: str,
+) -> str | None:
+    """The batch's snapshot on the monitoring dashboard (ctloop/steps/dashboard.py) and the
+    `dashboard` link artifact to its page in the Evidently UI; its URL (None: dashboard off)."""
+    added = dashboard.add_batch(
+        project, batch, champion, signals, verdict, drift, drift_html, run_id
+    )
+    if added is None:
+        print("dashboard: off (dashboard.enabled: false)")
+        return None
+    state = "added" if added.written else "already there (same batch content and version)"
+    create_link_artifact(
+        added.url,
+        link_text=f"dashboard snapshot of {batch} with v{champion.version}",
+        key=f"dashboard-{_key(batch)}",
+        description="Evidently UI page of this batch's snapshot (served by `ctloop up`)",
+    )
+    print(f"dashboard: snapshot of {batch} with v{champion.version} {state}: {added.url}")
+    return added.url
 
 
 plan_retrain = task(monitoring.plan_retrain, name="plan-retrain", **IO)

@@ -383,12 +383,13 @@ def report_drift(
         key="drift",
         description="Evidently data drift",
     )
-    create_link_artifact(
-        paths["html"].resolve().as_uri(),
-        link_text=f"drift report {current} against {ref} ({paths['html'].name})",
-        key="drift-report",
-        description="Evidently HTML (open locally)",
-    )
+    if run_id is not None:  # logged on the run: served over HTTP by the MLflow UI
+        create_link_artifact(
+            drift_report.report_url(project, run_id, paths["html"]),
+            link_text=f"drift report {current} against {ref} ({paths['html'].name})",
+            key="drift-report",
+            description="Evidently HTML on the MLflow run (MLflow UI, served by `ctloop up`)",
+        )
     return summary, paths
 
 

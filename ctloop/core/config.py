@@ -57,6 +57,7 @@ class PathsConfig(_Strict):
     landing: str = "data/landing"
     predictions: str = "data/predictions"
     stack: str = ".ctloop"
+    dashboard: str = "monitoring/evidently"  # Evidently workspace of the monitoring dashboard
 
 
 class DeriveTarget(_Strict):
@@ -349,13 +350,27 @@ class ReplayConfig(_Strict):
     wait_timeout_s: Annotated[float, Field(gt=0)] = 3600.0
 
 
+class DashboardConfig(_Strict):
+    """The monitoring dashboard: an Evidently workspace (paths.dashboard) with one project per
+    registered model; every monitored batch adds its snapshot (ctloop/steps/dashboard.py)."""
+
+    enabled: bool = True
+
+
 class StackConfig(_Strict):
     """Local servers started by `ctloop up` (loopback unless configured otherwise)."""
 
     host: str = "127.0.0.1"
     prefect_port: Annotated[int, Field(gt=0, lt=65536)] = 4200
     mlflow_port: Annotated[int, Field(gt=0, lt=65536)] = 5000
+    evidently_port: Annotated[int, Field(gt=0, lt=65536)] = 8000  # `evidently ui` (dashboard)
     startup_timeout_s: Annotated[float, Field(gt=0)] = 120.0
+
+    def url(self, port: int) -> str:
+        """http URL of a server of the stack on `port`, for clients: a wildcard bind address
+        (0.0.0.0, ::) is reached on loopback."""
+        host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(self.host, self.host)
+        return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
 class Params(_Strict):
@@ -378,6 +393,7 @@ class Params(_Strict):
     drift: DriftConfig = Field(default_factory=DriftConfig)
     continuous: ContinuousConfig = Field(default_factory=ContinuousConfig)
     replay: ReplayConfig = Field(default_factory=ReplayConfig)
+    dashboard: DashboardConfig = Field(default_factory=DashboardConfig)
     stack: StackConfig = Field(default_factory=StackConfig)
 
     @model_validator(mode="after")

@@ -337,19 +337,42 @@ class DriftOutputs:
     summary: DriftSummary
     html: str = field(repr=False)
     snapshot_json: str = field(repr=False)
+    # Evidently's full snapshot model (`Snapshot.dumps()`: widgets included), which the
+    # monitoring dashboard reuses (ctloop/steps/dashboard.py); "" when not kept
+    model_json: str = field(default="", repr=False)
 
 
-def render_outputs(snapshot: Any, summary: DriftSummary) -> DriftOutputs:
+def render_outputs(snapshot: Any, summary: DriftSummary, title: str | None = None) -> DriftOutputs:
     """The HTML and JSON of an Evidently snapshot, with our summary (DriftError when Evidently
-    cannot render them)."""
+    cannot render them). `title` (e.g. "Data drift of batch 2013-07 against 2013-01..2013-06")
+    names the snapshot, heads the HTML page and is its <title>."""
     try:
-        return DriftOutputs(summary, snapshot.get_html_str(as_iframe=False), snapshot.json())
+        if title:
+            snapshot.set_name(title)
+        html = titled_html(snapshot, title) if title else snapshot.get_html_str(as_iframe=False)
+        return DriftOutputs(summary, html, snapshot.json(), snapshot.dumps())
     except Exception as err:
         raise DriftError(
             f"drift: Evidently could not render the report ({type(err).__name__}: {err}); "
             f"the summary was computed ({summary.n_drifted} of {summary.n_columns} columns "
             "drifted); check the compared columns or set drift.method to another stattest"
         ) from err
+
+
+def titled_html(snapshot: Any, title: str) -> str:
+    """Evidently's self-contained HTML of `snapshot` with `title` as the page's <title> and as a
+    header above the report (Evidently 0.7 renders neither a name nor the snapshot's metadata)."""
+    from evidently.core.metric_types import render_widgets
+    from evidently.legacy.renderers.html_widgets import group_widget, header_text
+
+    widgets = [
+        header_text(label=title),
+        group_widget(title="", widgets=list(snapshot._widgets)),
+        *snapshot._tests_widgets,
+    ]
+    html = render_widgets(widgets, as_iframe=False)
+    escaped = title.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return html.replace("<head>", f"<head>\n<title>{escaped}</title>", 1)
 
 
 def save_drift(
@@ -396,7 +419,15 @@ def write_outputs(
             )
     write_once(paths["html"], outputs.html)
     write_once(paths["snapshot"], outputs.snapshot_json + "\n")
+    if outputs.model_json:
+        write_once(model_path(out_dir, name), outputs.model_json + "\n")
     return paths
+
+
+def model_path(out_dir: Path, name: str) -> Path:
+    """Evidently's full snapshot model of report `name` (kept for the monitoring dashboard;
+    absent for reports written before it was kept)."""
+    return out_dir / f"{name}.model.json"
 
 
 def drift_markdown(summary: DriftSummary, title: str) -> str:

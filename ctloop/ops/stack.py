@@ -1,5 +1,6 @@
-"""`ctloop up` / `ctloop down`: the local stack (Prefect server, MLflow tracking server and the
-process serving the Prefect deployments), started as detached children of their own session.
+"""`ctloop up` / `ctloop down`: the local stack (Prefect server, MLflow tracking server, the
+Evidently UI over the monitoring dashboard's workspace and the process serving the Prefect
+deployments), started as detached children of their own session.
 
 Pids, process identities, URLs and log paths are recorded in `<stack dir>/stack.json`, so that
 `down` stops exactly what `up` started and never a process that merely reuses a recorded pid.
@@ -34,7 +35,7 @@ STATE_FILE = "stack.json"
 POLL_S = 0.5
 STOP_TIMEOUT_S = 15.0
 TAIL_LINES = 25
-SERVERS = ("prefect", "mlflow")
+SERVERS = ("prefect", "mlflow", "evidently")
 SERVE_GRACE_S = 8.0  # the serve process must survive this long after the servers are healthy
 
 # Children still attached to this process: kept so they are reaped (no zombie, no warning).
@@ -52,6 +53,7 @@ class StackInfo:
     prefect_api_url: str
     prefect_ui_url: str
     mlflow_url: str
+    evidently_url: str = ""  # the monitoring dashboard (`evidently ui`)
     processes: dict[str, int] = field(default_factory=dict)
     logs: dict[str, str] = field(default_factory=dict)
     identities: dict[str, str] = field(default_factory=dict)
@@ -64,6 +66,7 @@ class StackInfo:
             prefect_api_url=raw["prefect_api_url"],
             prefect_ui_url=raw["prefect_ui_url"],
             mlflow_url=raw["mlflow_url"],
+            evidently_url=str(raw.get("evidently_url", "")),
             processes={k: int(v) for k, v in raw.get("processes", {}).items()},
             logs=dict(raw.get("logs", {})),
             identities=dict(raw.get("identities", {})),
@@ -77,18 +80,17 @@ class StackInfo:
 # --- configuration -------------------------------------------------------------------------
 
 
-def _client_host(host: str) -> str:
-    """Host part of a URL for clients: a wildcard bind address is reached on loopback."""
-    host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
-    return f"[{host}]" if ":" in host else host
-
-
 def urls(project: Project) -> tuple[str, str, str]:
     """(Prefect API URL, Prefect UI URL, MLflow URL) of the configured stack."""
     cfg = project.params.stack
-    host = _client_host(cfg.host)
-    ui = f"http://{host}:{cfg.prefect_port}"
-    return f"{ui}/api", ui, f"http://{host}:{cfg.mlflow_port}"
+    ui = cfg.url(cfg.prefect_port)
+    return f"{ui}/api", ui, cfg.url(cfg.mlflow_port)
+
+
+def evidently_url(project: Project) -> str:
+    """URL of the Evidently UI (the monitoring dashboard) of the configured stack."""
+    cfg = project.params.stack
+    return cfg.url(cfg.evidently_port)
 
 
 def stack_dir(project: Project) -> Path:
@@ -120,6 +122,11 @@ def commands(project: Project, params_path: Path | None = None) -> dict[str, lis
             *("--artifacts-destination", str(project.path("mlflow_artifacts").resolve())),
             *("--host", cfg.host, "--port", str(cfg.mlflow_port), "--workers", "1"),
         ],
+        "evidently": [
+            str(bin_dir / "evidently"),
+            *("ui", "--workspace", str(project.path("dashboard").resolve())),
+            *("--host", cfg.host, "--port", str(cfg.evidently_port)),
+        ],
         "serve": [sys.executable, "-m", "deployments.serve", "--params", str(params)],
     }
 
@@ -135,6 +142,8 @@ def child_env(project: Project, name: str) -> dict[str, str]:
         env["PREFECT_SERVER_DATABASE_CONNECTION_URL"] = database_url(stack_dir(project))
     elif name == "mlflow":
         env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
+    elif name == "evidently":  # its usage telemetry is off whenever DO_NOT_TRACK is set at all
+        env["DO_NOT_TRACK"] = "true"
     else:
         env["MLFLOW_TRACKING_URI"] = mlflow
     return env
@@ -328,7 +337,11 @@ def _wait_healthy(
     info: StackInfo, children: dict[str, subprocess.Popen[bytes]], timeout: float
 ) -> None:
     """Poll both health endpoints until they answer; fail fast when a child exits."""
-    health = {"prefect": f"{info.prefect_api_url}/health", "mlflow": f"{info.mlflow_url}/health"}
+    health = {
+        "prefect": f"{info.prefect_api_url}/health",
+        "mlflow": f"{info.mlflow_url}/health",
+        "evidently": f"{info.evidently_url}/api/version",
+    }
     deadline = time.monotonic() + timeout
     while True:
         for name, child in children.items():
@@ -380,22 +393,36 @@ def _up(project: Project, serve: bool, params_path: Path | None) -> StackInfo:
         if alive := running(previous):
             raise StackError(
                 f"a stack is already running ({', '.join(alive)}; see {state_path(project)}): "
-                f"Prefect UI {previous.prefect_ui_url}, MLflow {previous.mlflow_url}. "
+                f"Prefect UI {previous.prefect_ui_url}, MLflow {previous.mlflow_url}, "
+                f"dashboard {previous.evidently_url or '-'}. "
                 "Stop it first with `ctloop down`"
             )
         state_path(project).unlink(missing_ok=True)  # stale: nothing of it runs any more
-    if cfg.prefect_port == cfg.mlflow_port:
-        raise StackError(
-            f"stack.prefect_port and stack.mlflow_port are both {cfg.prefect_port}: "
-            "give them different values in params.yaml"
-        )
-    check_port_free(cfg.host, cfg.prefect_port, "prefect")
-    check_port_free(cfg.host, cfg.mlflow_port, "mlflow")
+    ports = {
+        "prefect": cfg.prefect_port,
+        "mlflow": cfg.mlflow_port,
+        "evidently": cfg.evidently_port,
+    }
+    for a, b in (("prefect", "mlflow"), ("prefect", "evidently"), ("mlflow", "evidently")):
+        if ports[a] == ports[b]:
+            raise StackError(
+                f"stack.{a}_port and stack.{b}_port are both {ports[a]}: "
+                "give them different values in params.yaml"
+            )
+    for name, port in ports.items():
+        check_port_free(cfg.host, port, name)
+    project.path("dashboard").mkdir(parents=True, exist_ok=True)  # `evidently ui` serves it
 
     argvs = commands(project, params_path)
     log_dir(project).mkdir(parents=True, exist_ok=True)
     api, ui, mlflow = urls(project)
-    info = StackInfo(prefect_api_url=api, prefect_ui_url=ui, mlflow_url=mlflow, boot_id=boot_id())
+    info = StackInfo(
+        prefect_api_url=api,
+        prefect_ui_url=ui,
+        mlflow_url=mlflow,
+        evidently_url=evidently_url(project),
+        boot_id=boot_id(),
+    )
     children: dict[str, subprocess.Popen[bytes]] = {}
     try:
         for name in SERVERS:
@@ -481,10 +508,14 @@ def status(project: Project) -> list[str]:
     info = read_info(project)
     if info is None:
         return busy
-    where = {"prefect": info.prefect_ui_url, "mlflow": info.mlflow_url}
+    where = {
+        "prefect": info.prefect_ui_url,
+        "mlflow": info.mlflow_url,
+        "evidently": info.evidently_url or "-",
+    }
     alive = set(running(info))
     return busy + [
-        f"{name:8} pid {pid:<7} {'running' if name in alive else 'STOPPED':8} "
+        f"{name:9} pid {pid:<7} {'running' if name in alive else 'STOPPED':8} "
         f"{where.get(name, '-')}  log {info.logs.get(name, '-')}"
         for name, pid in info.processes.items()
     ]

@@ -4,8 +4,10 @@ under its own name (a link keeps opening the report it was made with), recorded 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import quote
 
 from ctloop.core import fingerprint
 from ctloop.core.config import Project
@@ -64,7 +66,19 @@ def compute_drift(project: Project, reference: tuple[str, ...], current: str) ->
         project.params.seed,
         what=f"batch {current} against {', '.join(reference)}",
     )
-    return drift.render_outputs(snapshot, summary)
+    return drift.render_outputs(snapshot, summary, drift_title(reference, current))
+
+
+def drift_title(reference: tuple[str, ...], current: str) -> str:
+    """What a drift report compares, in words: its HTML title and header, its snapshot name."""
+    return f"Data drift of batch {current} against the reference {period(reference)}"
+
+
+def period(batches: tuple[str, ...]) -> str:
+    """`first..last` of a run of batches (the single name for one, "none" for none)."""
+    if not batches:
+        return "none"
+    return batches[0] if len(batches) == 1 else f"{batches[0]}..{batches[-1]}"
 
 
 def drift_files(project: Project, reference: tuple[str, ...], current: str) -> list[Path]:
@@ -182,3 +196,27 @@ def project_relative(project: Project, path: Path) -> str:
     """`path` relative to the project root when inside it (portable in records), else absolute."""
     resolved, root = path.resolve(), project.root.resolve()
     return resolved.relative_to(root).as_posix() if resolved.is_relative_to(root) else str(resolved)
+
+
+def mlflow_ui_url(project: Project) -> str:
+    """Base URL of the MLflow UI: MLFLOW_TRACKING_URI when it is a server (http/https), else the
+    configured stack's (`ctloop up`), running or not."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI", "")
+    if uri.startswith(("http://", "https://")):
+        return uri.rstrip("/")
+    cfg = project.params.stack
+    return cfg.url(cfg.mlflow_port)
+
+
+def artifact_url(base: str, experiment_id: str, run_id: str, artifact: str) -> str:
+    """The MLflow UI's page of one artifact of one run (it shows an HTML report inline):
+    <base>/#/experiments/<exp>/runs/<run>/artifacts/<artifact path>."""
+    path = quote(artifact, safe="/")
+    return f"{base}/#/experiments/{experiment_id}/runs/{run_id}/artifacts/{path}"
+
+
+def report_url(project: Project, run_id: str, html: Path) -> str:
+    """http URL of the drift report `html` as logged on the MLflow run `run_id` (record_drift:
+    drift/<file name>): the exact report of that run, never a "latest" copy."""
+    experiment = tracking.use_experiment(project)
+    return artifact_url(mlflow_ui_url(project), experiment, run_id, f"drift/{html.name}")

@@ -67,7 +67,7 @@ def loop(
     tmp = tmp_path_factory.mktemp("concurrency")
     source = tmp / "initial.parquet"
     months[months["date"] < "2013-04-01"].to_parquet(source, index=False)
-    prefect_port, mlflow_port = free_ports(2)
+    prefect_port, mlflow_port, evidently_port = free_ports(3)
     changes: dict[str, Any] = {
         "data": {"source": str(source), "derive_target": None, "drop_columns": []},
         "split": {"window_start": "2013-01", "window_end": "2013-03", "folds": 3},
@@ -82,7 +82,11 @@ def loop(
             "retrain_on_decay": False,
             "schedule": None,  # `train` runs when the test starts it, not on a clock
         },
-        "stack": {"prefect_port": prefect_port, "mlflow_port": mlflow_port},
+        "stack": {
+            "prefect_port": prefect_port,
+            "mlflow_port": mlflow_port,
+            "evidently_port": evidently_port,
+        },
     }
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("PREFECT_HOME", str(tmp / "prefect-home"))

@@ -46,7 +46,7 @@ def loop(
     source = tmp_path / "source.parquet"  # Jan-Mar as recorded, then a drifted April
     april = months["date"] >= "2013-04-01"
     pd.concat([months[~april], _drifted(months[april])]).to_parquet(source, index=False)
-    prefect_port, mlflow_port = free_ports(2)
+    prefect_port, mlflow_port, evidently_port = free_ports(3)
     changes: dict[str, Any] = {
         "data": {
             "source": str(source),
@@ -61,7 +61,11 @@ def loop(
         "promotion": {"min_score": 0.55, "margin": 0.0, "test": "none", "model_name": "ctloop-e2e"},
         "drift": {"drift_share": 0.3},
         "continuous": {"retrain_on_drift": True, "window": "expanding", "cooldown_minutes": 30},
-        "stack": {"prefect_port": prefect_port, "mlflow_port": mlflow_port},
+        "stack": {
+            "prefect_port": prefect_port,
+            "mlflow_port": mlflow_port,
+            "evidently_port": evidently_port,
+        },
     }
     project = make_project(changes, name="e2e")
     params = project.root / "params.yaml"

@@ -71,8 +71,16 @@ def test_two_reports_of_one_batch_both_stay_and_each_record_opens_its_own(
     # the Prefect link artifacts, the MLflow tags and artifacts each name their own report
     flow_runs = [s.state_details.flow_run_id for s in (state_one, state_two)]
     links = _link_artifacts(flow_runs)
-    for flow_run, paths in zip(flow_runs, (first, second), strict=True):
-        assert Path(unquote(urlparse(links[flow_run]).path)) == paths["html"].resolve()
+    experiment = tracking.use_experiment(p)
+    for flow_run, run_id, paths in zip(flow_runs, runs, (first, second), strict=True):
+        link = urlparse(links[flow_run])  # the MLflow UI's page of the run's own artifact
+        assert link.scheme == "http" and link.netloc == f"127.0.0.1:{p.params.stack.mlflow_port}"
+        page = f"/experiments/{experiment}/runs/{run_id}/artifacts/drift/{paths['html'].name}"
+        assert unquote(link.fragment) == page
+    # the report names its data: HTML title and header give the batch and the reference
+    html = first["html"].read_text(encoding="utf-8")
+    title = f"Data drift of batch {BATCH} against the reference 2013-01..2013-02"
+    assert f"<title>{title}</title>" in html and html.count(title) >= 2
     for run_id, paths in zip(runs, (first, second), strict=True):
         tag = tracking.run_tags(run_id)[tracking.DRIFT_REPORT_TAG]
         assert (p.root / tag).resolve() == paths["html"].resolve()
@@ -89,4 +97,4 @@ def test_two_reports_of_one_batch_both_stay_and_each_record_opens_its_own(
     stems = {x["html"].stem for x in (first, second)}
     names = [x.name for x in folder.iterdir()]  # no temporary files left behind
     assert all(any(n.startswith(f"{stem}.") for stem in stems) for n in names), names
-    assert len(before) == 8  # html, json, evidently.json, inputs per report
+    assert len(before) == 10  # html, json, evidently.json, model.json, inputs per report

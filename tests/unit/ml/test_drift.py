@@ -13,6 +13,7 @@ import pytest
 from ctloop.core.config import DriftConfig, Project
 from ctloop.io import data, files
 from ctloop.io.data import Schema
+from ctloop.ml import drift
 from ctloop.ml.drift import (
     ColumnDrift,
     DriftOutputs,
@@ -189,6 +190,7 @@ def test_save_drift_writes_html_and_json_that_round_trip(
         "2013-07.evidently.json",
         "2013-07.html",
         "2013-07.json",
+        "2013-07.model.json",  # Evidently's full snapshot, for the monitoring dashboard
     ]  # no temporary files left behind
     before = {k: p.read_bytes() for k, p in paths.items()}
     again = save_drift(
@@ -218,7 +220,8 @@ def test_a_report_is_written_once_and_never_replaced(
             files.write_once,
         )
     assert {k: p.read_bytes() for k, p in paths.items()} == kept
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in paths.values())
+    written = [*paths.values(), drift.model_path(tmp_path, "ref-a..b-123")]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in written)
 
 
 def test_to_dict_is_plain_json_types(shifted: tuple[object, DriftSummary]) -> None:

@@ -30,6 +30,7 @@ def project_with(tmp_path: Path) -> Callable[..., Project]:
 
     def build(**stack_cfg: Any) -> Project:
         params = yaml.safe_load((ROOT / "params.yaml").read_text())
+        stack_cfg.setdefault("evidently_port", _free_port())  # 8000 may be taken here
         params["stack"] = {**params["stack"], **stack_cfg}
         (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
         return load_project(tmp_path / "params.yaml")
@@ -200,7 +201,7 @@ def test_port_taken_error_names_host_port_and_the_fix(
 def _fake_commands(code: str) -> Callable[..., dict[str, list[str]]]:
     def commands(project: Project, params_path: Path | None = None) -> dict[str, list[str]]:
         argv = [sys.executable, "-c", code]
-        return {"prefect": argv, "mlflow": argv, "serve": argv}
+        return {"prefect": argv, "mlflow": argv, "evidently": argv, "serve": argv}
 
     return commands
 
