@@ -94,7 +94,7 @@ def test_monitor_scores_reports_and_retrain_promotes_with_reasons(
     tracking.use_store(p.tracking_uri)
     client = MlflowClient()
     [run] = client.search_runs(
-        [client.get_experiment_by_name("ctloop").experiment_id],
+        [client.get_experiment_by_name("ctloop-monitoring").experiment_id],
         "tags.`ctloop.kind` = 'monitoring'",
     )
     assert run.data.tags["ctloop.batch"] == "2013-04"
@@ -139,7 +139,7 @@ def test_labels_arriving_later_are_measured_then(
     tracking.use_store(p.tracking_uri)
     client = MlflowClient()
     runs = client.search_runs(
-        [client.get_experiment_by_name("ctloop").experiment_id],
+        [client.get_experiment_by_name("ctloop-monitoring").experiment_id],
         "tags.`ctloop.kind` = 'monitoring'",
         order_by=["attributes.start_time ASC"],
     )
