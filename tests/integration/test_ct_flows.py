@@ -101,6 +101,14 @@ def test_monitor_scores_reports_and_retrain_promotes_with_reasons(
     assert run.data.tags["ctloop.retrain"] == "True"
     assert "batch_roc_auc" in run.data.metrics and "drifted_share" in run.data.metrics
 
+    assert run.info.run_name == "monitor 2013-04 v1"
+    assert "Verdict: **RETRAIN**" in run.data.tags[tracking.NOTE_TAG]
+    kinds = {
+        name: client.get_experiment_by_name(name).tags[tracking.EXPERIMENT_KIND_TAG]
+        for name in ("ctloop", "ctloop-monitoring")
+    }
+    assert kinds == dict.fromkeys(kinds, tracking.CLASSIC_ML_KIND)  # the UI opens on the runs
+
     # the same file again: no second ingestion, nothing monitored
     [again] = monitor_batch(path=landed.name, params_path=params)
     assert again.status == "duplicate"
@@ -108,6 +116,7 @@ def test_monitor_scores_reports_and_retrain_promotes_with_reasons(
     first = retrain_model(params_path=params, trigger="ctloop.drift.detected", batch="2013-04")
     assert first.skipped is None and first.window == "2013-02..2013-04"
     assert first.model_version == "2"
+    _prefect_pages_say_what_they_are(first.promoted)
     version = client.get_model_version("ctloop-test", "2")
     assert version.tags["ctloop.trigger"] == "ctloop.drift.detected"
     assert "2013-04" in version.tags["ctloop.trigger_reason"]
@@ -117,6 +126,46 @@ def test_monitor_scores_reports_and_retrain_promotes_with_reasons(
     second = retrain_model(params_path=params, trigger="ctloop.drift.detected", batch="2013-04")
     assert second.skipped is not None and "unchanged" in second.skipped
     assert len(client.search_model_versions("name = 'ctloop-test'")) == 2
+
+
+def _prefect_pages_say_what_they_are(promoted: bool) -> None:
+    """Read back from the Prefect API: the flow runs are named after their work, and the
+    monitor's events relate the batch's model version, metric and verdict."""
+    import time
+
+    from prefect import get_client
+    from prefect.events.filters import EventFilter, EventNameFilter, EventResourceFilter
+
+    from ctloop.core import events
+    from flows.runtime import send_events
+
+    with get_client(sync_client=True) as client:
+        run_names = {r.name for r in client.read_flow_runs(limit=200)}
+    assert {"monitor 2013-04", "retrain 2013-04 (drift)"} <= run_names
+    assert "train 2013-02..2013-04 (drift)" in run_names  # the retrain's training subflow
+
+    send_events()
+    wanted = EventFilter(
+        event=EventNameFilter(name=[events.BATCH_MONITORED, events.RETRAIN_FINISHED]),
+        resource=EventResourceFilter(id=["ctloop.batch.2013-04"]),
+    )
+    found: dict[str, Any] = {}
+    deadline = time.monotonic() + 60
+    while len(found) < 2 and time.monotonic() < deadline:  # the server stores events a bit later
+        with get_client(sync_client=True) as client:
+            found = {e.event: e for e in client.read_events(filter=wanted, limit=50).events}
+        time.sleep(1)
+    monitored, finished = found[events.BATCH_MONITORED], found[events.RETRAIN_FINISHED]
+    related = {r.role: r.id for r in monitored.related}
+    assert related == {
+        "model-version": "ctloop.model-version.ctloop-test.1",
+        "metric": "ctloop.metric.roc_auc",
+        "verdict": "ctloop.verdict.retrain",
+    }
+    assert monitored.payload["verdict"] == "retrain" and monitored.payload["batch"] == "2013-04"
+    verdict = "promoted" if promoted else "kept"
+    assert {r.role: r.id for r in finished.related}["verdict"] == f"ctloop.verdict.{verdict}"
+    assert finished.payload["model_version"] == "2"
 
 
 def test_labels_arriving_later_are_measured_then(
