@@ -117,6 +117,21 @@ def test_monitor_scores_reports_and_retrain_promotes_with_reasons(
     assert first.skipped is None and first.window == "2013-02..2013-04"
     assert first.model_version == "2"
     _prefect_pages_say_what_they_are(first.promoted)
+    # the line `ctloop replay` prints for the month, read back from MLflow
+    facts, retrains = replay.read_month(p, "2013-04", 0)
+    row = replay.month_row(facts, retrains, None)
+    assert row[:2] == ("2013-04", f"v1 (holdout {facts.champion_holdout:.4f})")
+    assert row[2] == f"{run.data.metrics['batch_roc_auc']:.4f}" and "drift" in row[3]
+    outcome = "promoted" if first.promoted else "kept the champion"
+    assert row[4].startswith("v2 on 2013-02..04: ") and row[4].endswith(outcome)
+    trained = client.search_runs(
+        [client.get_experiment_by_name("ctloop").experiment_id],
+        "tags.`ctloop.kind` = 'training' and tags.`ctloop.model_version` = '2'",
+    )
+    assert [r.info.run_name for r in trained] == ["v2 train 2013-02..04 drift"]
+    assert "Registered **v2**" in trained[0].data.tags[tracking.NOTE_TAG]
+    if first.promoted:  # the promoted version holds `champion` only
+        assert registry.get_alias("ctloop-test", registry.CHALLENGER) is None
     version = client.get_model_version("ctloop-test", "2")
     assert version.tags["ctloop.trigger"] == "ctloop.drift.detected"
     assert "2013-04" in version.tags["ctloop.trigger_reason"]
@@ -156,7 +171,8 @@ def _prefect_pages_say_what_they_are(promoted: bool) -> None:
             found = {e.event: e for e in client.read_events(filter=wanted, limit=50).events}
         time.sleep(1)
     monitored, finished = found[events.BATCH_MONITORED], found[events.RETRAIN_FINISHED]
-    related = {r.role: r.id for r in monitored.related}
+    # Prefect adds the flow, flow run and task run that emitted it; ctloop's own are these
+    related = {r.role: r.id for r in monitored.related if r.id.startswith("ctloop.")}
     assert related == {
         "model-version": "ctloop.model-version.ctloop-test.1",
         "metric": "ctloop.metric.roc_auc",
