@@ -7,7 +7,7 @@ import contextlib
 import os
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -681,7 +681,10 @@ def replay(
     deliveries = replay.plan(periods, delay)
     mode = _delivery(project, here)
     typer.echo(f"replaying {len(periods)} period(s): {len(deliveries)} deliveries, {gap:g} s gap")
-    with _api_here(project, mode):
+    began = int(time.time() * 1000)
+    table: list[tuple[str, ...]] = []
+    champion: str | None = None
+    with _api_here(project, mode), _progress(len(deliveries)) as (advance, say):
         for i, delivery in enumerate(deliveries):
             if i:
                 time.sleep(gap)
@@ -693,11 +696,36 @@ def replay(
 
                 before = count_runs("monitor")
             landed = replay.write_delivery(frame, project.path("landing"), delivery)
-            typer.echo(f"[{i + 1}/{len(deliveries)}] delivered {landed.name} ({len(frame)} rows)")
+            say(f"[{i + 1}/{len(deliveries)}] delivered {landed.name} ({len(frame)} rows)")
             _hand_over(landed, project, mode, params)
             if waiting:
                 _wait_for_loop(before, cfg.replay.wait_timeout_s)
-                typer.echo("  the monitor and any retrain it triggered have finished")
+                say("  the monitor and any retrain it triggered have finished")
+            facts, retrains = replay.read_month(project, delivery.period, began)
+            table.append(replay.month_row(facts, retrains, champion))
+            champion = facts.champion or champion
+            say("  " + " | ".join(table[-1]))
+            advance()
+    typer.echo("\n" + replay.markdown_table(cfg.metric, table))
+
+
+@contextlib.contextmanager
+def _progress(total: int) -> Iterator[tuple[Callable[[], None], Callable[[str], None]]]:
+    """A progress bar over the deliveries (rich) on a terminal, none when the output is not a
+    TTY or under CI; yields (advance one step, print a line above the bar)."""
+    if not sys.stdout.isatty() or os.environ.get("CI"):
+        yield (lambda: None), typer.echo
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    columns = ("deliveries", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, transient=True) as bar:
+        task = bar.add_task("replay", total=total)
+
+        def say(line: str) -> None:
+            bar.console.print(line, markup=False, highlight=False)
+
+        yield (lambda: bar.advance(task)), say
 
 
 # --- serving -------------------------------------------------------------------------------

@@ -46,6 +46,23 @@ class TriggerSpec:
     expect: tuple[str, ...]
     match: dict[str, str]
     parameters: dict[str, str]
+    runs: str  # the deployment it runs, `flow-name/deployment-name`
+    why: str  # what the events mean, in words
+
+    @property
+    def description(self) -> str:
+        """The automation's description in the Prefect UI (whose trigger card reads "A custom
+        trigger" for any event trigger): the events, their resource filter, the deployment run
+        and the parameters it gets."""
+        events_text = " or ".join(self.expect)
+        where = ", ".join(f"{k} = {v}" for k, v in self.match.items())
+        given = ", ".join(
+            f"{k} from {v.strip('{} ')}" for k, v in self.parameters.items()
+        )  # no `{{ }}` in the text: prefect deploy templates those
+        return (
+            f"When ctloop emits {events_text} ({self.why}) about a resource matching {where}, "
+            f"run the deployment {self.runs} with {given}."
+        )
 
 
 @dataclass(frozen=True)
@@ -73,14 +90,16 @@ class DeploymentSpec:
 
 
 MONITOR_TRIGGER = TriggerSpec(
-    name="data-arrived",
+    name="monitor-batch/monitor on ctloop.data.arrived",
     expect=(events.DATA_ARRIVED,),
     match={"prefect.resource.id": f"{events.LANDING_RESOURCE}.*"},
     parameters={"path": "{{ event.payload.path }}"},
+    runs="monitor-batch/monitor",
+    why="a file landed in the landing folder",
 )
 
 RETRAIN_TRIGGER = TriggerSpec(
-    name="drift-decay-or-due",
+    name="retrain-model/retrain on drift, decay or due",
     expect=tuple(sorted(events.RETRAIN_TRIGGERS)),
     match={"prefect.resource.id": f"{events.BATCH_RESOURCE}.*"},
     parameters={
@@ -88,6 +107,8 @@ RETRAIN_TRIGGER = TriggerSpec(
         "batch": "{{ event.payload.batch }}",
         "reason": "{{ event.payload.reason }}",
     },
+    runs="retrain-model/retrain",
+    why="the monitor's policy found drift, decay, estimated decay or enough new batches",
 )
 
 
@@ -152,6 +173,7 @@ def _trigger_yaml(trigger: TriggerSpec) -> dict[str, Any]:
     return {
         "type": "event",
         "name": trigger.name,
+        "description": trigger.description,
         "enabled": True,
         "expect": list(trigger.expect),
         "match": dict(trigger.match),

@@ -42,6 +42,7 @@ def event_trigger(spec: TriggerSpec) -> DeploymentEventTrigger:
 
     return DeploymentEventTrigger(
         name=spec.name,
+        description=spec.description,
         expect=set(spec.expect),
         match=dict(spec.match),
         parameters=dict(spec.parameters),

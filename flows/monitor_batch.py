@@ -16,11 +16,12 @@ from ctloop.ml.validation import ValidationFailed
 from ctloop.steps import landed as decide
 from ctloop.steps import monitoring
 from ctloop.steps.landed import MonitorResult, Refusal
+from flows import naming
 from tasks import monitoring as ct
 from tasks import training as t
 
 
-@flow(name="monitor-batch", log_prints=True)
+@flow(name="monitor-batch", flow_run_name=naming.monitor_run_name, log_prints=True)
 def monitor_batch(path: str, params_path: str = "params.yaml") -> list[MonitorResult]:
     """Ingest a file from the landing folder and monitor each new batch with the champion.
 

@@ -9,10 +9,11 @@ from prefect import flow
 
 from ctloop.core.config import load_project
 from ctloop.steps import serving
+from flows import naming
 from tasks import scoring as ps
 
 
-@flow(name="predict-batch", log_prints=True)
+@flow(name="predict-batch", flow_run_name=naming.predict_run_name, log_prints=True)
 def predict_batch(
     input_path: str, output_path: str | None = None, params_path: str = "params.yaml"
 ) -> serving.PredictionReport:

@@ -14,6 +14,7 @@ from prefect.artifacts import create_markdown_artifact
 from ctloop.core import events
 from ctloop.core.config import load_project
 from ctloop.io import locks
+from flows import naming
 from flows.train_model import train_model
 from tasks import monitoring as ct
 
@@ -29,7 +30,7 @@ class RetrainResult:
     decision: str = ""
 
 
-@flow(name="retrain-model", log_prints=True)
+@flow(name="retrain-model", flow_run_name=naming.retrain_run_name, log_prints=True)
 def retrain_model(
     params_path: str = "params.yaml",
     trigger: str = "manual",
@@ -70,7 +71,17 @@ def retrain_model(
     _report(result, cause)
     payload = {"trigger": trigger, "promoted": result.promoted, "decision": result.decision}
     model = (project.params.promotion.model_name, summary.model_version)
-    ct.emit(events.batch_event(events.RETRAIN_FINISHED, batch or window, payload, *model))
+    verdict = "promoted" if result.promoted else "kept"
+    ct.emit(
+        events.batch_event(
+            events.RETRAIN_FINISHED,
+            batch or window,
+            payload,
+            *model,
+            project.params.metric,
+            verdict,
+        )
+    )
     return result
 
 

@@ -11,13 +11,15 @@ from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 from prefect.task_runners import ProcessPoolTaskRunner
 
-from ctloop.core import approval
+from ctloop.core import approval, events
 from ctloop.core.config import load_project, override
 from ctloop.core.env import background_worker
 from ctloop.ml.parallel import plan_parallel
 from ctloop.steps import validate
 from ctloop.steps.summary import TrainingSummary
+from flows import naming
 from flows.approval import ask_approval
+from tasks import monitoring as ct
 from tasks import training as t
 
 
@@ -26,6 +28,7 @@ from tasks import training as t
 # would fight the main line for the GIL and slow it down)
 @flow(
     name="train-model",
+    flow_run_name=naming.train_run_name,
     log_prints=True,
     task_runner=ProcessPoolTaskRunner(max_workers=1, initializer=background_worker),
 )
@@ -98,6 +101,20 @@ def train_model(
         t.finish_run(run_id, failed=True, error=f"{type(err).__name__}: {err}")
         raise
 
+    verdict = "promoted" if decision.promote else "kept"
+    details = {
+        "window": f"{window.used[0]}..{window.used[-1]}",
+        "trigger": trigger,
+        "holdout_score": decision.challenger_score,
+        "champion_score": decision.champion_score,
+        "reason": decision.reason,
+    }
+    name, metric = project.params.promotion.model_name, project.params.metric
+    ct.emit(
+        events.model_trained(
+            name, decision.challenger_version, window.holdout[-1], metric, verdict, details
+        )
+    )
     summary = TrainingSummary(
         data_version=data_version,
         batches=f"{window.used[0]}..{window.used[-1]}",

@@ -106,7 +106,8 @@ def apply_decision(name: str, decision: PromotionDecision) -> None:
     included: `promotion.test`, `gain`, `gain_lower`, `gain_upper`, `confidence`, `rounds`) and
     (if promoted) the audit event on the model with that interval, then
     move `champion` in one call: the alias never moves without its record, nor to a version
-    that is not READY. A crash before the move leaves the old champion and an unapplied event."""
+    that is not READY. A crash before the move leaves the old champion and an unapplied event.
+    The promoted version then loses `challenger` (`retire_challenger`)."""
     from mlflow import MlflowClient
 
     client = MlflowClient()
@@ -116,6 +117,7 @@ def apply_decision(name: str, decision: PromotionDecision) -> None:
         return
     current = get_alias(name, CHAMPION)
     if current is not None and str(current.version) == decision.challenger_version:
+        retire_challenger(name, decision.challenger_version)
         return  # applied already (a re-run finishing a failed run's version): no second event
     status = client.get_model_version(name, decision.challenger_version).status
     if status != "READY":
@@ -138,6 +140,19 @@ def apply_decision(name: str, decision: PromotionDecision) -> None:
     audit.record_event(name, event)
     crash_point("promotion")  # tests only (CTLOOP_CRASH_AT): event recorded, alias not moved
     client.set_registered_model_alias(name, CHAMPION, decision.challenger_version)
+    retire_challenger(name, decision.challenger_version)
+
+
+def retire_challenger(name: str, version: str) -> None:
+    """Remove the alias `challenger` from `version` once it is champion (a version shows one
+    role in the MLflow UI); left alone when it already points at another version. The move of
+    `champion` before it is the audited one: a crash in between leaves both aliases on the
+    version, which the next promotion (or this call again) clears."""
+    from mlflow import MlflowClient
+
+    current = get_alias(name, CHALLENGER)
+    if current is not None and str(current.version) == version:
+        MlflowClient().delete_registered_model_alias(name, CHALLENGER)
 
 
 def get_shadow(name: str) -> ModelVersion | None:

@@ -35,21 +35,58 @@ if TYPE_CHECKING:
     from ctloop.core.config import Project
 
 
-def configure(tracking_uri: str, experiment: str, artifact_root: Path) -> str:
+# The MLflow 3 UI opens an experiment in its GenAI view (traces, token usage) unless the
+# experiment's type says otherwise; `custom_model_development` is its classic ML kind (the values
+# are those of the UI bundle's ExperimentKind: genai_development, custom_model_development, ...)
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+CLASSIC_ML_KIND = "custom_model_development"
+NOTE_TAG = "mlflow.note.content"  # the description the MLflow UI shows on a run or experiment
+MONITORING_SUFFIX = "-monitoring"  # monitoring runs live in `<experiment>-monitoring`
+
+EXPERIMENT_NOTES = {
+    "training": (
+        "ctloop's **training runs**, one per training (`v<N> train <window> <trigger>`), with "
+        "one nested run per tuning trial. Monitoring runs are in the experiment `{monitoring}`."
+    ),
+    "monitoring": (
+        "ctloop's **monitoring runs**, one per batch and champion (`monitor <batch> v<N>`): "
+        "the champion's score on the batch, drift, estimated performance and the policy's "
+        "verdict. Training runs are in the experiment `{training}`."
+    ),
+}
+
+
+def configure(
+    tracking_uri: str, experiment: str, artifact_root: Path, purpose: str = "training"
+) -> str:
     """Point MLflow at the store and get-or-create the experiment; returns its id.
 
     With a database URI (the embedded SQLite default) artifacts go to the project's artifact
     folder, not to ./mlruns of whatever the working directory is; a tracking server keeps its own.
+    The experiment is tagged as a classic ML experiment (the MLflow UI then opens on its runs,
+    not on traces) and described (`purpose`: `training` or `monitoring`), also when an older
+    ctloop created it without those tags.
     """
     import mlflow
+    from mlflow import MlflowClient
 
     apply_env_defaults()
     use_store(tracking_uri)
     found = mlflow.get_experiment_by_name(experiment)
     if found is not None:
-        return found.experiment_id
-    location = None if tracking_uri.startswith("http") else (artifact_root / experiment).as_uri()
-    return mlflow.create_experiment(experiment, artifact_location=location)
+        experiment_id = str(found.experiment_id)
+        tags = dict(found.tags or {})
+    else:
+        where = None if tracking_uri.startswith("http") else (artifact_root / experiment).as_uri()
+        experiment_id = mlflow.create_experiment(experiment, artifact_location=where)
+        tags = {}
+    base = experiment.removesuffix(MONITORING_SUFFIX)
+    note = EXPERIMENT_NOTES[purpose].format(training=base, monitoring=base + MONITORING_SUFFIX)
+    client = MlflowClient()
+    for key, value in ((EXPERIMENT_KIND_TAG, CLASSIC_ML_KIND), (NOTE_TAG, note)):
+        if key not in tags:
+            client.set_experiment_tag(experiment_id, key, value)
+    return experiment_id
 
 
 def use_store(tracking_uri: str) -> None:
@@ -409,7 +446,38 @@ def log_model(
 
 def use_experiment(project: Project) -> str:
     """Point MLflow at the project's store and experiment (every step that writes to MLflow
-    calls this first: a DVC stage is a process of its own); returns the experiment id."""
+    calls this first: a DVC stage is a process of its own); returns the experiment id. The
+    training runs are there; the monitoring runs in `use_monitoring_experiment`'s."""
     return configure(
         project.tracking_uri, project.params.tracking.experiment, project.path("mlflow_artifacts")
     )
+
+
+def monitoring_experiment_name(experiment: str) -> str:
+    """`ctloop` -> `ctloop-monitoring`: the experiment of the monitoring runs."""
+    return experiment + MONITORING_SUFFIX
+
+
+def use_monitoring_experiment(project: Project) -> str:
+    """Like `use_experiment`, for the experiment of the monitoring runs
+    (`<tracking.experiment>-monitoring`): the MLflow UI lists trainings and monitoring apart."""
+    return configure(
+        project.tracking_uri,
+        monitoring_experiment_name(project.params.tracking.experiment),
+        project.path("mlflow_artifacts"),
+        purpose="monitoring",
+    )
+
+
+def set_note(run_id: str, text: str) -> None:
+    """The run's description (Markdown; the MLflow UI shows it on the run page)."""
+    from mlflow import MlflowClient
+
+    MlflowClient().set_tag(run_id, NOTE_TAG, text[:5000])
+
+
+def rename_run(run_id: str, name: str) -> None:
+    """Give a run a new name (e.g. with the model version once it is registered)."""
+    from mlflow import MlflowClient
+
+    MlflowClient().update_run(run_id, name=name)

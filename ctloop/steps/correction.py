@@ -331,9 +331,7 @@ def _record(
     """The audit event, the superseded monitoring runs and the champion's use of the batch."""
     if not _store_exists(project):
         return None, (), None
-    exp = tracking.configure(
-        project.tracking_uri, project.params.tracking.experiment, project.path("mlflow_artifacts")
-    )
+    exp = tracking.use_monitoring_experiment(project)
     name = project.params.promotion.model_name
     event = record_event(name, entry, new_version)
     runs = mark_superseded(exp, entry)

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
+from ctloop.core import names
 from ctloop.core.config import Project
 from ctloop.io import data, recovery, tracking
 from ctloop.ml import preconditions, training
@@ -111,9 +112,10 @@ def _planned(part: TrainingData, check: PlanCheck) -> TrainingData:
 
 def reconcile_runs(project: Project) -> list[recovery.Interrupted]:
     """Mark the runs a killed process left RUNNING on this host as FAILED
-    (ctloop/io/recovery.py)."""
-    exp = tracking.use_experiment(project)
-    return recovery.reconcile_runs(exp, project.params.promotion.model_name)
+    (ctloop/io/recovery.py), training and monitoring runs alike."""
+    name = project.params.promotion.model_name
+    found = recovery.reconcile_runs(tracking.use_experiment(project), name)
+    return found + recovery.reconcile_runs(tracking.use_monitoring_experiment(project), name)
 
 
 def start_training_run(
@@ -143,7 +145,10 @@ def start_training_run(
         "ctloop.unlabelled_rows_excluded": str(train.unlabelled_rows + holdout.unlabelled_rows),
         **plan_tags(train),
     }
-    run_id = tracking.start_parent_run(exp, f"train-{window.train[0]}..{window.holdout[-1]}", tags)
+    first, holdout_batch = window.train[0], window.holdout[-1]
+    name = names.training_run(None, first, holdout_batch, trigger)  # the version comes later
+    run_id = tracking.start_parent_run(exp, name, tags)
+    tracking.set_note(run_id, names.training_note(first, holdout_batch, trigger))
     source = str(project.path("batches"))
     for name, part in (("training", train), ("holdout", holdout)):
         frame = part.X.assign(**{part.schema.target: part.y.to_numpy()})

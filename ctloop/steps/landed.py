@@ -176,9 +176,9 @@ def monitored_events(
 ) -> list[events.Event]:
     """`ctloop.batch.monitored`, then one event per trigger the verdict fired (drift, decay,
     estimated decay, retrain due), each with the same payload: the figures the policy compared
-    (the estimated score and its 95% interval included; None when not estimated)."""
+    (the estimated score and its 95% interval included; None when not estimated); the metric and
+    the verdict (`retrain` or `keep`) are also related resources."""
     payload: dict[str, Any] = {
-        "metric": signals.metric,
         "batch_score": signals.batch_score,
         "holdout_score": champion.holdout_score,
         "decay": verdict.decay_amount,
@@ -201,4 +201,9 @@ def monitored_events(
         (verdict.estimated_decay, events.ESTIMATED_DEGRADED),
         (verdict.due, events.RETRAIN_DUE),
     )
-    return [events.batch_event(name, batch, payload, *model) for flag, name in fired if flag]
+    verdict_word = "retrain" if verdict.retrain else "keep"
+    return [
+        events.batch_event(name, batch, payload, *model, signals.metric, verdict_word)
+        for flag, name in fired
+        if flag
+    ]

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from ctloop.core import contract, fingerprint, policy
+from ctloop.core import contract, fingerprint, names, policy
 from ctloop.core.config import DataConfig, Project
 from ctloop.io import arrival, data, files, locks, registry, tracking
 from ctloop.io.landing import LANDING_SUFFIXES
@@ -382,21 +382,23 @@ def signals(
 
 
 def start_monitor_run(project: Project, batch: str, champion: Champion) -> str:
-    """An MLflow run per monitored batch (kind=monitoring), next to the training runs."""
-    exp = tracking.use_experiment(project)
+    """An MLflow run per monitored batch (kind=monitoring, `monitor <batch> v<N>`), in the
+    monitoring experiment (`<tracking.experiment>-monitoring`)."""
+    exp = tracking.use_monitoring_experiment(project)
     tags = {
         "ctloop.kind": "monitoring",
         "ctloop.batch": batch,
         "ctloop.model_version": champion.version,
         "ctloop.model_name": champion.name,
     }
-    return tracking.start_parent_run(exp, f"monitor-{batch}-v{champion.version}", tags)
+    return tracking.start_parent_run(exp, names.monitoring_run(batch, champion.version), tags)
 
 
 def record_verdict(
     project: Project, run_id: str, s: policy.Signals, verdict: policy.Verdict
 ) -> None:
-    """Signals as metrics, the policy's verdict and reasons as tags; closes the run."""
+    """Signals as metrics, the policy's verdict and reasons as tags, the run's description (batch,
+    champion, score, verdict); closes the run."""
     tracking.use_experiment(project)
     metrics = {"drifted_share": s.drifted_share, "batches_since_training": s.batches_since_training}
     if s.batch_score is not None:
@@ -415,6 +417,10 @@ def record_verdict(
             "ctloop.reasons": "; ".join(verdict.reasons) or "none",
         },
     )
+    note = names.monitoring_note(
+        s.batch, s.model_version, s.metric, s.batch_score, verdict.retrain, verdict.reasons
+    )
+    tracking.set_note(run_id, note)
     tracking.finish_run(run_id)
 
 

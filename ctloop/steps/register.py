@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ctloop.core import approval, promotion
+from ctloop.core import approval, names, promotion
 from ctloop.core.config import Project
 from ctloop.core.faults import crash_point
 from ctloop.core.thresholds import first_model_floor
@@ -148,9 +148,28 @@ def apply_promotion(
             approval.TAG: answer.outcome,
         },
     )
+    describe_run(run_id, decision)
     files.write_json(project.path("reports") / "promotion.json", decision.to_dict())
     shadow.enter_shadow(project, run_id, gate, decision)  # promotion.shadow_batches > 0 only
     return decision
+
+
+def describe_run(run_id: str, decision: registry.PromotionDecision) -> None:
+    """Name the training run after its version (`v3 train 2013-01..06 manual`: the MLflow runs
+    table shows about 20 characters) and put the decision in its description."""
+    tags = tracking.run_tags(run_id)
+    train = tags.get(tracking.SUITE_REFERENCE_TAG, "").split(",")
+    holdout = tags.get("ctloop.holdout_batches", "").split(",")
+    if not train[0] or not holdout[-1]:
+        return  # not a training run of the flow (nothing to name it after)
+    trigger = tags.get("ctloop.trigger")
+    version = decision.challenger_version
+    verdict = "promoted to champion" if decision.promote else "kept (not promoted)"
+    tracking.rename_run(run_id, names.training_run(version, train[0], holdout[-1], trigger))
+    note = names.training_note(
+        train[0], holdout[-1], trigger, "", version, f"{verdict}: {decision.reason}"
+    )
+    tracking.set_note(run_id, note)
 
 
 def no_reviewer(project: Project, decision: registry.PromotionDecision) -> approval.Approval:

@@ -253,7 +253,9 @@ def test_two_simultaneous_ingestions_of_a_file_leave_one_version(
     from mlflow import MlflowClient
 
     client = MlflowClient()
-    experiment = client.get_experiment_by_name(project.params.tracking.experiment)
+    experiment = client.get_experiment_by_name(
+        tracking.monitoring_experiment_name(project.params.tracking.experiment)
+    )
     monitored = client.search_runs(
         [experiment.experiment_id],
         "tags.`ctloop.kind` = 'monitoring' and tags.`ctloop.batch` = '2013-04'",

@@ -160,7 +160,7 @@ def test_data_event_triggers_monitor_then_retrain_and_bursts_train_once(
     runs = _wait_for(api, {"monitor": 2, "retrain": retrains + 3}, "the duplicate and the burst")
     assert all(s == "COMPLETED" for d, s in runs if d in {"monitor", "retrain"}), runs
     assert len(client.search_model_versions("name = 'ctloop-e2e'")) == 2
-    experiment = client.get_experiment_by_name("ctloop").experiment_id
+    experiment = client.get_experiment_by_name("ctloop-monitoring").experiment_id
     monitored = client.search_runs([experiment], "tags.`ctloop.kind` = 'monitoring'")
     assert [r.data.tags["ctloop.batch"] for r in monitored] == ["2013-04"]
     # the cron of params.yaml reached the server: the scheduler created the `train` deployment's

@@ -94,12 +94,20 @@ def test_monitor_scores_reports_and_retrain_promotes_with_reasons(
     tracking.use_store(p.tracking_uri)
     client = MlflowClient()
     [run] = client.search_runs(
-        [client.get_experiment_by_name("ctloop").experiment_id],
+        [client.get_experiment_by_name("ctloop-monitoring").experiment_id],
         "tags.`ctloop.kind` = 'monitoring'",
     )
     assert run.data.tags["ctloop.batch"] == "2013-04"
     assert run.data.tags["ctloop.retrain"] == "True"
     assert "batch_roc_auc" in run.data.metrics and "drifted_share" in run.data.metrics
+
+    assert run.info.run_name == "monitor 2013-04 v1"
+    assert "Verdict: **RETRAIN**" in run.data.tags[tracking.NOTE_TAG]
+    kinds = {
+        name: client.get_experiment_by_name(name).tags[tracking.EXPERIMENT_KIND_TAG]
+        for name in ("ctloop", "ctloop-monitoring")
+    }
+    assert kinds == dict.fromkeys(kinds, tracking.CLASSIC_ML_KIND)  # the UI opens on the runs
 
     # the same file again: no second ingestion, nothing monitored
     [again] = monitor_batch(path=landed.name, params_path=params)
@@ -108,6 +116,22 @@ def test_monitor_scores_reports_and_retrain_promotes_with_reasons(
     first = retrain_model(params_path=params, trigger="ctloop.drift.detected", batch="2013-04")
     assert first.skipped is None and first.window == "2013-02..2013-04"
     assert first.model_version == "2"
+    _prefect_pages_say_what_they_are(first.promoted)
+    # the line `ctloop replay` prints for the month, read back from MLflow
+    facts, retrains = replay.read_month(p, "2013-04", 0)
+    row = replay.month_row(facts, retrains, None)
+    assert row[:2] == ("2013-04", f"v1 (holdout {facts.champion_holdout:.4f})")
+    assert row[2] == f"{run.data.metrics['batch_roc_auc']:.4f}" and "drift" in row[3]
+    outcome = "promoted" if first.promoted else "kept the champion"
+    assert row[4].startswith("v2 on 2013-02..04: ") and row[4].endswith(outcome)
+    trained = client.search_runs(
+        [client.get_experiment_by_name("ctloop").experiment_id],
+        "tags.`ctloop.kind` = 'training' and tags.`ctloop.model_version` = '2'",
+    )
+    assert [r.info.run_name for r in trained] == ["v2 train 2013-02..04 drift"]
+    assert "Registered **v2**" in trained[0].data.tags[tracking.NOTE_TAG]
+    if first.promoted:  # the promoted version holds `champion` only
+        assert registry.get_alias("ctloop-test", registry.CHALLENGER) is None
     version = client.get_model_version("ctloop-test", "2")
     assert version.tags["ctloop.trigger"] == "ctloop.drift.detected"
     assert "2013-04" in version.tags["ctloop.trigger_reason"]
@@ -117,6 +141,47 @@ def test_monitor_scores_reports_and_retrain_promotes_with_reasons(
     second = retrain_model(params_path=params, trigger="ctloop.drift.detected", batch="2013-04")
     assert second.skipped is not None and "unchanged" in second.skipped
     assert len(client.search_model_versions("name = 'ctloop-test'")) == 2
+
+
+def _prefect_pages_say_what_they_are(promoted: bool) -> None:
+    """Read back from the Prefect API: the flow runs are named after their work, and the
+    monitor's events relate the batch's model version, metric and verdict."""
+    import time
+
+    from prefect import get_client
+    from prefect.events.filters import EventFilter, EventNameFilter, EventResourceFilter
+
+    from ctloop.core import events
+    from flows.runtime import send_events
+
+    with get_client(sync_client=True) as client:
+        run_names = {r.name for r in client.read_flow_runs(limit=200)}
+    assert {"monitor 2013-04", "retrain 2013-04 (drift)"} <= run_names
+    assert "train 2013-02..2013-04 (drift)" in run_names  # the retrain's training subflow
+
+    send_events()
+    wanted = EventFilter(
+        event=EventNameFilter(name=[events.BATCH_MONITORED, events.RETRAIN_FINISHED]),
+        resource=EventResourceFilter(id=["ctloop.batch.2013-04"]),
+    )
+    found: dict[str, Any] = {}
+    deadline = time.monotonic() + 60
+    while len(found) < 2 and time.monotonic() < deadline:  # the server stores events a bit later
+        with get_client(sync_client=True) as client:
+            found = {e.event: e for e in client.read_events(filter=wanted, limit=50).events}
+        time.sleep(1)
+    monitored, finished = found[events.BATCH_MONITORED], found[events.RETRAIN_FINISHED]
+    # Prefect adds the flow, flow run and task run that emitted it; ctloop's own are these
+    related = {r.role: r.id for r in monitored.related if r.id.startswith("ctloop.")}
+    assert related == {
+        "model-version": "ctloop.model-version.ctloop-test.1",
+        "metric": "ctloop.metric.roc_auc",
+        "verdict": "ctloop.verdict.retrain",
+    }
+    assert monitored.payload["verdict"] == "retrain" and monitored.payload["batch"] == "2013-04"
+    verdict = "promoted" if promoted else "kept"
+    assert {r.role: r.id for r in finished.related}["verdict"] == f"ctloop.verdict.{verdict}"
+    assert finished.payload["model_version"] == "2"
 
 
 def test_labels_arriving_later_are_measured_then(
@@ -139,7 +204,7 @@ def test_labels_arriving_later_are_measured_then(
     tracking.use_store(p.tracking_uri)
     client = MlflowClient()
     runs = client.search_runs(
-        [client.get_experiment_by_name("ctloop").experiment_id],
+        [client.get_experiment_by_name("ctloop-monitoring").experiment_id],
         "tags.`ctloop.kind` = 'monitoring'",
         order_by=["attributes.start_time ASC"],
     )

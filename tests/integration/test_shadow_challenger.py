@@ -94,7 +94,7 @@ def test_refused_challenger_wins_in_shadow_and_is_promoted(
     assert str(registry.get_alias(NAME, registry.CHAMPION).version) == "1"
     assert client.get_model_version(NAME, "2").tags[shadow.WINS_TAG] == "1"
     [run] = client.search_runs(
-        [client.get_experiment_by_name("ctloop").experiment_id],
+        [client.get_experiment_by_name("ctloop-monitoring").experiment_id],
         "tags.`ctloop.kind` = 'monitoring' and tags.`ctloop.batch` = '2013-04'",
     )
     m = run.data.metrics

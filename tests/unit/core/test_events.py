@@ -19,6 +19,7 @@ BATCH_EVENT_NAMES = [
     events.RETRAIN_DUE,
     events.RETRAIN_FINISHED,
 ]
+OTHER_EVENT_NAMES = [events.SHADOW_PROMOTED, events.MODEL_TRAINED]
 
 
 def test_data_arrived_names_the_landed_file() -> None:
@@ -37,9 +38,43 @@ def test_batch_event_carries_batch_version_and_model_resource() -> None:
     assert e.resource["prefect.resource.id"] == f"{events.BATCH_RESOURCE}.2013-08"
     assert e.payload == {"batch": "2013-08", "model_version": "4", "reason": "dataset drift"}
     (model,) = e.related
-    assert model["prefect.resource.role"] == "model"
-    assert "ctloop-flights" in model["prefect.resource.id"]
-    assert model["prefect.resource.id"].endswith(".4")
+    assert model["prefect.resource.role"] == "model-version"
+    assert model["prefect.resource.id"] == "ctloop.model-version.ctloop-flights.4"
+
+
+def test_batch_event_with_metric_and_verdict_relates_them_and_carries_them() -> None:
+    e = events.batch_event(
+        events.BATCH_MONITORED, "2013-07", {"batch_score": 0.71}, "m", "3", "roc_auc", "retrain"
+    )
+    assert e.payload == {
+        "batch": "2013-07",
+        "model_version": "3",
+        "metric": "roc_auc",
+        "verdict": "retrain",
+        "batch_score": 0.71,
+    }
+    related = {r["prefect.resource.role"]: r["prefect.resource.id"] for r in e.related}
+    assert related == {
+        "model-version": "ctloop.model-version.m.3",
+        "metric": "ctloop.metric.roc_auc",
+        "verdict": "ctloop.verdict.retrain",
+    }
+    assert all(r["prefect.resource.id"].startswith("ctloop.") for r in e.related)
+
+
+def test_model_trained_is_about_the_version_with_holdout_metric_and_verdict() -> None:
+    e = events.model_trained("m", "5", "2013-08", "roc_auc", "kept", {"reason": "gate: worse"})
+    assert e.name == events.MODEL_TRAINED
+    assert e.resource["prefect.resource.id"] == "ctloop.model-version.m.5"
+    assert e.payload["verdict"] == "kept" and e.payload["batch"] == "2013-08"
+    assert e.payload["reason"] == "gate: worse" and e.payload["metric"] == "roc_auc"
+    related = {r["prefect.resource.role"]: r["prefect.resource.id"] for r in e.related}
+    assert related == {
+        "holdout": "ctloop.batch.2013-08",
+        "metric": "ctloop.metric.roc_auc",
+        "verdict": "ctloop.verdict.kept",
+    }
+    assert events.MODEL_TRAINED not in events.RETRAIN_TRIGGERS
 
 
 def test_batch_event_without_version_has_no_related_model() -> None:
@@ -61,7 +96,7 @@ def test_retrain_triggers_are_the_four_policy_events() -> None:
 
 
 def test_every_event_name_is_distinct_and_namespaced() -> None:
-    names = [events.DATA_ARRIVED, *BATCH_EVENT_NAMES]
+    names = [events.DATA_ARRIVED, *BATCH_EVENT_NAMES, *OTHER_EVENT_NAMES]
     assert len(set(names)) == len(names)
     assert all(n.startswith("ctloop.") for n in names)
 
@@ -119,14 +154,16 @@ def test_retrain_trigger_expects_the_policy_events_and_matches_batches(
 def test_shadow_promoted_names_the_model_batch_and_previous_champion() -> None:
     e = events.shadow_promoted("ctloop-flights", "3", "1", "2013-08", "shadow: won 2 ...")
     assert e.name == events.SHADOW_PROMOTED == "ctloop.model.shadow_promoted"
-    assert e.resource["prefect.resource.id"] == "ctloop.model.ctloop-flights.3"
+    assert e.resource["prefect.resource.id"] == "ctloop.model-version.ctloop-flights.3"
     assert e.payload == {
         "model_version": "3",
         "from_version": "1",
         "batch": "2013-08",
+        "verdict": "promoted",
         "reason": "shadow: won 2 ...",
     }
-    batch, previous = e.related
+    batch, previous, verdict = e.related
     assert batch["prefect.resource.id"] == f"{events.BATCH_RESOURCE}.2013-08"
-    assert previous["prefect.resource.id"] == "ctloop.model.ctloop-flights.1"
+    assert previous["prefect.resource.id"] == "ctloop.model-version.ctloop-flights.1"
+    assert verdict["prefect.resource.id"] == "ctloop.verdict.promoted"
     assert events.SHADOW_PROMOTED not in events.RETRAIN_TRIGGERS

@@ -145,6 +145,15 @@ def test_the_triggers_of_both_agree_as_prefect_reads_them(repo_project: Project)
     assert monitor.match.root["prefect.resource.id"] == f"{events.LANDING_RESOURCE}.*"
     assert retrain.match.root["prefect.resource.id"] == f"{events.BATCH_RESOURCE}.*"
     assert served["train"] == served["predict"] == []
+    # the Automations page names what each one does (its trigger card reads "A custom trigger")
+    for trigger, deployment in (
+        (monitor, "monitor-batch/monitor"),
+        (retrain, "retrain-model/retrain"),
+    ):
+        assert deployment in trigger.name and deployment in trigger.description
+        assert all(e in trigger.description for e in trigger.expect)
+        assert trigger.match.root["prefect.resource.id"] in trigger.description
+        assert "{{" not in trigger.description  # prefect deploy would template it
 
 
 def test_schedule_comes_from_params(repo_project: Project) -> None:

@@ -40,6 +40,13 @@ def test_each_fired_trigger_gives_its_event_after_monitored(
     assert [e.name for e in out] == expected
     assert all(e.payload["batch"] == "2013-07" and e.payload["model_version"] == "3" for e in out)
     assert out[0].payload["batch_score"] == 0.7 and out[0].payload["drift_report"] == "d.html"
+    word = "retrain" if verdict.retrain else "keep"
+    for e in out:  # the Event Feed's resource filter finds the batch's model, metric and verdict
+        assert e.payload["verdict"] == word and e.payload["metric"] == _signals(0.7).metric
+        ids = {r["prefect.resource.id"] for r in e.related}
+        assert f"ctloop.verdict.{word}" in ids
+        assert f"ctloop.metric.{_signals(0.7).metric}" in ids
+        assert f"ctloop.model-version.{CHAMPION.name}.3" in ids
 
 
 def test_validated_events_are_related_to_the_champion_only_when_there_is_one() -> None:
