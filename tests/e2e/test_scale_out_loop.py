@@ -128,19 +128,22 @@ def test_replay_on_postgres_and_object_storage(
     project, output = loop
     assert output.count("have finished") == 2, output
 
-    # Prefect (PostgreSQL): the initial training, and per month one monitor and one retrain,
-    # the latter run by the worker of the `ctloop` process pool
+    # Prefect (PostgreSQL): the initial training, and per month one monitor and one retrain, both
+    # started by the worker of the `ctloop` process pool
     flow_runs = _query(
         databases["prefect"],
-        "SELECT coalesce(d.name, '-'), f.state_type, f.work_pool_name FROM flow_run f "
-        "LEFT JOIN deployment d ON d.id = f.deployment_id",
+        "SELECT coalesce(d.name, '-'), f.state_type, p.name, f.infrastructure_pid IS NOT NULL "
+        "FROM flow_run f LEFT JOIN deployment d ON d.id = f.deployment_id "
+        "LEFT JOIN work_queue q ON q.id = f.work_queue_id "
+        "LEFT JOIN work_pool p ON p.id = q.work_pool_id",
     )
-    by_deployment: dict[str, list[tuple[str, str | None]]] = {}
-    for name, state, pool in flow_runs:
-        by_deployment.setdefault(name, []).append((state, pool))
-    assert by_deployment["-"] == [("COMPLETED", None)], flow_runs  # `ctloop run`
-    assert by_deployment["monitor"] == [("COMPLETED", "ctloop")] * 2, flow_runs
-    assert by_deployment["retrain"] == [("COMPLETED", "ctloop")] * 2, flow_runs
+    by_deployment: dict[str, list[tuple[str, str | None, bool]]] = {}
+    for name, state, pool, started_by_worker in flow_runs:
+        by_deployment.setdefault(name, []).append((state, pool, started_by_worker))
+    # no deployment: `ctloop run`, and the train-model subflow of each retrain
+    assert [s for s, _, _ in by_deployment["-"]] == ["COMPLETED"] * 3, flow_runs
+    assert by_deployment["monitor"] == [("COMPLETED", "ctloop", True)] * 2, flow_runs
+    assert by_deployment["retrain"] == [("COMPLETED", "ctloop", True)] * 2, flow_runs
 
     # MLflow (PostgreSQL): two monitoring runs, a version per training, artifacts proxied to S3
     mlflow_db = databases["mlflow"]
