@@ -17,13 +17,15 @@ UV := $(or $(shell command -v uv 2>/dev/null),.tools/bin/uv)
 BIN := .venv/bin
 PYTEST_ARGS ?=
 
-.PHONY: help install setup run test test-e2e test-ui test-slow lint format repro bench clean prefect-yaml
+.PHONY: help install install-s3 setup run test test-e2e test-ui test-slow lint format repro bench clean prefect-yaml
 
 help:
 	@echo "make run        set up from uv.lock and run the training flow on the bundled data"
-	@echo "make test       set up from uv.lock, lint, then the tests but slow and e2e ones"
+	@echo "make test       set up from uv.lock, lint, then the tests but slow, e2e and ui ones"
 	@echo "                (tests/unit, tests/data, tests/model, tests/integration)"
-	@echo "make test-e2e   set up, then the end-to-end tests (tests/e2e: ctloop up, real servers)"
+	@echo "make test-e2e   set up with the s3 extra, then the end-to-end tests (tests/e2e: ctloop up,"
+	@echo "                real servers, a local S3 server, PostgreSQL)"
+	@echo "make install-s3 the default install plus the optional extra ctloop[s3] (dvc-s3, boto3)"
 	@echo "make test-ui    set up, then the browser tests (tests/ui: the UIs in Debian's chromium)"
 	@echo "make test-slow  the slow, large-data tests"
 	@echo "make repro      the same pipeline through DVC (dvc repro)"
@@ -39,9 +41,19 @@ help:
 # libraries it imports (tens of seconds per flow run where PYTHONDONTWRITEBYTECODE is set).
 .venv/.synced: uv.lock pyproject.toml | $(UV)
 	$(UV) sync --frozen --python 3.11 --compile-bytecode
+	@rm -f .venv/.synced-s3  # this sync removed the extra, if it was there
 	@touch $@
 
 install: .venv/.synced
+
+# The optional extra `ctloop[s3]` (dvc-s3, boto3: object storage for DVC data and MLflow
+# artifacts) on top of the default install; `make test-e2e` needs it (its object-storage tests
+# fail, not skip, without it). `make install` alone syncs the default set again.
+.venv/.synced-s3: uv.lock pyproject.toml | $(UV)
+	$(UV) sync --frozen --python 3.11 --compile-bytecode --extra s3
+	@touch $@
+
+install-s3: .venv/.synced-s3
 
 setup: install
 	$(BIN)/ctloop setup
@@ -54,7 +66,7 @@ run: setup
 test: setup lint
 	$(BIN)/pytest -m "not slow and not e2e and not ui" $(PYTEST_ARGS)
 
-test-e2e: setup
+test-e2e: setup install-s3
 	$(BIN)/pytest -m e2e $(PYTEST_ARGS)
 
 # Browser tests: Playwright drives Debian's chromium (CTLOOP_CHROMIUM overrides the path);

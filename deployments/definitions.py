@@ -67,7 +67,8 @@ class TriggerSpec:
 
 @dataclass(frozen=True)
 class DeploymentSpec:
-    """One deployment: the flow it runs (entrypoint `file.py:function`), when, and with what."""
+    """One deployment: the flow it runs (entrypoint `module:function`, a module of the installed
+    ctloop, so that a worker in any project folder imports it), when, and with what."""
 
     name: str
     entrypoint: str
@@ -80,8 +81,8 @@ class DeploymentSpec:
 
     @property
     def module(self) -> str:
-        """The importable module of the entrypoint (`flows/x.py` -> `flows.x`)."""
-        return Path(self.entrypoint.split(":")[0]).with_suffix("").as_posix().replace("/", ".")
+        """The importable module of the entrypoint (`flows.x:f` -> `flows.x`)."""
+        return self.entrypoint.split(":")[0]
 
     @property
     def function(self) -> str:
@@ -128,28 +129,28 @@ def specs(project: Project, params_path: str) -> list[DeploymentSpec]:
     return [
         DeploymentSpec(
             name="train",
-            entrypoint="flows/retrain_model.py:retrain_model",
+            entrypoint="flows.retrain_model:retrain_model",
             description=f"Scheduled training on the newest window ({schedule or 'no schedule'})",
             parameters={"params_path": params_path, "trigger": "schedule"},
             cron=schedule,
         ),
         DeploymentSpec(
             name="monitor",
-            entrypoint="flows/monitor_batch.py:monitor_batch",
+            entrypoint="flows.monitor_batch:monitor_batch",
             description="Validate, score, drift and decay of each landed file",
             parameters={"params_path": params_path},
             triggers=(MONITOR_TRIGGER,),
         ),
         DeploymentSpec(
             name="retrain",
-            entrypoint="flows/retrain_model.py:retrain_model",
+            entrypoint="flows.retrain_model:retrain_model",
             description="Retrain on drift, decay or N new batches (with cooldown)",
             parameters={"params_path": params_path},
             triggers=(RETRAIN_TRIGGER,),
         ),
         DeploymentSpec(
             name="predict",
-            entrypoint="flows/predict_batch.py:predict_batch",
+            entrypoint="flows.predict_batch:predict_batch",
             description=f"Score a file with the champion ({when})",
             parameters=predict_parameters,
             cron=serving.schedule,
