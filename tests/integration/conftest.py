@@ -9,7 +9,7 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from ctloop.core.config import Project
+from ctloop.core.config import Project, load_project
 from tests.conftest import sample_months
 
 MONTHS = ["2013-01", "2013-02", "2013-03", "2013-04"]
@@ -69,3 +69,41 @@ def latest_artifact(key: str) -> Any:
             limit=1,
         )
     return found[0] if found else None
+
+
+def copy_project(trained: Project, dest: Path) -> Project:
+    """An independent copy at `dest` of a project a fixture trained once (cheaper than training
+    again): the tree (batches, DVC cache and remote, suite, reports, MLflow artifacts) and its
+    SQLite store, with every absolute path into `trained.root` pointed at `dest`, so runs,
+    versions and models of the copy read and write only under `dest`."""
+    import shutil
+    import sqlite3
+
+    old, new = str(trained.root), str(dest)
+    # .dvc/tmp holds DVC's locks and state, rebuilt on use
+    shutil.copytree(trained.root, dest, ignore=shutil.ignore_patterns("tmp"))
+    store = dest / trained.params.paths.mlflow_db
+    for path in dest.rglob("*"):
+        if path.is_file() and path != store:
+            try:
+                text = path.read_text(encoding="utf-8")
+            except UnicodeDecodeError:
+                continue  # binary: Parquet, models, DVC cache
+            if old in text:
+                path.write_text(text.replace(old, new), encoding="utf-8")
+    with sqlite3.connect(store) as con:
+        tables = [r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+        for table in tables:
+            for column in con.execute(f"PRAGMA table_info('{table}')").fetchall():
+                if column[2].upper().startswith(("VARCHAR", "TEXT")):
+                    con.execute(
+                        f'UPDATE "{table}" SET "{column[1]}" = replace("{column[1]}", ?, ?) '
+                        f'WHERE instr("{column[1]}", ?) > 0',
+                        (old, new, old),
+                    )
+    con.close()
+    left = [
+        p for p in dest.rglob("*") if p.is_file() and p != store and old.encode() in p.read_bytes()
+    ]
+    assert not left, f"paths into {old} left in the copy: {left}"
+    return load_project(dest / "params.yaml")

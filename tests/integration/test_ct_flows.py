@@ -3,7 +3,6 @@ test server, with a temporary MLflow SQLite store and DVC repository."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +17,8 @@ from ctloop.steps import estimate, monitoring, replay
 from flows.monitor_batch import monitor_batch
 from flows.retrain_model import retrain_model
 from flows.train_model import train_model
-from tests.conftest import sample_months
-from tests.integration.conftest import SMALL
+from tests.conftest import new_project, sample_months
+from tests.integration.conftest import SMALL, copy_project
 
 CT_MONTHS = ["2013-01", "2013-02", "2013-03", "2013-04", "2013-05"]
 
@@ -32,12 +31,12 @@ def ct_source(
     return sample_months(default_batches, CT_MONTHS, 1200)
 
 
-@pytest.fixture
-def ct_project(
-    make_project: Callable[..., Project], ct_source: pd.DataFrame, tmp_path: Path
-) -> Project:
-    """Initial load Jan-Mar (train Jan-Feb, holdout Mar); April and May arrive by the landing."""
-    source = tmp_path / "initial.parquet"
+@pytest.fixture(scope="module")
+def ct_trained(ct_source: pd.DataFrame, tmp_path_factory: pytest.TempPathFactory) -> Project:
+    """Initial load Jan-Mar (train Jan-Feb, holdout Mar), trained once (champion v1); April and
+    May arrive by the landing."""
+    root = tmp_path_factory.mktemp("ct")
+    source = root / "initial.parquet"
     ct_source[ct_source["date"] < "2013-04-01"].to_parquet(source, index=False)
     changes: dict[str, Any] = {
         **SMALL,
@@ -50,9 +49,15 @@ def ct_project(
         },
         "drift": {"drift_share": 0.3},
     }
-    project = make_project(changes)
+    project = new_project(root / "proj", changes)
     train_model(params_path=str(project.root / "params.yaml"))
     return project
+
+
+@pytest.fixture
+def ct_project(ct_trained: Project, tmp_path: Path) -> Project:
+    """Each test its own copy of the trained project (tree and MLflow store)."""
+    return copy_project(ct_trained, tmp_path / "proj")
 
 
 def _deliver(project: Project, frame: pd.DataFrame, period: str, labelled: bool = True) -> Path:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from uuid import UUID, uuid4
@@ -19,7 +20,10 @@ from ctloop.io import audit, data, registry, tracking, versioning
 from ctloop.ml.validation import ValidationFailed
 from flows.train_model import train_model
 from tasks.training import cache_line
-from tests.integration.conftest import latest_artifact
+from tests.conftest import new_project
+from tests.integration.conftest import SMALL, copy_project, latest_artifact
+
+_artifact = latest_artifact
 
 
 def _client(project: Project) -> MlflowClient:
@@ -27,9 +31,36 @@ def _client(project: Project) -> MlflowClient:
     return MlflowClient()
 
 
-def test_flow_trains_tracks_registers_promotes_and_reports_drift(small_project: Project) -> None:
-    p = small_project
+@dataclass(frozen=True)
+class FirstRun:
+    """The small project after its first training run, with what that run left on the Prefect
+    server (read right after it: later runs replace the latest artifacts)."""
+
+    project: Project  # trained, then used by one test only (reruns keep its validation cache)
+    pristine: Project  # a copy right after the first run, never changed: copy it
+    summary: Any
+    validation: str  # the run's `validation` artifact
+    model_card: str  # the run's `model-card` artifact
+
+
+@pytest.fixture(scope="module")
+def first_run(tmp_path_factory: pytest.TempPathFactory, slice_file: Path) -> FirstRun:
+    """The small project (conftest.SMALL on the real slice) trained once for this module."""
+    root = tmp_path_factory.mktemp("train-flow")
+    p = new_project(root / "proj", {**SMALL, "data": {**SMALL["data"], "source": str(slice_file)}})
     summary = train_model(params_path=str(p.root / "params.yaml"))
+    validation, card = _artifact("validation"), _artifact("model-card")
+    assert validation is not None and card is not None
+    pristine = copy_project(p, root / "pristine")
+    return FirstRun(p, pristine, summary, str(validation.data), str(card.data))
+
+
+def test_flow_trains_tracks_registers_promotes_and_reports_drift_then_an_unchanged_rerun_reuses(
+    first_run: FirstRun,
+) -> None:
+    """The first run's results; then (merged here: one training for both) an unchanged rerun
+    reports its version and a new search space only retrains."""
+    p, summary = first_run.project, first_run.summary
 
     # data: four immutable monthly batches, versioned by DVC and pushed to the local remote
     assert data.list_batches(p.path("batches")) == ["2013-01", "2013-02", "2013-03", "2013-04"]
@@ -99,11 +130,8 @@ def test_flow_trains_tracks_registers_promotes_and_reports_drift(small_project: 
     assert "- [ ] Training is reproducible" in card  # the test project is not a git repository
     logged = client.download_artifacts(run.info.run_id, "model_card.md", str(p.root))
     assert Path(logged).read_text() == card
-    artifact = _artifact("model-card")
-    assert artifact is not None and "# Model card: ctloop-test v1" in str(artifact.data)
-
-
-_artifact = latest_artifact
+    assert "# Model card: ctloop-test v1" in first_run.model_card
+    _assert_unchanged_rerun_reuses_and_a_new_search_space_only_retrains(first_run)
 
 
 def _task_runs(flow_run_id: UUID) -> list[tuple[str, str]]:
@@ -119,13 +147,10 @@ def _states(runs: list[tuple[str, str]], name: str) -> set[str]:
     return {state for task, state in runs if task == name}
 
 
-def test_unchanged_rerun_reports_its_version_and_a_new_search_space_only_retrains(
-    small_project: Project,
-) -> None:
-    p = small_project
+def _assert_unchanged_rerun_reuses_and_a_new_search_space_only_retrains(run: FirstRun) -> None:
+    p, first = run.project, run.summary
     params_file = p.root / "params.yaml"
-    first = train_model(params_path=str(params_file))
-    assert cache_line(4, 0) in str(_artifact("validation").data)  # nothing cached yet
+    assert cache_line(4, 0) in run.validation  # the first run: nothing cached yet
     report = first.drift_report.read_bytes()
     batches = p.path("batches")
     written = {
@@ -256,10 +281,9 @@ def _assert_slice_regression_refused(p: Project) -> None:
 
 
 def test_critical_failure_quarantines_batch_and_stops_before_training(
-    small_project: Project,
+    first_run: FirstRun, tmp_path: Path
 ) -> None:
-    p = small_project
-    train_model(params_path=str(p.root / "params.yaml"))
+    p = copy_project(first_run.pristine, tmp_path / "proj")  # trained once: champion v1
     # a bad delivery of a new month arrives: distances in the wrong unit
     bad = data.read_batches(p.path("batches"), ["2013-04"]).assign(date=pd.Timestamp("2013-05-02"))
     bad["distance"] = bad["distance"] * 1000
