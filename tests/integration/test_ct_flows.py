@@ -3,6 +3,7 @@ test server, with a temporary MLflow SQLite store and DVC repository."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -84,6 +85,7 @@ def test_monitor_scores_reports_and_retrain_promotes_with_reasons(
     ct_project: Project, ct_source: pd.DataFrame
 ) -> None:
     p = ct_project
+    started = datetime.now(UTC)  # events of other tests on the same server are older
     params = str(p.root / "params.yaml")
     april = ct_source.assign(date=ct_source["date"])
     landed = _deliver(p, _drifted(april), "2013-04")
@@ -121,7 +123,7 @@ def test_monitor_scores_reports_and_retrain_promotes_with_reasons(
     first = retrain_model(params_path=params, trigger="ctloop.drift.detected", batch="2013-04")
     assert first.skipped is None and first.window == "2013-02..2013-04"
     assert first.model_version == "2"
-    _prefect_pages_say_what_they_are(first.promoted)
+    _prefect_pages_say_what_they_are(first.promoted, started)
     # the line `ctloop replay` prints for the month, read back from MLflow
     facts, retrains = replay.read_month(p, "2013-04", 0)
     row = replay.month_row(facts, retrains, None)
@@ -148,13 +150,19 @@ def test_monitor_scores_reports_and_retrain_promotes_with_reasons(
     assert len(client.search_model_versions("name = 'ctloop-test'")) == 2
 
 
-def _prefect_pages_say_what_they_are(promoted: bool) -> None:
+def _prefect_pages_say_what_they_are(promoted: bool, since: datetime) -> None:
     """Read back from the Prefect API: the flow runs are named after their work, and the
-    monitor's events relate the batch's model version, metric and verdict."""
+    monitor's events (those since `since`: other tests monitor 2013-04 on the same server)
+    relate the batch's model version, metric and verdict."""
     import time
 
     from prefect import get_client
-    from prefect.events.filters import EventFilter, EventNameFilter, EventResourceFilter
+    from prefect.events.filters import (
+        EventFilter,
+        EventNameFilter,
+        EventOccurredFilter,
+        EventResourceFilter,
+    )
 
     from ctloop.core import events
     from flows.runtime import send_events
@@ -168,6 +176,7 @@ def _prefect_pages_say_what_they_are(promoted: bool) -> None:
     wanted = EventFilter(
         event=EventNameFilter(name=[events.BATCH_MONITORED, events.RETRAIN_FINISHED]),
         resource=EventResourceFilter(id=["ctloop.batch.2013-04"]),
+        occurred=EventOccurredFilter(since=since),
     )
     found: dict[str, Any] = {}
     deadline = time.monotonic() + 60

@@ -20,7 +20,12 @@ from ctloop.ml.drift import DriftSummary
 from ctloop.steps import dashboard, monitoring
 from flows.monitor_batch import monitor_batch
 from tests.integration.conftest import latest_artifact
-from tests.integration.test_ct_flows import _deliver, ct_project, ct_source  # noqa: F401
+from tests.integration.test_ct_flows import (  # noqa: F401 (fixtures)
+    _deliver,
+    ct_project,
+    ct_source,
+    ct_trained,
+)
 
 
 def test_monitored_batch_adds_one_tagged_snapshot_and_a_re_add_finds_it(

@@ -168,7 +168,7 @@ def test_flow_runs_tracking_registry_and_study_live_in_postgres(
 
     # MLflow: the finished training run and the registered version 1 (champion)
     mlflow_db = databases["mlflow"]
-    runs = _query(mlflow_db, "SELECT run_uuid, status FROM runs WHERE name LIKE 'train-%'")
+    runs = _query(mlflow_db, "SELECT run_uuid, status FROM runs WHERE name LIKE '%train %'")
     assert len(runs) == 1 and runs[0][1] == "FINISHED"
     versions = _query(
         mlflow_db, "SELECT version, run_id FROM model_versions WHERE name = 'ctloop-pg'"
