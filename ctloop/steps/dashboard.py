@@ -360,7 +360,7 @@ def _write(
         list(schema.numeric), list(schema.categorical), schema.task, target if quality else None
     )
     parts = [store.summary_snapshot(features, definition, quality, item.name)]
-    model = drift_ml.model_path(drift_html.parent, drift_html.stem)
+    model = drift_ml.model_path(drift_html.parent, drift_report.report_stem(drift_html))
     if model.is_file():
         parts.insert(0, model.read_text(encoding="utf-8"))
     snapshot = store.build_snapshot(

@@ -37,6 +37,9 @@ class TrainingSummary:
     unchanged: bool = False  # same data, params and code as model_version: nothing trained
     budget_note: str | None = None  # TuningResult.budget_note: the time budget cut the search
     warnings: tuple[str, ...] = ()  # the training plan's (ctloop/ml/preconditions.py)
+    # the drift report's page over HTTP (the MLflow UI's page of the run's copy); None: not
+    # logged on a run (an unchanged re-run's report)
+    drift_report_url: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON types (paths as strings): kept on the run as summary.json."""
@@ -70,13 +73,18 @@ class TrainingSummary:
                 f"{self.promotion_reason}",
                 f"  drift            : {self.drift_batch}: dataset drift "
                 f"{'YES' if self.dataset_drift else 'no'}; drifted columns: {drifted}",
-                f"  drift report     : {self.drift_report}",
+                f"  drift report     : {self._drift_report()}",
                 *(f"  warning          : {w}" for w in self.warnings),
                 "where to look:",
                 f"  MLflow UI  : {self._mlflow_ui()} (run {self.mlflow_run_id})",
                 f"  Prefect UI : {self._prefect_ui()}",
             ]
         )
+
+    def _drift_report(self) -> str:
+        if self.drift_report_url:
+            return f"{self.drift_report_url}\n                     ({self.drift_report})"
+        return str(self.drift_report)
 
     def _trials(self) -> str:
         done = f"{self.n_trials} trials, {self.n_pruned} pruned"
