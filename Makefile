@@ -17,7 +17,7 @@ UV := $(or $(shell command -v uv 2>/dev/null),.tools/bin/uv)
 BIN := .venv/bin
 PYTEST_ARGS ?=
 
-.PHONY: help install setup run test test-e2e test-ui test-slow lint format repro bench clean prefect-yaml
+.PHONY: help install setup run test test-e2e test-ui screenshots test-slow lint format repro bench clean prefect-yaml
 
 help:
 	@echo "make run        set up from uv.lock and run the training flow on the bundled data"
@@ -25,6 +25,7 @@ help:
 	@echo "                (tests/unit, tests/data, tests/model, tests/integration)"
 	@echo "make test-e2e   set up, then the end-to-end tests (tests/e2e: ctloop up, real servers)"
 	@echo "make test-ui    set up, then the browser tests (tests/ui: the UIs in Debian's chromium)"
+	@echo "make screenshots  the browser tests, writing README's screenshots (docs/*.png) again"
 	@echo "make test-slow  the slow, large-data tests"
 	@echo "make repro      the same pipeline through DVC (dvc repro)"
 	@echo "make bench      every issue-4 benchmark in sequence (about 1.5 h; see benchmarks/RESULTS.md)"
@@ -61,6 +62,9 @@ test-e2e: setup
 # screenshots in $$CTLOOP_UI_SCREENSHOTS (default build/ui-screenshots/).
 test-ui: setup
 	$(BIN)/pytest -m ui tests/ui $(PYTEST_ARGS)
+
+screenshots: setup
+	CTLOOP_DOCS_SCREENSHOTS=1 $(BIN)/pytest -m ui tests/ui $(PYTEST_ARGS)
 
 test-slow: setup
 	$(BIN)/pytest -m slow $(PYTEST_ARGS)

@@ -141,6 +141,7 @@ def train_model(
         validation_report=project.path("reports") / "validation.json",
         tracking_uri=project.tracking_uri,
         mlflow_run_id=run_id,
+        mlflow_run_url=drift_report.run_url(project, run_id),
         prefect_api_url=os.environ.get("PREFECT_API_URL"),
         warnings=train.warnings,
     )

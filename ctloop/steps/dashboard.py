@@ -88,6 +88,7 @@ def value_names(metric: str) -> dict[str, str]:
     """ctloop's values in a snapshot (name -> what it is), for `metric` (e.g. roc_auc)."""
     return {
         "drifted_share": "share of the compared columns that drifted",
+        "drift_threshold": "drifted share from which the batch counts as dataset drift",
         "drifted_columns": "drifted columns",
         "compared_columns": "compared columns",
         "rows": "rows of the batch",
@@ -107,8 +108,8 @@ def panels(metric: str) -> list[store.PanelSpec]:
     return [
         store.PanelSpec(
             "Dataset drift share",
-            (("drifted_share", "drifted share"),),
-            "share of the compared columns that drifted (dataset drift at drift.drift_share)",
+            (("drifted_share", "drifted share"), ("drift_threshold", "dataset drift from")),
+            "share of the compared columns that drifted; dataset drift from drift.drift_share",
         ),
         store.PanelSpec(
             "Drifted columns",
@@ -182,6 +183,7 @@ def entry(
     fired = triggers(verdict)
     values: dict[str, float] = {
         "drifted_share": drift.drifted_share,
+        "drift_threshold": drift.drift_share,
         "drifted_columns": float(drift.n_drifted),
         "compared_columns": float(drift.n_columns),
         "rows": float(rows[0]),

@@ -256,11 +256,33 @@ def mlflow_ui_url(project: Project) -> str:
     return cfg.url(cfg.mlflow_port)
 
 
+# MLflow 3.17's UI shows experiments in its GenAI view (traces, usage) unless the page asks for
+# the model-training one: its sidebar toggle is per browser and starts on GenAI, and the
+# experiment's `mlflow.experimentKind` tag does not choose it. Every MLflow link ctloop gives
+# carries this query.
+MLFLOW_TRAINING_VIEW = "workflowType=machine_learning"
+
+
 def artifact_url(base: str, experiment_id: str, run_id: str, artifact: str) -> str:
-    """The MLflow UI's page of one artifact of one run (it shows an HTML report inline):
-    <base>/#/experiments/<exp>/runs/<run>/artifacts/<artifact path>."""
+    """The MLflow UI's page of one artifact of one run (it shows an HTML report inline, in an
+    iframe): <base>/#/experiments/<exp>/runs/<run>/artifacts/<artifact path>?workflowType=
+    machine_learning (MLFLOW_TRAINING_VIEW)."""
     path = quote(artifact, safe="/")
-    return f"{base}/#/experiments/{experiment_id}/runs/{run_id}/artifacts/{path}"
+    page = f"{base}/#/experiments/{experiment_id}/runs/{run_id}/artifacts/{path}"
+    return f"{page}?{MLFLOW_TRAINING_VIEW}"
+
+
+def runs_url(base: str, experiment_id: str, run_id: str | None = None) -> str:
+    """The MLflow UI's runs table of an experiment (a run's page when `run_id` is given), in the
+    model-training view (MLFLOW_TRAINING_VIEW): <base>/#/experiments/<exp>/runs[/<run>]?..."""
+    tail = "" if run_id is None else f"/{run_id}"
+    return f"{base}/#/experiments/{experiment_id}/runs{tail}?{MLFLOW_TRAINING_VIEW}"
+
+
+def run_url(project: Project, run_id: str) -> str:
+    """http URL of an MLflow run's page in the MLflow UI (runs_url; the run's own experiment)."""
+    tracking.use_experiment(project)
+    return runs_url(mlflow_ui_url(project), tracking.run_experiment(run_id), run_id)
 
 
 def report_url(project: Project, run_id: str, html: Path) -> str:

@@ -40,6 +40,7 @@ class TrainingSummary:
     # the drift report's page over HTTP (the MLflow UI's page of the run's copy); None: not
     # logged on a run (an unchanged re-run's report)
     drift_report_url: str | None = None
+    mlflow_run_url: str | None = None  # the run's page in the MLflow UI (training view)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON types (paths as strings): kept on the run as summary.json."""
@@ -97,7 +98,7 @@ class TrainingSummary:
 
     def _mlflow_ui(self) -> str:
         if self.tracking_uri.startswith(("http://", "https://")):
-            return self.tracking_uri
+            return self.mlflow_run_url or self.tracking_uri
         return f"mlflow ui --backend-store-uri {self.tracking_uri} --port 5000"
 
     def _prefect_ui(self) -> str:

@@ -81,7 +81,7 @@ def test_two_reports_of_one_batch_both_stay_and_each_record_opens_its_own(
         link = urlparse(links[flow_run])  # the MLflow UI's page of the run's own artifact
         assert link.scheme == "http" and link.netloc == f"127.0.0.1:{p.params.stack.mlflow_port}"
         page = f"/experiments/{experiment}/runs/{run_id}/artifacts/drift/{paths['html'].name}"
-        assert unquote(link.fragment) == page
+        assert unquote(link.fragment) == f"{page}?workflowType=machine_learning"
     # the report names its data: HTML title and header give the batch and the reference, the
     # version's page the model version too
     title = f"Data drift of batch {BATCH} against the reference 2013-01..2013-02"

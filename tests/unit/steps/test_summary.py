@@ -52,6 +52,9 @@ def test_summary_names_every_figure_in_aligned_lines(monkeypatch: pytest.MonkeyP
         summary, tracking_uri="http://127.0.0.1:5000", prefect_api_url="http://h:4200/api"
     )
     assert "MLflow UI  : http://127.0.0.1:5000 (run r1)" in served.render()
+    page = "http://127.0.0.1:5000/#/experiments/1/runs/r1?workflowType=machine_learning"
+    linked = replace(served, mlflow_run_url=page).render()
+    assert f"MLflow UI  : {page} (run r1)" in linked
     assert "Prefect UI : http://h:4200" in served.render().splitlines()[-1]
     # a command's run server has no UI: the line says where the run will show up instead
     monkeypatch.setenv(RUN_SERVER_ENV, "http://127.0.0.1:41234/api")
