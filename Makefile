@@ -17,7 +17,7 @@ UV := $(or $(shell command -v uv 2>/dev/null),.tools/bin/uv)
 BIN := .venv/bin
 PYTEST_ARGS ?=
 
-.PHONY: help install install-s3 setup run test test-e2e test-ui test-slow lint format repro bench clean prefect-yaml
+.PHONY: help install install-s3 setup run test test-e2e test-ui screenshots test-slow lint format repro bench clean prefect-yaml
 
 help:
 	@echo "make run        set up from uv.lock and run the training flow on the bundled data"
@@ -27,6 +27,7 @@ help:
 	@echo "                real servers, a local S3 server, PostgreSQL)"
 	@echo "make install-s3 the default install plus the optional extra ctloop[s3] (dvc-s3, boto3)"
 	@echo "make test-ui    set up, then the browser tests (tests/ui: the UIs in Debian's chromium)"
+	@echo "make screenshots  the browser tests, writing README's screenshots (docs/*.png) again"
 	@echo "make test-slow  the slow, large-data tests"
 	@echo "make repro      the same pipeline through DVC (dvc repro)"
 	@echo "make bench      every issue-4 benchmark in sequence (about 1.5 h; see benchmarks/RESULTS.md)"
@@ -73,6 +74,9 @@ test-e2e: setup install-s3
 # screenshots in $$CTLOOP_UI_SCREENSHOTS (default build/ui-screenshots/).
 test-ui: setup
 	$(BIN)/pytest -m ui tests/ui $(PYTEST_ARGS)
+
+screenshots: setup
+	CTLOOP_DOCS_SCREENSHOTS=1 $(BIN)/pytest -m ui tests/ui $(PYTEST_ARGS)
 
 test-slow: setup
 	$(BIN)/pytest -m slow $(PYTEST_ARGS)

@@ -96,7 +96,7 @@ def _monitor(
     predictions, score = ct.score_batch(project, batch, champion)
     promoted = _shadow(project, batch, champion, run_id, predictions)
     estimate = ct.estimate_batch(project, batch, champion, run_id, predictions, score)
-    drift, paths = t.report_drift(project, champion.train_batches, batch, run_id)
+    drift, paths = t.report_drift(project, champion.train_batches, batch, run_id, champion.version)
     signals = monitoring.signals(project, batch, champion, drift, score, estimate)
     verdict = ct.assess_policy(project, signals)
     ct.record_verdict(project, run_id, signals, verdict)

@@ -15,7 +15,7 @@ from ctloop.core import approval, events
 from ctloop.core.config import load_project, override
 from ctloop.core.env import background_worker
 from ctloop.ml.parallel import plan_parallel
-from ctloop.steps import validate
+from ctloop.steps import drift_report, validate
 from ctloop.steps.summary import TrainingSummary
 from flows import naming
 from flows.approval import ask_approval
@@ -95,7 +95,9 @@ def train_model(
         decision = t.apply_promotion(project, run_id, decision, answer)
         reference = t.drift_reference(project, window)
         t.wait_for(early_drift)  # computed beside the main line: report-drift takes it cached
-        drift, paths = t.report_drift(project, reference, window.current, run_id)
+        drift, paths = t.report_drift(
+            project, reference, window.current, run_id, decision.challenger_version
+        )
         t.write_model_card(*facts, decision, answer, (reference, drift), insights)
     except BaseException as err:  # the MLflow run says what failed; a re-run finishes it
         t.finish_run(run_id, failed=True, error=f"{type(err).__name__}: {err}")
@@ -135,9 +137,11 @@ def train_model(
         dataset_drift=drift.dataset_drift,
         drifted_columns=tuple(drift.drifted_columns),
         drift_report=paths["html"],
+        drift_report_url=drift_report.report_url(project, run_id, paths["html"]),
         validation_report=project.path("reports") / "validation.json",
         tracking_uri=project.tracking_uri,
         mlflow_run_id=run_id,
+        mlflow_run_url=drift_report.run_url(project, run_id),
         prefect_api_url=os.environ.get("PREFECT_API_URL"),
         warnings=train.warnings,
     )

@@ -369,23 +369,34 @@ def wait_for(future: PrefectFuture[Any] | None) -> None:
 
 @task(name="report-drift", cache_policy=NO_CACHE)
 def report_drift(
-    project: Project, reference: tuple[str, ...], current: str, run_id: str | None
+    project: Project,
+    reference: tuple[str, ...],
+    current: str,
+    run_id: str | None,
+    version: str | None = None,
 ) -> tuple[DriftSummary, dict[str, Path]]:
     """The report of `current` against `reference`: the stored one of the same inputs (not
     computed again) or compute-drift's (cached), written once under its keyed name
     (drift_report.write_drift); the `drift` and `drift-report` artifacts name that file, never the
-    replaced "latest" copy, so an artifact keeps opening the report it was made with."""
-    summary, paths = sequence.REPORT_DRIFT(project, reference, current, run_id, compute_drift)
+    replaced "latest" copy, so an artifact keeps opening the report it was made with. `version`:
+    the model version compared (the page of the report titled with it: drift_report.run_drift)."""
+    summary, paths = sequence.REPORT_DRIFT(
+        project, reference, current, run_id, compute_drift, version
+    )
     ref = f"{reference[0]}..{reference[-1]}" if reference else "-"
+    relative = drift_report.project_relative(project, paths["html"])
+    url = None if run_id is None else drift_report.report_url(project, run_id, paths["html"])
+    over_http = "" if url is None else f", over HTTP: [{paths['html'].name}]({url})"
+    title = f"Drift of {current} against {ref}" + (f" (v{version})" if version else "")
     create_markdown_artifact(
-        drift_markdown(summary, f"Drift of {current} against {ref}")
-        + f"\nReport: `{drift_report.project_relative(project, paths['html'])}`\n",
+        drift_markdown(summary, title) + f"\nReport: `{relative}`{over_http}\n",
         key="drift",
         description="Evidently data drift",
     )
-    if run_id is not None:  # logged on the run: served over HTTP by the MLflow UI
+    print(f"drift report: {url or relative}" + (f" ({relative})" if url else ""))
+    if url is not None:  # logged on the run: served over HTTP by the MLflow UI
         create_link_artifact(
-            drift_report.report_url(project, run_id, paths["html"]),
+            url,
             link_text=f"drift report {current} against {ref} ({paths['html'].name})",
             key="drift-report",
             description="Evidently HTML on the MLflow run (MLflow UI, served by `ctloop up`)",

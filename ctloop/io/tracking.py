@@ -312,6 +312,13 @@ def run_tags(run_id: str) -> dict[str, str]:
     return dict(MlflowClient().get_run(run_id).data.tags)
 
 
+def run_experiment(run_id: str) -> str:
+    """The id of the experiment a run is in (training or monitoring)."""
+    from mlflow import MlflowClient
+
+    return str(MlflowClient().get_run(run_id).info.experiment_id)
+
+
 def log_text(run_id: str, text: str, artifact_file: str) -> None:
     from mlflow import MlflowClient
 

@@ -375,6 +375,23 @@ def titled_html(snapshot: Any, title: str) -> str:
     return html.replace("<head>", f"<head>\n<title>{escaped}</title>", 1)
 
 
+def html_from_model(model_json: str, title: str) -> str:
+    """Evidently's self-contained HTML, headed and titled `title`, rendered again from a stored
+    snapshot model (`Snapshot.dumps()`, the report's .model.json): the same widgets without
+    computing the drift again (e.g. a report's page naming the model version it was read for).
+    DriftError when Evidently cannot read or render it."""
+    from evidently.core.report import Snapshot
+
+    try:
+        return titled_html(Snapshot.loads(model_json), title)
+    except Exception as err:
+        raise DriftError(
+            f"drift: Evidently could not render the stored report again "
+            f"({type(err).__name__}: {err}); was its .model.json written by another Evidently "
+            "version?"
+        ) from err
+
+
 def save_drift(
     snapshot: Any, summary: DriftSummary, out_dir: Path, name: str, write_once: WriteOnce
 ) -> dict[str, Path]:

@@ -183,7 +183,10 @@ def drift(project: Project) -> None:
     run_id = record["run_id"]
     with _owned_run(project, run_id, "drift"):
         reference = drift_report.drift_reference(project, window)
-        summary, paths = sequence.REPORT_DRIFT(project, reference, window.current, run_id)
+        found: Evaluated = joblib.load(_evaluation_file(project))
+        summary, paths = sequence.REPORT_DRIFT(
+            project, reference, window.current, run_id, None, found.decision.challenger_version
+        )
         files.write_json(
             _drift_record(project),
             {
@@ -194,7 +197,6 @@ def drift(project: Project) -> None:
                 "summary": summary.to_dict(),
             },
         )
-        found: Evaluated = joblib.load(_evaluation_file(project))
         train_data, holdout = fit.load_training(project, window)
         sequence.MODEL_CARD(
             project,
@@ -213,7 +215,8 @@ def drift(project: Project) -> None:
     verdict = "drift" if summary.dataset_drift else "no drift"
     print(
         f"drift: {window.current}: {verdict} ({summary.n_drifted}/{summary.n_columns}) -> "
-        f"{paths['html']}"
+        f"{drift_report.project_relative(project, paths['html'])} "
+        f"({drift_report.report_url(project, run_id, paths['html'])})"
     )
 
 

@@ -12,7 +12,7 @@ from ctloop.core import approval
 from ctloop.core.config import Project
 from ctloop.io import files, registry, tracking
 from ctloop.ml import training
-from ctloop.steps import model_card
+from ctloop.steps import drift_report, model_card
 from ctloop.steps.evaluate import Evaluation
 from ctloop.steps.fit import TrainingData
 from ctloop.steps.windows import Window
@@ -91,13 +91,25 @@ def build_model_card(
         top_features=cfg.insights.top_features,
         brier=evaluation.metrics.get("brier") if insights is None else insights.brier,
         interval=None if insights is None else insights.interval,
-        drift=None
-        if drift is None
-        else model_card.DriftStatus.from_summary(
-            window.current or "-", drift[0], drift[1], tags.get(tracking.DRIFT_REPORT_TAG)
-        ),
+        drift=None if drift is None else _drift_status(project, run_id, window, drift, tags),
         drift_note=drift_note,
         plan_warnings=train.warnings,
+    )
+
+
+def _drift_status(
+    project: Project,
+    run_id: str,
+    window: Window,
+    drift: tuple[tuple[str, ...], DriftSummary],
+    tags: dict[str, str],
+) -> model_card.DriftStatus:
+    """The card's drift: the summary, the report's file (the run's tag) and its page over HTTP
+    (the MLflow UI's page of the copy logged on the run)."""
+    report = tags.get(tracking.DRIFT_REPORT_TAG)
+    url = None if report is None else drift_report.report_url(project, run_id, Path(report))
+    return model_card.DriftStatus.from_summary(
+        window.current or "-", drift[0], drift[1], report, url
     )
 
 

@@ -88,6 +88,7 @@ def value_names(metric: str) -> dict[str, str]:
     """ctloop's values in a snapshot (name -> what it is), for `metric` (e.g. roc_auc)."""
     return {
         "drifted_share": "share of the compared columns that drifted",
+        "drift_threshold": "drifted share from which the batch counts as dataset drift",
         "drifted_columns": "drifted columns",
         "compared_columns": "compared columns",
         "rows": "rows of the batch",
@@ -107,8 +108,8 @@ def panels(metric: str) -> list[store.PanelSpec]:
     return [
         store.PanelSpec(
             "Dataset drift share",
-            (("drifted_share", "drifted share"),),
-            "share of the compared columns that drifted (dataset drift at drift.drift_share)",
+            (("drifted_share", "drifted share"), ("drift_threshold", "dataset drift from")),
+            "share of the compared columns that drifted; dataset drift from drift.drift_share",
         ),
         store.PanelSpec(
             "Drifted columns",
@@ -182,6 +183,7 @@ def entry(
     fired = triggers(verdict)
     values: dict[str, float] = {
         "drifted_share": drift.drifted_share,
+        "drift_threshold": drift.drift_share,
         "drifted_columns": float(drift.n_drifted),
         "compared_columns": float(drift.n_columns),
         "rows": float(rows[0]),
@@ -360,7 +362,7 @@ def _write(
         list(schema.numeric), list(schema.categorical), schema.task, target if quality else None
     )
     parts = [store.summary_snapshot(features, definition, quality, item.name)]
-    model = drift_ml.model_path(drift_html.parent, drift_html.stem)
+    model = drift_ml.model_path(drift_html.parent, drift_report.report_stem(drift_html))
     if model.is_file():
         parts.insert(0, model.read_text(encoding="utf-8"))
     snapshot = store.build_snapshot(

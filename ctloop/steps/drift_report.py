@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import quote
@@ -38,15 +39,20 @@ def run_drift(
     current: str,
     run_id: str | None = None,
     compute: Callable[[Project, tuple[str, ...], str], DriftOutputs] | None = None,
+    version: str | None = None,
 ) -> tuple[DriftSummary, dict[str, Path]]:
     """Drift of one batch against reference batches: HTML + JSON reports (the stored report of
     the same inputs when there is one: not computed again), logged to MLflow when `run_id` is
-    given. `compute` replaces compute_drift (the flows pass their cached Prefect task)."""
+    given. `compute` replaces compute_drift (the flows pass their cached Prefect task).
+    `version`: the registered model version the batch was compared for (the monitored
+    champion, the trained version); paths["html"] is then that version's page of the report
+    (version_page: titled with the model version), paths["report"] the report's own HTML."""
     stored = read_drift(project, reference, current)
     if stored is None:
         outputs = (compute or compute_drift)(project, reference, current)
-        return outputs.summary, write_drift(project, outputs, reference, current, run_id)
+        return outputs.summary, write_drift(project, outputs, reference, current, run_id, version)
     summary, paths = stored
+    paths = version_page(project, reference, current, paths, version)
     write_latest(project, current, paths)
     if run_id is not None:
         record_drift(project, run_id, summary, paths)
@@ -69,9 +75,48 @@ def compute_drift(project: Project, reference: tuple[str, ...], current: str) ->
     return drift.render_outputs(snapshot, summary, drift_title(reference, current))
 
 
-def drift_title(reference: tuple[str, ...], current: str) -> str:
-    """What a drift report compares, in words: its HTML title and header, its snapshot name."""
-    return f"Data drift of batch {current} against the reference {period(reference)}"
+def drift_title(reference: tuple[str, ...], current: str, model: str | None = None) -> str:
+    """What a drift report compares, in words: its HTML title and header, its snapshot name;
+    `model` (e.g. "ctloop-flights v3"): the model version it was compared for."""
+    title = f"Data drift of batch {current} against the reference {period(reference)}"
+    return f"{title}, model {model}" if model else title
+
+
+PAGE_VERSION = re.compile(r"\.v(\d+)$")  # <report stem>.v<version>: a version's page
+
+
+def page_path(html: Path, version: str) -> Path:
+    """A model version's page of the report `html`: <report stem>.v<version>.html beside it."""
+    return html.with_name(f"{html.stem}.v{version}.html")
+
+
+def report_stem(html: Path) -> str:
+    """The report's stem of its HTML or of a version's page of it (page_path)."""
+    return PAGE_VERSION.sub("", html.stem)
+
+
+def version_page(
+    project: Project,
+    reference: tuple[str, ...],
+    current: str,
+    paths: dict[str, Path],
+    version: str | None,
+) -> dict[str, Path]:
+    """`paths` with "html" the page of the report titled with the model version as well
+    (page_path; rendered once from the stored Evidently snapshot, never replaced: the report
+    itself stays version-free, shared by every version compared against the same reference) and
+    "report" the report's own HTML. `paths` unchanged when `version` is None or the report keeps
+    no snapshot model (written before it was kept)."""
+    html = paths["html"]
+    model = drift.model_path(html.parent, report_stem(html))
+    if version is None or not model.is_file():
+        return paths
+    page = page_path(html, version)
+    if not page.is_file():
+        name = project.params.promotion.model_name
+        title = drift_title(reference, current, f"{name} v{version}")
+        files.write_once(page, drift.html_from_model(model.read_text(encoding="utf-8"), title))
+    return {**paths, "html": page, "report": html}
 
 
 def period(batches: tuple[str, ...]) -> str:
@@ -148,11 +193,13 @@ def write_drift(
     reference: tuple[str, ...],
     current: str,
     run_id: str | None = None,
+    version: str | None = None,
 ) -> dict[str, Path]:
     """The report of these inputs under reports/drift/<current>/ (written once, never replaced:
     see drift_location), the convenience copies reports/drift/drift-<current>.{html,json} (the
     latest report of the batch, replaced each time: nothing links to them), and, when `run_id`
-    is given, on the MLflow run with the tag `ctloop.drift_report` naming the report's file."""
+    is given, on the MLflow run with the tag `ctloop.drift_report` naming the report's file.
+    `version`: see run_drift (paths["html"] is that version's page)."""
     for empty in outputs.summary.empty_columns:
         print(f"ctloop: warning: drift of {current}: feature {empty.describe()}: not compared")
     key = drift_key(project, reference, current)
@@ -161,6 +208,7 @@ def write_drift(
     marker = _drift_marker(folder, stem)
     if not marker.exists():
         files.write_text_report(marker, key)
+    paths = version_page(project, reference, current, paths, version)
     write_latest(project, current, paths)
     if run_id is not None:
         record_drift(project, run_id, outputs.summary, paths)
@@ -208,15 +256,39 @@ def mlflow_ui_url(project: Project) -> str:
     return cfg.url(cfg.mlflow_port)
 
 
+# MLflow 3.17's UI shows experiments in its GenAI view (traces, usage) unless the page asks for
+# the model-training one: its sidebar toggle is per browser and starts on GenAI, and the
+# experiment's `mlflow.experimentKind` tag does not choose it. Every MLflow link ctloop gives
+# carries this query.
+MLFLOW_TRAINING_VIEW = "workflowType=machine_learning"
+
+
 def artifact_url(base: str, experiment_id: str, run_id: str, artifact: str) -> str:
-    """The MLflow UI's page of one artifact of one run (it shows an HTML report inline):
-    <base>/#/experiments/<exp>/runs/<run>/artifacts/<artifact path>."""
+    """The MLflow UI's page of one artifact of one run (it shows an HTML report inline, in an
+    iframe): <base>/#/experiments/<exp>/runs/<run>/artifacts/<artifact path>?workflowType=
+    machine_learning (MLFLOW_TRAINING_VIEW)."""
     path = quote(artifact, safe="/")
-    return f"{base}/#/experiments/{experiment_id}/runs/{run_id}/artifacts/{path}"
+    page = f"{base}/#/experiments/{experiment_id}/runs/{run_id}/artifacts/{path}"
+    return f"{page}?{MLFLOW_TRAINING_VIEW}"
+
+
+def runs_url(base: str, experiment_id: str, run_id: str | None = None) -> str:
+    """The MLflow UI's runs table of an experiment (a run's page when `run_id` is given), in the
+    model-training view (MLFLOW_TRAINING_VIEW): <base>/#/experiments/<exp>/runs[/<run>]?..."""
+    tail = "" if run_id is None else f"/{run_id}"
+    return f"{base}/#/experiments/{experiment_id}/runs{tail}?{MLFLOW_TRAINING_VIEW}"
+
+
+def run_url(project: Project, run_id: str) -> str:
+    """http URL of an MLflow run's page in the MLflow UI (runs_url; the run's own experiment)."""
+    tracking.use_experiment(project)
+    return runs_url(mlflow_ui_url(project), tracking.run_experiment(run_id), run_id)
 
 
 def report_url(project: Project, run_id: str, html: Path) -> str:
     """http URL of the drift report `html` as logged on the MLflow run `run_id` (record_drift:
-    drift/<file name>): the exact report of that run, never a "latest" copy."""
-    experiment = tracking.use_experiment(project)
+    drift/<file name>): the exact report of that run, never a "latest" copy. The run's own
+    experiment (training or monitoring) is in the URL."""
+    tracking.use_experiment(project)
+    experiment = tracking.run_experiment(run_id)
     return artifact_url(mlflow_ui_url(project), experiment, run_id, f"drift/{html.name}")

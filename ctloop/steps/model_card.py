@@ -89,10 +89,16 @@ class DriftStatus:
     n_columns: int
     drifted_columns: tuple[str, ...]
     report: str | None = None  # the report's file (keyed, never replaced), relative to the project
+    url: str | None = None  # the report's page over HTTP (MLflow UI's page of the run's copy)
 
     @classmethod
     def from_summary(
-        cls, batch: str, reference: Sequence[str], summary: DriftSummary, report: str | None = None
+        cls,
+        batch: str,
+        reference: Sequence[str],
+        summary: DriftSummary,
+        report: str | None = None,
+        url: str | None = None,
     ) -> DriftStatus:
         return cls(
             batch,
@@ -102,6 +108,7 @@ class DriftStatus:
             summary.n_columns,
             tuple(summary.drifted_columns),
             report,
+            url,
         )
 
     def describe(self) -> str:
@@ -596,7 +603,11 @@ class ModelCard:
             body = f"_{self.drift_note}_"
         else:
             body = self.drift.describe()
-            if self.drift.report:
+            if self.drift.url:
+                body += f"\n\nReport: <{self.drift.url}>"
+                if self.drift.report:
+                    body += f" (in the project: `{self.drift.report}`)"
+            elif self.drift.report:
                 body += f"\n\nReport: `{self.drift.report}`"
         return f"## Drift at training time\n\n{body}"
 

@@ -37,6 +37,10 @@ class TrainingSummary:
     unchanged: bool = False  # same data, params and code as model_version: nothing trained
     budget_note: str | None = None  # TuningResult.budget_note: the time budget cut the search
     warnings: tuple[str, ...] = ()  # the training plan's (ctloop/ml/preconditions.py)
+    # the drift report's page over HTTP (the MLflow UI's page of the run's copy); None: not
+    # logged on a run (an unchanged re-run's report)
+    drift_report_url: str | None = None
+    mlflow_run_url: str | None = None  # the run's page in the MLflow UI (training view)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON types (paths as strings): kept on the run as summary.json."""
@@ -70,13 +74,18 @@ class TrainingSummary:
                 f"{self.promotion_reason}",
                 f"  drift            : {self.drift_batch}: dataset drift "
                 f"{'YES' if self.dataset_drift else 'no'}; drifted columns: {drifted}",
-                f"  drift report     : {self.drift_report}",
+                f"  drift report     : {self._drift_report()}",
                 *(f"  warning          : {w}" for w in self.warnings),
                 "where to look:",
                 f"  MLflow UI  : {self._mlflow_ui()} (run {self.mlflow_run_id})",
                 f"  Prefect UI : {self._prefect_ui()}",
             ]
         )
+
+    def _drift_report(self) -> str:
+        if self.drift_report_url:
+            return f"{self.drift_report_url}\n                     ({self.drift_report})"
+        return str(self.drift_report)
 
     def _trials(self) -> str:
         done = f"{self.n_trials} trials, {self.n_pruned} pruned"
@@ -89,7 +98,7 @@ class TrainingSummary:
 
     def _mlflow_ui(self) -> str:
         if self.tracking_uri.startswith(("http://", "https://")):
-            return self.tracking_uri
+            return self.mlflow_run_url or self.tracking_uri
         return f"mlflow ui --backend-store-uri {self.tracking_uri} --port 5000"
 
     def _prefect_ui(self) -> str:

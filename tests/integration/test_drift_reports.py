@@ -23,8 +23,10 @@ SECOND_REF = ("2013-01", "2013-02", "2013-03")  # after a retrain on a longer wi
 
 
 @flow(name="drift-twice")
-def _report(project: Project, reference: tuple[str, ...], run_id: str) -> dict[str, Path]:
-    _, paths = t.report_drift(project, reference, BATCH, run_id)
+def _report(
+    project: Project, reference: tuple[str, ...], run_id: str, version: str
+) -> dict[str, Path]:
+    _, paths = t.report_drift(project, reference, BATCH, run_id, version)
     return paths
 
 
@@ -53,16 +55,19 @@ def test_two_reports_of_one_batch_both_stay_and_each_record_opens_its_own(
     exp = tracking.use_experiment(p)
     runs = [tracking.start_parent_run(exp, f"monitor-{BATCH}-v{v}", {}) for v in (1, 2)]
 
-    state_one = _report(p, FIRST_REF, runs[0], return_state=True)
+    state_one = _report(p, FIRST_REF, runs[0], "1", return_state=True)
     first = state_one.result()
     kept = _bytes(first)
-    state_two = _report(p, SECOND_REF, runs[1], return_state=True)
+    state_two = _report(p, SECOND_REF, runs[1], "2", return_state=True)
     second = state_two.result()
 
     folder = p.path("reports") / "drift" / BATCH
     assert first["html"].parent == second["html"].parent == folder
     assert first["html"].name.startswith("ref-2013-01..2013-02-")
     assert second["html"].name.startswith("ref-2013-01..2013-03-")
+    # what the records name is the model version's page of the report, beside the report
+    assert first["html"].name == first["report"].stem + ".v1.html"
+    assert second["html"].name == second["report"].stem + ".v2.html"
     assert _bytes(first) == kept  # the second report did not touch the first
     assert first["summary"].read_bytes() != second["summary"].read_bytes()  # own content
     rows = [json.loads(x["summary"].read_text())["reference_rows"] for x in (first, second)]
@@ -76,11 +81,15 @@ def test_two_reports_of_one_batch_both_stay_and_each_record_opens_its_own(
         link = urlparse(links[flow_run])  # the MLflow UI's page of the run's own artifact
         assert link.scheme == "http" and link.netloc == f"127.0.0.1:{p.params.stack.mlflow_port}"
         page = f"/experiments/{experiment}/runs/{run_id}/artifacts/drift/{paths['html'].name}"
-        assert unquote(link.fragment) == page
-    # the report names its data: HTML title and header give the batch and the reference
-    html = first["html"].read_text(encoding="utf-8")
+        assert unquote(link.fragment) == f"{page}?workflowType=machine_learning"
+    # the report names its data: HTML title and header give the batch and the reference, the
+    # version's page the model version too
     title = f"Data drift of batch {BATCH} against the reference 2013-01..2013-02"
+    html = first["report"].read_text(encoding="utf-8")
     assert f"<title>{title}</title>" in html and html.count(title) >= 2
+    page = first["html"].read_text(encoding="utf-8")
+    titled = f"{title}, model {p.params.promotion.model_name} v1"
+    assert f"<title>{titled}</title>" in page and page.count(titled) >= 2
     for run_id, paths in zip(runs, (first, second), strict=True):
         tag = tracking.run_tags(run_id)[tracking.DRIFT_REPORT_TAG]
         assert (p.root / tag).resolve() == paths["html"].resolve()
@@ -92,9 +101,15 @@ def test_two_reports_of_one_batch_both_stay_and_each_record_opens_its_own(
 
     # an unchanged re-run reuses the stored report: nothing recomputed, no byte changed
     before = {x.name: x.read_bytes() for x in folder.iterdir()}
-    assert _report(p, FIRST_REF, runs[0]) == first
+    assert _report(p, FIRST_REF, runs[0], "1") == first
     assert {x.name: x.read_bytes() for x in folder.iterdir()} == before
-    stems = {x["html"].stem for x in (first, second)}
+    stems = {x["report"].stem for x in (first, second)}
     names = [x.name for x in folder.iterdir()]  # no temporary files left behind
     assert all(any(n.startswith(f"{stem}.") for stem in stems) for n in names), names
-    assert len(before) == 10  # html, json, evidently.json, model.json, inputs per report
+    assert len(before) == 12  # html, json, evidently.json, model.json, inputs, v<N>.html each
+    # another version compared against the same reference: its own page, nothing else written
+    third = _report(p, FIRST_REF, runs[1], "3")
+    assert third["report"] == first["report"] and third["html"].name.endswith(".v3.html")
+    after = {x.name: x.read_bytes() for x in folder.iterdir()}
+    assert after.keys() - before.keys() == {third["html"].name}
+    assert all(after[name] == data for name, data in before.items())

@@ -271,3 +271,18 @@ def test_real_data_july_against_first_half(
     assert summary.reference_rows == params.drift.sample_rows
     assert summary.current_rows == len(default_batches["2013-07"])
     assert all(np.isfinite(c.score) and c.method for c in summary.columns)
+
+
+def test_a_stored_snapshot_model_renders_again_under_another_title(
+    shifted: tuple[object, DriftSummary],
+) -> None:
+    """A report's page naming the model version is rendered from the kept .model.json: the
+    same widgets under the new title, with no drift computed again."""
+    snapshot, summary = shifted
+    first = render_outputs(snapshot, summary, "Data drift of batch B against the reference A")
+    html = drift.html_from_model(first.model_json, "Data drift of batch B, model m v3")
+    assert "<title>Data drift of batch B, model m v3</title>" in html
+    assert "Data drift of batch B against the reference A" not in html
+    assert len(html) > 0.8 * len(first.html)  # the report's widgets, not an empty page
+    with pytest.raises(drift.DriftError, match="could not render the stored report"):
+        drift.html_from_model("{}", "t")

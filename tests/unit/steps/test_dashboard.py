@@ -90,6 +90,8 @@ def test_labelled_batch_entry_carries_realized_estimate_and_markers() -> None:
     assert e.values["holdout_roc_auc"] == 0.79
     assert (e.values["retrain"], e.values["new_champion"]) == (1.0, 1.0)
     assert (e.values["drifted_columns"], e.values["compared_columns"]) == (2.0, 8.0)
+    # the threshold beside the share: the panel's axis has a range even when every share is equal
+    assert (e.values["drifted_share"], e.values["drift_threshold"]) == (0.25, 0.5)
     assert (e.values["rows"], e.values["labelled_rows"]) == (50.0, 48.0)
     assert {"batch:2013-07", "model:v3", "trigger:decay", "labelled"} == set(e.tags)
     assert e.metadata["reference"] == "2013-01..2013-06" and e.metadata["verdict"] == "retrain"
@@ -133,7 +135,14 @@ def test_urls_are_http_on_the_configured_stack(monkeypatch: pytest.MonkeyPatch) 
     assert url == f"http://127.0.0.1:8000/projects/{dashboard.project_id('m')}/reports/{sid}"
     assert drift_report.mlflow_ui_url(project) == "http://127.0.0.1:5000"
     link = drift_report.artifact_url("http://h:5000", "7", "abc", "drift/ref-a b.html")
-    assert link == "http://h:5000/#/experiments/7/runs/abc/artifacts/drift/ref-a%20b.html"
+    assert link == (
+        "http://h:5000/#/experiments/7/runs/abc/artifacts/drift/ref-a%20b.html"
+        "?workflowType=machine_learning"  # MLflow's UI otherwise shows its GenAI view
+    )
+    runs = drift_report.runs_url("http://h:5000", "7")
+    assert runs == "http://h:5000/#/experiments/7/runs?workflowType=machine_learning"
+    run = drift_report.runs_url("http://h:5000", "7", "abc")
+    assert run == "http://h:5000/#/experiments/7/runs/abc?workflowType=machine_learning"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://tracking:9000/")
     assert drift_report.mlflow_ui_url(project) == "http://tracking:9000"
 

@@ -338,3 +338,14 @@ def test_the_card_shows_the_bootstrap_interval_and_slices_refused_after_holm() -
     assert "(significant after Holm): carrier=UA (n=900)" in card
     # the point gate's card has neither the line nor the column
     assert "Gain over champion" not in _card().render()
+
+
+def test_the_drift_report_is_linked_over_http_beside_its_file() -> None:
+    url = "http://127.0.0.1:5000/#/experiments/1/runs/r/artifacts/drift/ref-x.v3.html"
+    status = DriftStatus(
+        "2013-05", ("2013-01",), False, 1, 16, ("temp",), "reports/drift/ref-x.v3.html", url
+    )
+    text = _card(drift=status).render()
+    assert f"Report: <{url}> (in the project: `reports/drift/ref-x.v3.html`)" in text
+    no_url = replace(status, url=None)
+    assert "Report: `reports/drift/ref-x.v3.html`" in _card(drift=no_url).render()

@@ -52,6 +52,9 @@ def test_summary_names_every_figure_in_aligned_lines(monkeypatch: pytest.MonkeyP
         summary, tracking_uri="http://127.0.0.1:5000", prefect_api_url="http://h:4200/api"
     )
     assert "MLflow UI  : http://127.0.0.1:5000 (run r1)" in served.render()
+    page = "http://127.0.0.1:5000/#/experiments/1/runs/r1?workflowType=machine_learning"
+    linked = replace(served, mlflow_run_url=page).render()
+    assert f"MLflow UI  : {page} (run r1)" in linked
     assert "Prefect UI : http://h:4200" in served.render().splitlines()[-1]
     # a command's run server has no UI: the line says where the run will show up instead
     monkeypatch.setenv(RUN_SERVER_ENV, "http://127.0.0.1:41234/api")
@@ -60,3 +63,29 @@ def test_summary_names_every_figure_in_aligned_lines(monkeypatch: pytest.MonkeyP
     assert "`ctloop up`, then http://127.0.0.1:4200" in on_run_server.splitlines()[-1]
     assert "41234" not in on_run_server
     assert len({line.index(":") for line in labelled}) == 1  # the colons line up
+
+
+def test_the_drift_report_line_gives_its_http_page_beside_the_file() -> None:
+    base = TrainingSummary.from_dict(
+        {
+            **{f: "x" for f in ("data_version", "batches", "validation", "metric")},
+            **{f: "x" for f in ("holdout_batches", "model_version", "promotion_reason")},
+            **{"drift_batch": "2013-07", "tracking_uri": "sqlite:///m.db", "mlflow_run_id": "r1"},
+            "best_params": {},
+            **{f: 0.5 for f in ("cv_mean", "cv_std", "holdout_score")},
+            **{"n_trials": 1, "n_pruned": 0, "promoted": False, "dataset_drift": False},
+            "drifted_columns": [],
+            "drift_report": "reports/drift/2013-07/ref-a..b-k.v2.html",
+            "validation_report": "reports/validation.json",
+        }
+    )  # a summary kept before the URL was: no drift_report_url
+    assert base.drift_report_url is None
+    assert "drift report     : reports/drift/2013-07/ref-a..b-k.v2.html" in base.render()
+    url = "http://127.0.0.1:5000/#/experiments/1/runs/r1/artifacts/drift/ref-a..b-k.v2.html"
+    text = replace(base, drift_report_url=url).render()
+    assert f"drift report     : {url}" in text
+    assert "(reports/drift/2013-07/ref-a..b-k.v2.html)" in text
+    assert (
+        TrainingSummary.from_dict(replace(base, drift_report_url=url).to_dict()).drift_report_url
+        == url
+    )
