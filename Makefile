@@ -16,6 +16,9 @@ UV_VERSION := 0.13.9
 UV := $(or $(shell command -v uv 2>/dev/null),.tools/bin/uv)
 BIN := .venv/bin
 PYTEST_ARGS ?=
+# make test runs in this many pytest-xdist workers, a whole test file per worker (module fixtures
+# and the order inside a file hold); 0 runs in this process, one test after another.
+TEST_WORKERS ?= 2
 
 .PHONY: help install install-s3 setup run test test-e2e test-ui screenshots test-slow lint format repro bench clean prefect-yaml
 
@@ -65,7 +68,7 @@ run: setup
 # Markers by folder (tests/conftest.py): tests/integration -> integration, tests/e2e -> e2e,
 # tests/ui -> ui.
 test: setup lint
-	$(BIN)/pytest -m "not slow and not e2e and not ui" $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile -m "not slow and not e2e and not ui" $(PYTEST_ARGS)
 
 test-e2e: setup install-s3
 	$(BIN)/pytest -m e2e $(PYTEST_ARGS)
