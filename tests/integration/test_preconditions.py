@@ -23,7 +23,7 @@ from ctloop.core.config import Project, load_project
 from ctloop.io import tracking
 from ctloop.ml.preconditions import PreconditionError
 from ctloop.ops import stages
-from ctloop.steps import fit, ingest, validate, windows
+from ctloop.steps import drift_report, fit, ingest, validate, windows
 from flows.train_model import train_model
 from tests.integration.conftest import SMALL
 
@@ -79,7 +79,9 @@ def test_an_empty_feature_is_dropped_with_a_recorded_warning_and_drift_does_not_
     card = (p.path("reports") / "model_card.md").read_text()
     assert f"Training plan warning: {warning}" in card
     # the drift step ran to the end and says the column was not compared
-    drift = json.loads(summary.drift_report.with_suffix(".json").read_text())
+    # the run links its model version's page of the report; the summary sits beside the report
+    report = summary.drift_report
+    drift = json.loads(report.with_name(f"{drift_report.report_stem(report)}.json").read_text())
     assert drift["empty_columns"] == {EMPTY: "both"}
     assert EMPTY not in {c["column"] for c in drift["columns"]}
     assert client.get_run(summary.mlflow_run_id).info.status == "FINISHED"

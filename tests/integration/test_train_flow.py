@@ -18,6 +18,7 @@ from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from ctloop.core.config import Project
 from ctloop.io import audit, data, registry, tracking, versioning
 from ctloop.ml.validation import ValidationFailed
+from ctloop.steps import drift_report
 from flows.train_model import train_model
 from tasks.training import cache_line
 from tests.conftest import new_project
@@ -71,7 +72,9 @@ def test_flow_trains_tracks_registers_promotes_and_reports_drift_then_an_unchang
     validation = json.loads((p.path("reports") / "validation.json").read_text())
     assert len(validation["reports"]) == 4
     assert summary.drift_report.is_file() and summary.drift_batch == "2013-04"
-    drift = json.loads(summary.drift_report.with_suffix(".json").read_text())
+    # the run links its model version's page of the report; the summary sits beside the report
+    report = summary.drift_report
+    drift = json.loads(report.with_name(f"{drift_report.report_stem(report)}.json").read_text())
     assert {c["column"] for c in drift["columns"]} >= {"distance", "carrier", "temp"}
     # the report is kept under its batch and inputs; the run's tag and the card name that file
     report = summary.drift_report.relative_to(p.root).as_posix()
