@@ -79,7 +79,8 @@ def test_flow_trains_tracks_registers_promotes_and_reports_drift_then_an_unchang
     # the report is kept under its batch and inputs; the run's tag and the card name that file
     report = summary.drift_report.relative_to(p.root).as_posix()
     assert report.startswith("reports/drift/2013-04/ref-2013-01..2013-02-"), report
-    assert f"Report: `{report}`" in (p.path("reports") / "model_card.md").read_text()
+    card = (p.path("reports") / "model_card.md").read_text()
+    assert f"(in the project: `{report}`)" in card and "Report: <http://127.0.0.1:" in card
 
     # tracking: parent run with tags, lineage, CV and holdout metrics, one nested run per trial
     client = _client(p)
