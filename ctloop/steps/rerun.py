@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 from ctloop.core.config import Project
 from ctloop.core.fingerprint import training_fingerprint
 from ctloop.io import registry, tracking
+from ctloop.steps.drift_report import page_path
 from ctloop.steps.fit import TrainingData
 from ctloop.steps.summary import TrainingSummary
 from ctloop.steps.windows import Window
@@ -66,7 +67,10 @@ def unchanged_summary(
     prefect_api_url: str | None,
 ) -> TrainingSummary:
     """The summary of a re-run that found nothing changed: the previous run's figures, where its
-    version stands now, and the drift of the newest batch against the current champion."""
+    version stands now, and the drift of the newest batch against the current champion. The
+    report named is the version's page of `drift_report` when that version has one (the same
+    report the previous run linked), else the report itself; its URL is the previous run's only
+    when both name the same file (a URL never points at another report)."""
     name, version = project.params.promotion.model_name, previous.version
     champion = registry.get_alias(name, registry.CHAMPION)
     where = (
@@ -75,6 +79,9 @@ def unchanged_summary(
         else f"champion is {'v' + str(champion.version) if champion else 'none'}; "
         f"v{version}'s gate: {previous.summary.promotion_reason}"
     )
+    page = page_path(drift_report, version)
+    report = page if page.is_file() else drift_report
+    url = previous.summary.drift_report_url if report == previous.summary.drift_report else None
     return replace(
         previous.summary,
         model_version=version,
@@ -84,6 +91,7 @@ def unchanged_summary(
         f"(run {previous.run_id}); {where}",
         dataset_drift=drift.dataset_drift,
         drifted_columns=tuple(drift.drifted_columns),
-        drift_report=drift_report,
+        drift_report=report,
+        drift_report_url=url,
         prefect_api_url=prefect_api_url,
     )
