@@ -140,6 +140,7 @@ def train_model(
         drift_report_url=drift_report.report_url(project, run_id, paths["html"]),
         validation_report=project.path("reports") / "validation.json",
         tracking_uri=project.tracking_uri,
+        mlflow_port=project.params.stack.mlflow_port,
         mlflow_run_id=run_id,
         mlflow_run_url=drift_report.run_url(project, run_id),
         prefect_api_url=os.environ.get("PREFECT_API_URL"),

@@ -99,7 +99,7 @@ def value_names(metric: str) -> dict[str, str]:
         f"estimated_{metric}_upper": "upper bound of the estimate's 95% interval",
         f"holdout_{metric}": f"champion's {metric} on its holdout",
         "retrain": "1: the policy triggered a retrain on this batch",
-        "new_champion": "1: first batch monitored by this champion version (a promotion)",
+        "new_champion": "1: first batch scored by a newly promoted champion version",
     }
 
 
@@ -232,19 +232,20 @@ def entry(
 
 
 def is_new_champion(seen: list[dict[str, object]], version: str, at: datetime) -> bool:
-    """Whether no snapshot in `seen` (snapshot_metadata rows) was monitored with `version` at or
-    before `at`: this batch is the version's first as champion."""
+    """Whether this batch is the first that `version` scores as champion after another version
+    did: no snapshot in `seen` (snapshot_metadata rows) at or before `at` was monitored with
+    `version`, and one was monitored with another version (the project's first champion on its
+    first batch replaced nothing: no marker)."""
+    earlier_other = False
     for row in seen:
         meta = row.get("metadata") or {}
         stamp = row.get("timestamp")
         when = datetime.fromisoformat(str(stamp)) if stamp else None
-        if (
-            isinstance(meta, dict)
-            and meta.get("model_version") == version
-            and (when is None or when.replace(tzinfo=None) <= at)
-        ):
-            return False
-    return True
+        if isinstance(meta, dict) and (when is None or when.replace(tzinfo=None) <= at):
+            if meta.get("model_version") == version:
+                return False
+            earlier_other = True
+    return earlier_other
 
 
 # --- adding a batch ---------------------------------------------------------------------

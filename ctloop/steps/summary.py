@@ -41,6 +41,7 @@ class TrainingSummary:
     # logged on a run (an unchanged re-run's report)
     drift_report_url: str | None = None
     mlflow_run_url: str | None = None  # the run's page in the MLflow UI (training view)
+    mlflow_port: int = 5000  # stack.mlflow_port: the `mlflow ui` command the summary suggests
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON types (paths as strings): kept on the run as summary.json."""
@@ -99,7 +100,7 @@ class TrainingSummary:
     def _mlflow_ui(self) -> str:
         if self.tracking_uri.startswith(("http://", "https://")):
             return self.mlflow_run_url or self.tracking_uri
-        return f"mlflow ui --backend-store-uri {self.tracking_uri} --port 5000"
+        return f"mlflow ui --backend-store-uri {self.tracking_uri} --port {self.mlflow_port}"
 
     def _prefect_ui(self) -> str:
         if self.prefect_api_url and self.prefect_api_url == os.environ.get(RUN_SERVER_ENV):

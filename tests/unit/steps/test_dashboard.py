@@ -119,12 +119,15 @@ def test_unlabelled_batch_has_no_realized_value_and_trigger_none() -> None:
     assert set(dashboard.value_names("roc_auc")) == every  # every value has a panel
 
 
-def test_new_champion_only_on_a_versions_first_batch() -> None:
+def test_new_champion_only_on_a_versions_first_batch_after_another_version() -> None:
     seen = [{"timestamp": "2013-07-01T00:00:00", "metadata": {"model_version": "3"}}]
     assert not dashboard.is_new_champion(seen, "3", datetime(2013, 8, 1))
     assert dashboard.is_new_champion(seen, "4", datetime(2013, 8, 1))
-    assert dashboard.is_new_champion(seen, "3", datetime(2013, 6, 1))  # before its first
-    assert dashboard.is_new_champion([], "1", datetime(2013, 8, 1))
+    # nothing monitored before: the project's first champion replaced no one
+    assert not dashboard.is_new_champion(seen, "3", datetime(2013, 6, 1))
+    assert not dashboard.is_new_champion([], "1", datetime(2013, 8, 1))
+    later = [*seen, {"timestamp": "2013-09-01T00:00:00", "metadata": {"model_version": "4"}}]
+    assert dashboard.is_new_champion(later, "4", datetime(2013, 8, 1))  # before its own first
 
 
 def test_urls_are_http_on_the_configured_stack(monkeypatch: pytest.MonkeyPatch) -> None:

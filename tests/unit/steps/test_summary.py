@@ -47,6 +47,8 @@ def test_summary_names_every_figure_in_aligned_lines(monkeypatch: pytest.MonkeyP
         "`ctloop up`",
     ):
         assert expected in text
+    assert "--port 5000" in text
+    assert "mlflow.db --port 15000" in replace(summary, mlflow_port=15000).render()  # stack port
     labelled = [line for line in text.splitlines()[1:7]]
     served = replace(
         summary, tracking_uri="http://127.0.0.1:5000", prefect_api_url="http://h:4200/api"
