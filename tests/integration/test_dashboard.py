@@ -65,7 +65,7 @@ def test_monitored_batch_adds_one_tagged_snapshot_and_a_re_add_finds_it(
     series = async_to_sync(storage.get_data_series(project.id, filters, None, None))
     got = {s.params["name"]: s.values for s in series.series}
     assert set(got) == set(wanted), got
-    assert got["rows"] == [1200.0] and got["new_champion"] == [1.0]
+    assert got["rows"] == [1200.0] and got["new_champion"] == [0.0]  # the first champion: no marker
     assert 0.0 <= got["drifted_share"][0] <= 1.0
     assert len(ws.get_dashboard(project.id).panels) == len(dashboard.panels("roc_auc"))
 
