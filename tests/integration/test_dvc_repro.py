@@ -68,7 +68,7 @@ def test_dvc_repro_runs_every_stage_then_is_a_no_op(small_project: Project) -> N
     assert champion.description.startswith(card[:200]) and len(champion.description) <= 5000
     # written by the drift stage after the report, with its verdict, as the flow writes it
     assert "2013-04 vs 2013-01..2013-02: " in card
-    assert f"Report: `{record['report']['html']}`" in card
+    assert f"(in the project: `{record['report']['html']}`)" in card and "Report: <http://" in card
 
     report_bytes = report.read_bytes()
     second = _dvc(p.root, "repro")
