@@ -311,7 +311,8 @@ def test_worker_runs_monitor_and_retrain_then_stops_cleanly(
 
     tracking.use_store(stores.mlflow_url)
     client = MlflowClient()
-    experiment = client.get_experiment_by_name(project.params.tracking.experiment)
+    monitoring = tracking.monitoring_experiment_name(project.params.tracking.experiment)
+    experiment = client.get_experiment_by_name(monitoring)
     monitored = client.search_runs([experiment.experiment_id], "tags.`ctloop.kind` = 'monitoring'")
     assert [r.data.tags["ctloop.batch"] for r in monitored] == ["2013-04"]
     assert any(f"/{monitored[0].info.run_id}/artifacts/" in k for k in stores.s3.keys("mlflow/"))

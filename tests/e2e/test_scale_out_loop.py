@@ -150,7 +150,7 @@ def test_replay_on_postgres_and_object_storage(
     monitored = _query(
         mlflow_db,
         "SELECT t.value FROM tags t JOIN runs r ON r.run_uuid = t.run_uuid "
-        "WHERE t.key = 'ctloop.batch' AND r.name LIKE 'monitor-%' ORDER BY t.value",
+        "WHERE t.key = 'ctloop.batch' AND r.name LIKE 'monitor %' ORDER BY t.value",
     )
     assert monitored == [("2013-03",), ("2013-04",)]
     versions = _query(
