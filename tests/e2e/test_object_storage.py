@@ -272,6 +272,16 @@ def wait_for_runs(api: str, want: dict[str, int], log: Path) -> list[tuple[str, 
     pytest.fail(f"timed out waiting for {want}; worker log:\n{log.read_text()[-4000:]}")
 
 
+def wait_for_exit(infrastructure_pids: list[str | None], log: Path, timeout_s: float = 120) -> None:
+    """Wait until the flow runs' processes (Prefect's infrastructure pid, `host:pid`) are gone."""
+    pids = [int(str(p).rpartition(":")[2]) for p in infrastructure_pids if p]
+    deadline = time.monotonic() + timeout_s
+    while any(Path(f"/proc/{pid}").exists() for pid in pids):
+        if time.monotonic() > deadline:
+            pytest.fail(f"flow-run processes {pids} still running; worker log:\n{log.read_text()}")
+        time.sleep(0.5)
+
+
 @pytest.fixture(scope="module")
 def worker_ran(
     project: Project, stores: Stores, trained: Trained, tmp_path_factory: pytest.TempPathFactory
@@ -286,6 +296,9 @@ def worker_ran(
     with process_worker(project.root, env, home / "worker.log") as worker:
         run([str(BIN / "ctloop"), "ingest", str(april)], project.root, env)
         runs = wait_for_runs(stores.prefect_api, {"monitor": 1, "retrain": 1}, worker.log)
+        # a run reports COMPLETED before its process has exited: stop an idle worker, as a
+        # person would (stopping one in the middle of a run is another test's question)
+        wait_for_exit([r.infrastructure_pid for _, r in runs], worker.log)
     yield runs, worker.exit
 
 
