@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import quote
 
-from ctloop.core import fingerprint
+from ctloop.core import fingerprint, names
 from ctloop.core.config import Project
 from ctloop.io import data, files, registry, tracking
 from ctloop.ml import drift
@@ -121,9 +121,7 @@ def version_page(
 
 def period(batches: tuple[str, ...]) -> str:
     """`first..last` of a run of batches (the single name for one, "none" for none)."""
-    if not batches:
-        return "none"
-    return batches[0] if len(batches) == 1 else f"{batches[0]}..{batches[-1]}"
+    return names.window_text(batches[0], batches[-1]) if batches else "none"
 
 
 def drift_files(project: Project, reference: tuple[str, ...], current: str) -> list[Path]:
