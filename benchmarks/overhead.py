@@ -1,5 +1,7 @@
-"""Overhead: the full train-model flow against a plain script doing the same CV, tuning and final
-fit (benchmarks/plain_train.py), on the default data, with the same seed, folds and trials.
+"""Overhead: the full train-model flow against two plain scripts, on the default data, with the
+same seed, folds and trials: one doing the same CV, tuning and final fit and nothing else
+(benchmarks/plain_train.py), one doing all of the flow's steps without Prefect
+(benchmarks/plain_steps.py).
 
 Run from the project root (defaults: 3 rounds, about 20 minutes on 2 quiet cores):
 
@@ -10,6 +12,11 @@ Each round runs the plain script, then the flow in each mode; each side is a pro
 timed from start to exit (wall, and CPU of the process and its children):
 
 - plain: `python benchmarks/plain_train.py` (reads the source, tune + fit_final, nothing else);
+- steps: `python benchmarks/plain_steps.py` in a fresh project: the DVC stages' functions in one
+  process (ingest, validate, train, evaluate, drift: the flow's steps, ctloop/steps/sequence.py),
+  no Prefect. flow / steps is what orchestration itself costs; flow / plain is what the whole loop
+  (validation, tracking, registry, gate, drift, explanation, card) costs over training alone;
+- (both ratios are printed; issue 12's targets were stated against `plain`)
 - server: `ctloop run` in a fresh project (`ctloop setup` done, the committed expectation suite)
   against a Prefect server this script starts beforehand on a free port (its own database);
 - run-server: `ctloop run` in another fresh project with no PREFECT_API_URL and no stack, the
@@ -61,6 +68,16 @@ BENCH = {"tune": {"timeout_s": None, "show_progress_bar": False}}
 def plain(params: Path, env: dict[str, str]) -> tuple[Timed, dict[str, Any]]:
     timed = run(
         [sys.executable, str(ROOT / "benchmarks" / "plain_train.py"), str(params)],
+        params.parent,
+        env,
+    )
+    return timed, json.loads(timed.stdout.strip().splitlines()[-1])
+
+
+def steps(params: Path, env: dict[str, str]) -> tuple[Timed, dict[str, Any]]:
+    """The flow's steps without Prefect (benchmarks/plain_steps.py) in the project."""
+    timed = run(
+        [sys.executable, str(ROOT / "benchmarks" / "plain_steps.py"), str(params)],
         params.parent,
         env,
     )
@@ -125,6 +142,8 @@ def main(argv: list[str] | None = None) -> int:
 
     rows: list[str] = []
     ratios: dict[str, list[float]] = {m: [] for m in modes}
+    vs_steps: dict[str, list[float]] = {m: [] for m in modes}
+    steps_ratios: list[float] = []
     timings: list[TaskTiming] = []
     with contextlib.ExitStack() as stack:
         server_home = work / "prefect-server"
@@ -134,10 +153,21 @@ def main(argv: list[str] | None = None) -> int:
             plain_t, plain_out = plain(plain_params, base_env())
             rows.append(
                 f"| {i + 1} | plain script | {plain_t.seconds:.1f} | {plain_t.cpu_seconds:.1f} | "
-                f"1 | 1 | load {plain_out['import_and_load_s']:.1f} s, tune "
+                f"1 | 1 | - | load {plain_out['import_and_load_s']:.1f} s, tune "
                 f"{plain_out['tune_s']:.1f} s, fit {plain_out['fit_s']:.1f} s |"
             )
             round_: dict[str, Any] = {"plain": {"seconds": plain_t.seconds, **plain_out}}
+            log("overhead", f"round {i + 1}: the same steps without Prefect ...")
+            steps_t, steps_out = steps(make_project(work / f"steps-{i + 1}", changes), base_env())
+            steps_ratios.append(steps_t.seconds / plain_t.seconds)
+            round_["steps"] = {"seconds": steps_t.seconds, "cpu": steps_t.cpu_seconds, **steps_out}
+            log("overhead", f"steps: {steps_t.seconds:.1f} s")
+            rows.append(
+                f"| {i + 1} | the flow's steps, no Prefect | {steps_t.seconds:.1f} | "
+                f"{steps_t.cpu_seconds:.1f} | {steps_t.seconds / plain_t.seconds:.3f} | "
+                f"{steps_t.cpu_seconds / plain_t.cpu_seconds:.3f} | - | "
+                f"{same_work(plain_out, steps_out, metric)} |"
+            )
             for mode in modes:
                 params = make_project(work / f"{mode}-{i + 1}", changes)
                 if mode == "server":
@@ -150,12 +180,14 @@ def main(argv: list[str] | None = None) -> int:
                     _, timings = last_flow_run(api)
                 ratio = timed.seconds / plain_t.seconds
                 ratios[mode].append(ratio)
+                vs_steps[mode].append(timed.seconds / steps_t.seconds)
                 round_[mode] = {"seconds": timed.seconds, "cpu": timed.cpu_seconds}
                 log("overhead", f"{mode}: {timed.seconds:.1f} s, ratio {ratio:.3f}")
                 rows.append(
                     f"| {i + 1} | flow, {'running' if mode == 'server' else 'its own run'} server "
                     f"| {timed.seconds:.1f} | {timed.cpu_seconds:.1f} | {ratio:.3f} | "
                     f"{timed.cpu_seconds / plain_t.cpu_seconds:.3f} | "
+                    f"{timed.seconds / steps_t.seconds:.3f} | "
                     f"{same_work(plain_out, metrics, metric)} |"
                 )
             results["rounds"].append(round_)
@@ -166,14 +198,21 @@ def main(argv: list[str] | None = None) -> int:
         f"params changes (all sides): {json.dumps(changes)}",
         f"training rows: {plain_out['rows']} ({plain_out['window'][0]}..{plain_out['window'][-1]})",
         "",
-        "| round | side | wall s | CPU s | wall ratio | CPU ratio | same CV work |",
-        "| ---: | --- | ---: | ---: | ---: | ---: | --- |",
+        "| round | side | wall s | CPU s | wall ratio | CPU ratio | wall ratio vs steps | "
+        "same CV work |",
+        "| ---: | --- | ---: | ---: | ---: | ---: | ---: | --- |",
         *rows,
         "",
         *(
             f"median wall ratio, {m} server: {v:.3f} (rounds: "
             f"{', '.join(f'{r:.3f}' for r in ratios[m])})"
             for m, v in medians.items()
+        ),
+        f"median wall ratio, the flow's steps without Prefect / plain: {median(steps_ratios):.3f}",
+        *(
+            f"median wall ratio, {m} server / the same steps without Prefect: "
+            f"{median(r):.3f} (rounds: {', '.join(f'{x:.3f}' for x in r)})"
+            for m, r in vs_steps.items()
         ),
     ]
     if timings:
@@ -191,9 +230,20 @@ def main(argv: list[str] | None = None) -> int:
     lines += ["", "targets: " + ", ".join(f"{m} <= {t}" for m, t in TARGETS.items())]
     if args.json is not None:
         results["ratios"] = ratios
+        results["ratios_vs_steps"] = vs_steps
         args.json.write_text(json.dumps(results, indent=2, default=str) + "\n", encoding="utf-8")
     print("\n".join(lines))
-    print(", ".join(f"overhead_ratio_{m.replace('-', '_')}: {v:.3f}" for m, v in medians.items()))
+    print(
+        ", ".join(
+            [
+                *(f"overhead_ratio_{m.replace('-', '_')}: {v:.3f}" for m, v in medians.items()),
+                *(
+                    f"orchestration_ratio_{m.replace('-', '_')}: {median(r):.3f}"
+                    for m, r in vs_steps.items()
+                ),
+            ]
+        )
+    )
     return 0
 
 
