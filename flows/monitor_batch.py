@@ -14,7 +14,7 @@ from ctloop.core.config import Project, load_project
 from ctloop.core.schema import DataError
 from ctloop.ml.validation import ValidationFailed
 from ctloop.steps import landed as decide
-from ctloop.steps import monitoring
+from ctloop.steps import monitoring, shadow
 from ctloop.steps.landed import MonitorResult, Refusal
 from flows import naming
 from tasks import monitoring as ct
@@ -122,11 +122,19 @@ def _shadow(
     project: Project, batch: str, champion: monitoring.Champion, run_id: str, predictions: Path
 ) -> str | None:
     """The challenger in shadow (if any) scored and compared beside the champion; promoted once
-    it won `promotion.shadow_batches` labelled batches in a row. Its version when promoted."""
+    it won `promotion.shadow_batches` labelled batches in a row. Its version when promoted. A
+    shadow that fails (compare-shadow Failed in the UI) is recorded; the champion's run goes on."""
     model = ct.current_shadow(project, champion)
     if model is None:
         return None
-    result = ct.compare_shadow(project, batch, champion, model, run_id, predictions)
+    state = ct.compare_shadow(
+        project, batch, champion, model, run_id, predictions, return_state=True
+    )
+    if state.is_failed():
+        error = shadow.failure_text(state.result(raise_on_failure=False))
+        ct.record_shadow_failure(project, batch, champion, model, run_id, error)
+        return None
+    result = state.result()
     if result.promotion is None:
         return None
     ct.promote_shadow(project, result.promotion)

@@ -84,10 +84,29 @@ def compare_shadow(
     run_id: str,
     predictions: Path,
 ) -> shadow.ShadowResult:
-    result = shadow.compare_shadow(project, batch, champion, model, run_id, predictions)
+    return _report_shadow(
+        shadow.compare_shadow(project, batch, champion, model, run_id, predictions)
+    )
+
+
+@task(name="record-shadow-failure", **IO)
+def record_shadow_failure(
+    project: Project,
+    batch: str,
+    champion: monitoring.Champion,
+    model: shadow.ShadowModel,
+    run_id: str,
+    error: str,
+) -> shadow.ShadowResult:
+    """compare-shadow failed (its task run shows the traceback): the failure recorded, the
+    champion's monitoring goes on."""
+    return _report_shadow(shadow.shadow_failed(project, batch, champion, model, run_id, error))
+
+
+def _report_shadow(result: shadow.ShadowResult) -> shadow.ShadowResult:
     create_markdown_artifact(
         result.markdown(),
-        key=f"shadow-{_key(batch)}",
+        key=f"shadow-{_key(result.batch)}",
         description="Challenger in shadow vs champion",
     )
     print(result.line())

@@ -10,6 +10,8 @@ lives on the shadow version's tags (`ShadowState.tags`):
 
 - a win (the gate would promote it on this batch) adds one;
 - a loss or an inconclusive comparison resets it to 0;
+- a batch the shadow could not score (`failed`: its model did not load or predict) resets it to
+  0 too: a model that cannot score every batch is not promoted on the ones it could;
 - an unlabelled batch, or a batch already compared, leaves it unchanged;
 - a new champion resets it (the wins were against another model).
 
@@ -30,11 +32,12 @@ ShadowMode = Literal["refused", "all"]
 REFUSED: ShadowMode = "refused"
 ALL: ShadowMode = "all"
 
-Outcome = Literal["win", "loss", "inconclusive", "unlabelled"]
+Outcome = Literal["win", "loss", "inconclusive", "unlabelled", "failed"]
 WIN: Outcome = "win"
 LOSS: Outcome = "loss"
 INCONCLUSIVE: Outcome = "inconclusive"
 UNLABELLED: Outcome = "unlabelled"
+FAILED: Outcome = "failed"  # the shadow could not score the batch (the champion's run goes on)
 
 TAG_PREFIX = "ctloop.shadow."
 WINS_TAG = f"{TAG_PREFIX}wins"
@@ -124,8 +127,8 @@ def advance(state: ShadowState, champion: str, batch: str, outcome: Outcome) -> 
 
     A champion other than `state.against` starts a new count (0 wins, against it) before the
     outcome applies. Then: `unlabelled`, or a batch already compared (`last_batch`), changes
-    nothing; `win` adds one (the batch joins the streak); `loss` and `inconclusive` reset the
-    count to 0 (the batch is still the last compared)."""
+    nothing; `win` adds one (the batch joins the streak); `loss`, `inconclusive` and `failed`
+    (labelled or not) reset the count to 0 (the batch is then the last compared)."""
     if state.against != champion:
         state = replace(state, against=champion, wins=0, streak=(), last_batch=None)
     if outcome == UNLABELLED or batch == state.last_batch:

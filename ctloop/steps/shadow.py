@@ -3,7 +3,9 @@ the alias `shadow` at registration (`enter_shadow`); the monitor scores each new
 beside the champion (`compare_shadow`: predictions under their own file names, serving
 unchanged), compares the two on a labelled batch with the gate's paired test on that batch's
 rows, counts consecutive wins on the shadow version's tags, and after k wins promotes it through
-the audited move (`promote_shadow`). The rules are pure in ctloop/core/shadow.py. No Prefect
+the audited move (`promote_shadow`). A shadow that cannot be loaded or cannot score a batch never
+stops the champion's monitoring: `shadow_failed` records the failure (outcome `failed`, its count
+reset) and the run goes on. The rules are pure in ctloop/core/shadow.py. No Prefect
 here (the tasks are in tasks/monitoring.py)."""
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ class ShadowResult:
     interval: promotion.GainInterval | None = None
     reason: str = ""  # the gate's reason on this batch ("" when unlabelled)
     promotion: promotion.PromotionDecision | None = None
+    error: str = ""  # why the shadow could not score the batch (outcome `failed`)
 
     def line(self) -> str:
         """One line for the log: `shadow v2 vs champion v1 on 2013-04: win (1/2 ...)`."""
@@ -60,6 +63,11 @@ class ShadowResult:
             f"{self.batch}: {self.outcome}"
         )
         count = f"{self.state.wins}/{self.required} consecutive wins"
+        if self.outcome == shadow.FAILED:
+            return (
+                f"{head}: it could not score the batch ({self.error}); count reset ({count}); "
+                "the champion's monitoring goes on"
+            )
         if self.interval is None:
             return f"{head} ({count}; no labels: count unchanged)"
         return (
@@ -75,6 +83,8 @@ class ShadowResult:
             if self.promotion is not None
             else f"stays in shadow ({self.state.wins}/{self.required} consecutive wins)"
         )
+        if self.outcome == shadow.FAILED:
+            verdict = f"FAILED to score the batch, count reset (0/{self.required})"
         rows = [
             "| | value |",
             "| --- | --- |",
@@ -89,7 +99,10 @@ class ShadowResult:
                 f"| gain (paired bootstrap) | {self.interval.gain:+.4f} "
                 f"{self.interval.describe()} |",
             ]
-        rows.append(f"| shadow predictions | `{self.predictions}` |")
+        if self.error:
+            rows.append(f"| error | `{self.error}` |")
+        else:
+            rows.append(f"| shadow predictions | `{self.predictions}` |")
         why = f"\n\nGate on this batch: {self.reason}" if self.reason else ""
         return (
             f"### Shadow v{self.shadow_version} vs champion v{self.champion_version} on "
@@ -213,6 +226,46 @@ def compare_shadow(
     return result
 
 
+ERROR_CHARS = 1000  # of an error message kept in the run's `ctloop.shadow_error` tag
+
+
+def failure_text(error: BaseException) -> str:
+    """`<type>: <message>` of what stopped the shadow, cut to ERROR_CHARS."""
+    return f"{type(error).__name__}: {error}"[:ERROR_CHARS]
+
+
+def shadow_failed(
+    project: Project,
+    batch: str,
+    champion: Champion,
+    model: ShadowModel,
+    run_id: str,
+    error: str,
+) -> ShadowResult:
+    """Record that the shadow could not be loaded or could not score `batch` (`error`, from
+    `failure_text`): outcome `failed`, its count reset to 0 on its version's tags (a model that
+    cannot score every batch is not promoted on the ones it could), tags
+    `ctloop.shadow_outcome=failed` and `ctloop.shadow_error` on the monitoring run `run_id`.
+    The shadow keeps its alias: the next batch is tried again. Raises what writing to the
+    registry raises."""
+    tracking.use_experiment(project)
+    state = shadow.advance(model.state, champion.version, batch, shadow.FAILED)
+    tracking.set_version_tags(model.name, model.version, state.tags())
+    result = ShadowResult(
+        batch,
+        project.params.metric,
+        model.version,
+        champion.version,
+        shadow_predictions_path(project, batch, model.version),
+        shadow.FAILED,
+        state,
+        project.params.promotion.shadow_batches,
+        error=error,
+    )
+    _record(run_id, result)
+    return result
+
+
 def _decide(
     project: Project,
     y: np.ndarray,
@@ -268,6 +321,8 @@ def _record(run_id: str, r: ShadowResult) -> None:
         }
     tracking.log_metrics(run_id, metrics, prefix="")
     tags = {"ctloop.shadow_version": r.shadow_version, "ctloop.shadow_outcome": r.outcome}
+    if r.error:
+        tags["ctloop.shadow_error"] = r.error
     if r.promotion is not None:
         tags["ctloop.shadow_promoted"] = r.promotion.reason[:5000]
     tracking.set_tags(run_id, tags)

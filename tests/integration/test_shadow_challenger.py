@@ -51,12 +51,13 @@ def _deliver(project: Project, frame: pd.DataFrame, period: str) -> str:
     return landed.name
 
 
-def test_refused_challenger_wins_in_shadow_and_is_promoted(
-    make_project: Callable[..., Project],
-    default_batches: dict[str, pd.DataFrame],
-    tmp_path: Path,
-) -> None:
-    rows = sample_months(default_batches, MONTHS, 1200)
+def _champion_and_shadow(
+    make_project: Callable[..., Project], batches: dict[str, pd.DataFrame], tmp_path: Path
+) -> tuple[Project, str, pd.DataFrame]:
+    """v1, a weak champion, and v2, a real model the gate refused, in shadow (k = 2); the
+    margin then set back so that v2 can win. Returns the project, its params path and the rows
+    of January-May (April and May not delivered yet)."""
+    rows = sample_months(batches, MONTHS, 1200)
     source = tmp_path / "initial.parquet"
     rows[rows["date"] < "2013-04-01"].to_parquet(source, index=False)
     # v1, the champion: two stumps (weak on purpose); train Jan-Feb, holdout Mar
@@ -80,12 +81,29 @@ def test_refused_challenger_wins_in_shadow_and_is_promoted(
     second = train_model(params_path=params)
     assert (second.model_version, second.promoted) == ("2", False)
     tracking.use_store(p.tracking_uri)
-    client = MlflowClient()
     held = registry.get_shadow(NAME)
     assert held is not None and str(held.version) == "2"
     assert held.tags[shadow.STATE_TAG] == "shadow" and held.tags[shadow.WINS_TAG] == "0"
     assert "margin" in held.tags[shadow.REASON_TAG]
     _edit(p, lambda params: params["promotion"].update(margin=0.0025))
+    return p, params, rows
+
+
+def _monitoring_run(client: MlflowClient, batch: str) -> Any:
+    [run] = client.search_runs(
+        [client.get_experiment_by_name("ctloop-monitoring").experiment_id],
+        f"tags.`ctloop.kind` = 'monitoring' and tags.`ctloop.batch` = '{batch}'",
+    )
+    return run
+
+
+def test_refused_challenger_wins_in_shadow_and_is_promoted(
+    make_project: Callable[..., Project],
+    default_batches: dict[str, pd.DataFrame],
+    tmp_path: Path,
+) -> None:
+    p, params, rows = _champion_and_shadow(make_project, default_batches, tmp_path)
+    client = MlflowClient()
 
     # April: the shadow wins once (1 of 2): scored beside the champion, not promoted yet
     [april] = monitor_batch(path=_deliver(p, rows, "2013-04"), params_path=params)
@@ -93,10 +111,7 @@ def test_refused_challenger_wins_in_shadow_and_is_promoted(
     assert shadow_predictions_path(p, "2013-04", "2").is_file()
     assert str(registry.get_alias(NAME, registry.CHAMPION).version) == "1"
     assert client.get_model_version(NAME, "2").tags[shadow.WINS_TAG] == "1"
-    [run] = client.search_runs(
-        [client.get_experiment_by_name("ctloop-monitoring").experiment_id],
-        "tags.`ctloop.kind` = 'monitoring' and tags.`ctloop.batch` = '2013-04'",
-    )
+    run = _monitoring_run(client, "2013-04")
     m = run.data.metrics
     assert m["shadow_gain_lower"] > 0.0025 * m["batch_roc_auc"] and m["shadow_wins"] == 1
     assert m["shadow_roc_auc"] == pytest.approx(m["batch_roc_auc"] + m["shadow_gain"])
@@ -122,3 +137,32 @@ def test_refused_challenger_wins_in_shadow_and_is_promoted(
     assert last.gain_lower is not None and last.gain_lower > 0
     assert "shadow: won 2" in audit.format_history(audit.history(NAME))
     assert "PROMOTED" in latest_artifact("shadow-2013-05").data
+
+
+def test_a_shadow_that_cannot_score_never_stops_the_champions_monitoring(
+    make_project: Callable[..., Project],
+    default_batches: dict[str, pd.DataFrame],
+    tmp_path: Path,
+) -> None:
+    p, params, rows = _champion_and_shadow(make_project, default_batches, tmp_path)
+    client = MlflowClient()
+    # the shadow's model files damaged in the artifact store (a disk fault, a bad copy)
+    uri = client.get_model_version_download_uri(NAME, "2")
+    folder = Path(uri.removeprefix("file://"))
+    damaged = [f for f in folder.rglob("*") if f.is_file() and f.name != "MLmodel"]
+    assert damaged
+    for f in damaged:
+        f.write_bytes(b"not a model")
+
+    [april] = monitor_batch(path=_deliver(p, rows, "2013-04"), params_path=params)
+    assert (april.status, april.model_version, april.shadow_promoted) == ("monitored", "1", None)
+    run = _monitoring_run(client, "2013-04")
+    assert run.info.status == "FINISHED" and "batch_roc_auc" in run.data.metrics
+    assert run.data.tags["ctloop.shadow_outcome"] == "failed"
+    assert run.data.tags["ctloop.shadow_error"]  # the loader's error, named
+    tags = client.get_model_version(NAME, "2").tags
+    assert (tags[shadow.WINS_TAG], tags[shadow.LAST_TAG]) == ("0", "2013-04")
+    assert str(registry.get_shadow(NAME).version) == "2"  # kept: the next batch tries again
+    assert str(registry.get_alias(NAME, registry.CHAMPION).version) == "1"
+    artifact = latest_artifact("shadow-2013-04")
+    assert artifact is not None and "FAILED to score the batch" in artifact.data

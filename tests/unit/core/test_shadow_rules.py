@@ -10,9 +10,9 @@ from hypothesis import strategies as st
 
 from ctloop.core import shadow
 from ctloop.core.promotion import GainInterval
-from ctloop.core.shadow import INCONCLUSIVE, LOSS, UNLABELLED, WIN, ShadowState
+from ctloop.core.shadow import FAILED, INCONCLUSIVE, LOSS, UNLABELLED, WIN, ShadowState
 
-OUTCOMES = st.sampled_from([WIN, LOSS, INCONCLUSIVE, UNLABELLED])
+OUTCOMES = st.sampled_from([WIN, LOSS, INCONCLUSIVE, UNLABELLED, FAILED])
 # (champion version, outcome) per batch; batches named b0, b1, ... in order
 HISTORY = st.lists(st.tuples(st.sampled_from(["1", "3"]), OUTCOMES), max_size=30)
 
@@ -25,7 +25,8 @@ def _run(history: list[tuple[str, shadow.Outcome]]) -> ShadowState:
 
 
 def _reference_wins(history: list[tuple[str, shadow.Outcome]]) -> int:
-    """Trailing wins since the last champion change, skipping unlabelled batches."""
+    """Trailing wins since the last champion change, skipping unlabelled batches (a batch the
+    shadow failed to score ends the streak, labelled or not)."""
     if not history:
         return 0
     last_champion = history[-1][0]
@@ -76,12 +77,12 @@ def test_a_batch_already_compared_is_not_counted_twice(
 
 @settings(max_examples=200)
 @given(HISTORY)
-def test_unlabelled_leaves_the_count_and_a_loss_resets_it(
+def test_unlabelled_leaves_the_count_and_a_loss_or_a_failure_to_score_resets_it(
     history: list[tuple[str, shadow.Outcome]],
 ) -> None:
     state = _run([*history, ("1", WIN)])
     assert shadow.advance(state, "1", "new", UNLABELLED) == state
-    for outcome in (LOSS, INCONCLUSIVE):
+    for outcome in (LOSS, INCONCLUSIVE, FAILED):
         reset = shadow.advance(state, "1", "new", outcome)
         assert reset.wins == 0 and reset.streak == () and reset.last_batch == "new"
 

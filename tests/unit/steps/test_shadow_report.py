@@ -57,3 +57,29 @@ def test_unlabelled_says_the_count_is_unchanged_and_promotion_gives_the_reason()
     done = _result(promotion=decision)
     assert done.line().endswith("-> PROMOTED")
     assert "PROMOTED to champion: challenger v2" in done.markdown()
+
+
+def test_a_failure_to_score_names_the_error_and_says_the_count_was_reset() -> None:
+    failed = _result(
+        outcome=shadow.FAILED,
+        state=shadow.ShadowState("2", "1", 0, (), "2013-04"),
+        shadow_score=None,
+        champion_score=None,
+        interval=None,
+        reason="",
+        error="BadZipFile: File is not a zip file",
+    )
+    line = failed.line()
+    assert "could not score the batch (BadZipFile: File is not a zip file)" in line
+    assert "count reset (0/2" in line and "champion's monitoring goes on" in line
+    md = failed.markdown()
+    assert md.startswith("### Shadow v2 vs champion v1 on 2013-04: FAILED to score the batch")
+    assert "| error | `BadZipFile: File is not a zip file` |" in md
+    assert "shadow-v2.parquet" not in md  # nothing was written for it
+
+
+def test_failure_text_is_type_and_message_cut_to_the_tag_limit() -> None:
+    from ctloop.steps.shadow import ERROR_CHARS, failure_text
+
+    assert failure_text(KeyError("dep_hour")) == "KeyError: 'dep_hour'"
+    assert len(failure_text(ValueError("x" * 5000))) == ERROR_CHARS
