@@ -65,22 +65,10 @@ TARGETS = {"server": 1.15, "run-server": 1.25}  # issue 12
 BENCH = {"tune": {"timeout_s": None, "show_progress_bar": False}}
 
 
-def plain(params: Path, env: dict[str, str]) -> tuple[Timed, dict[str, Any]]:
-    timed = run(
-        [sys.executable, str(ROOT / "benchmarks" / "plain_train.py"), str(params)],
-        params.parent,
-        env,
-    )
-    return timed, json.loads(timed.stdout.strip().splitlines()[-1])
-
-
-def steps(params: Path, env: dict[str, str]) -> tuple[Timed, dict[str, Any]]:
-    """The flow's steps without Prefect (benchmarks/plain_steps.py) in the project."""
-    timed = run(
-        [sys.executable, str(ROOT / "benchmarks" / "plain_steps.py"), str(params)],
-        params.parent,
-        env,
-    )
+def script(name: str, params: Path, env: dict[str, str]) -> tuple[Timed, dict[str, Any]]:
+    """benchmarks/<name> (plain_train.py or plain_steps.py) run in the project of `params`; its
+    last stdout line, JSON."""
+    timed = run([sys.executable, str(ROOT / "benchmarks" / name), str(params)], params.parent, env)
     return timed, json.loads(timed.stdout.strip().splitlines()[-1])
 
 
@@ -150,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
         api = stack.enter_context(prefect_server(server_home)) if "server" in modes else None
         for i in range(args.repeats):
             log("overhead", f"round {i + 1}/{args.repeats}: plain script ...")
-            plain_t, plain_out = plain(plain_params, base_env())
+            plain_t, plain_out = script("plain_train.py", plain_params, base_env())
             rows.append(
                 f"| {i + 1} | plain script | {plain_t.seconds:.1f} | {plain_t.cpu_seconds:.1f} | "
                 f"1 | 1 | - | load {plain_out['import_and_load_s']:.1f} s, tune "
@@ -158,7 +146,8 @@ def main(argv: list[str] | None = None) -> int:
             )
             round_: dict[str, Any] = {"plain": {"seconds": plain_t.seconds, **plain_out}}
             log("overhead", f"round {i + 1}: the same steps without Prefect ...")
-            steps_t, steps_out = steps(make_project(work / f"steps-{i + 1}", changes), base_env())
+            steps_params = make_project(work / f"steps-{i + 1}", changes)
+            steps_t, steps_out = script("plain_steps.py", steps_params, base_env())
             steps_ratios.append(steps_t.seconds / plain_t.seconds)
             round_["steps"] = {"seconds": steps_t.seconds, "cpu": steps_t.cpu_seconds, **steps_out}
             log("overhead", f"steps: {steps_t.seconds:.1f} s")

@@ -51,13 +51,14 @@ def _deliver(project: Project, frame: pd.DataFrame, period: str) -> str:
     return landed.name
 
 
-def _champion_and_shadow(
-    make_project: Callable[..., Project], batches: dict[str, pd.DataFrame], tmp_path: Path
+@pytest.fixture
+def champion_and_shadow(
+    make_project: Callable[..., Project], default_batches: dict[str, pd.DataFrame], tmp_path: Path
 ) -> tuple[Project, str, pd.DataFrame]:
     """v1, a weak champion, and v2, a real model the gate refused, in shadow (k = 2); the
     margin then set back so that v2 can win. Returns the project, its params path and the rows
     of January-May (April and May not delivered yet)."""
-    rows = sample_months(batches, MONTHS, 1200)
+    rows = sample_months(default_batches, MONTHS, 1200)
     source = tmp_path / "initial.parquet"
     rows[rows["date"] < "2013-04-01"].to_parquet(source, index=False)
     # v1, the champion: two stumps (weak on purpose); train Jan-Feb, holdout Mar
@@ -98,11 +99,9 @@ def _monitoring_run(client: MlflowClient, batch: str) -> Any:
 
 
 def test_refused_challenger_wins_in_shadow_and_is_promoted(
-    make_project: Callable[..., Project],
-    default_batches: dict[str, pd.DataFrame],
-    tmp_path: Path,
+    champion_and_shadow: tuple[Project, str, pd.DataFrame],
 ) -> None:
-    p, params, rows = _champion_and_shadow(make_project, default_batches, tmp_path)
+    p, params, rows = champion_and_shadow
     client = MlflowClient()
 
     # April: the shadow wins once (1 of 2): scored beside the champion, not promoted yet
@@ -140,11 +139,9 @@ def test_refused_challenger_wins_in_shadow_and_is_promoted(
 
 
 def test_a_shadow_that_cannot_score_never_stops_the_champions_monitoring(
-    make_project: Callable[..., Project],
-    default_batches: dict[str, pd.DataFrame],
-    tmp_path: Path,
+    champion_and_shadow: tuple[Project, str, pd.DataFrame],
 ) -> None:
-    p, params, rows = _champion_and_shadow(make_project, default_batches, tmp_path)
+    p, params, rows = champion_and_shadow
     client = MlflowClient()
     # the shadow's model files damaged in the artifact store (a disk fault, a bad copy)
     uri = client.get_model_version_download_uri(NAME, "2")
