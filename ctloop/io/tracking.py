@@ -401,6 +401,29 @@ def read_csv_artifact(run_id: str, path: str) -> pd.DataFrame | None:
         return pd.read_csv(client.download_artifacts(run_id, path, tmp))
 
 
+def log_parquet(run_id: str, frame: pd.DataFrame, path: str) -> None:
+    """A table as a Parquet artifact of the run at `path` (`folder/name.parquet`; index dropped)."""
+    from mlflow import MlflowClient
+
+    folder, _, name = path.rpartition("/")
+    with tempfile.TemporaryDirectory() as tmp:
+        local = Path(tmp) / name
+        frame.to_parquet(local, index=False)
+        MlflowClient().log_artifact(run_id, str(local), folder or None)
+
+
+def read_parquet_artifact(run_id: str, path: str) -> pd.DataFrame | None:
+    """A Parquet artifact of a run as a table; None when the run has no such artifact."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    folder = path.rsplit("/", 1)[0] if "/" in path else None
+    if path not in {a.path for a in client.list_artifacts(run_id, folder)}:
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        return pd.read_parquet(client.download_artifacts(run_id, path, tmp))
+
+
 def log_model(
     run_id: str, pipeline: Pipeline, example: pd.DataFrame, scores: Any, registered_name: str
 ) -> str:

@@ -19,7 +19,11 @@ Intervals: a seeded bootstrap over the batch's rows, 95% percentile interval (Ef
 "An Introduction to the Bootstrap", 1993, ch. 13). For CBPE each replicate also draws the labels
 of its rows from their calibrated probabilities, so the interval is one for the ROC AUC the
 batch's labels would give (the estimator's sampling error and the labels' own noise), not only for
-the estimate. For DLE it is the estimate's sampling interval over rows.
+the estimate. Given the holdout rows the calibrator was fitted on, each CBPE replicate also
+resamples them and refits the calibrator (same method), so the interval includes the calibrator's
+own fitting error too (`Estimate.interval`: `rows+labels+calibration` vs `rows+labels`); without
+them it treats the fitted calibrator as exact and is too narrow when the holdout is small. For DLE
+it is the estimate's sampling interval over rows (`rows`; the loss models are not refitted).
 
 Pure computation (numpy, scikit-learn); no I/O: ctloop/steps/estimate.py stores and loads the
 fitted estimators.
@@ -130,31 +134,58 @@ def choose_method(rows: int, min_isotonic_rows: int = ISOTONIC_MIN_ROWS) -> Cali
     return "isotonic" if rows >= min_isotonic_rows else "platt"
 
 
-def fit_calibrator(
-    scores: np.ndarray, y: np.ndarray, min_isotonic_rows: int = ISOTONIC_MIN_ROWS
-) -> Calibrator:
-    """Calibrate scores (shape (n,), in [0, 1]) against 0/1 labels `y` (shape (n,)), with the
-    method `choose_method` picks for n. Deterministic (no randomness).
+def _labels(scores: np.ndarray, y: np.ndarray, what: str) -> tuple[np.ndarray, np.ndarray]:
+    """Checked (scores, 0/1 labels) as float and int arrays of one shape (n,), n >= 2, both classes
+    present. Raises EstimationError otherwise."""
+    s, raw = np.asarray(scores, dtype=float), np.asarray(y)
+    if s.shape != raw.shape or s.ndim != 1:
+        raise EstimationError(f"{what}: scores {s.shape} and labels {raw.shape} differ")
+    if len(s) < 2:
+        raise EstimationError(f"{what}: needs at least 2 rows, got {len(s)}")
+    if not np.isfinite(s).all():
+        raise EstimationError(f"{what}: scores must be finite")
+    t = raw.astype(int)
+    if not np.array_equal(t, raw) or not np.isin(t, (0, 1)).all():
+        raise EstimationError(f"{what}: labels must be 0 or 1")
+    if len(np.unique(t)) < 2:
+        raise EstimationError(f"{what}: the holdout has one class only")
+    return s, t
 
-    Raises EstimationError with fewer than 2 rows, mismatched shapes or one class only."""
+
+def _fit_map(s: np.ndarray, t: np.ndarray, method: CalibrationMethod) -> Calibrator:
+    """The calibration map of `method` on checked rows; Brier scores left NaN."""
     from sklearn.isotonic import IsotonicRegression
     from sklearn.linear_model import LogisticRegression
 
-    s, t = np.asarray(scores, dtype=float), np.asarray(y, dtype=int)
-    if s.shape != t.shape or s.ndim != 1:
-        raise EstimationError(f"calibration: scores {s.shape} and labels {t.shape} differ")
-    if len(np.unique(t)) < 2:
-        raise EstimationError("calibration: the holdout has one class only")
-    method = choose_method(len(s), min_isotonic_rows)
-    brier_raw = float(np.mean((s - t) ** 2))
     if method == "isotonic":
         iso = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(s, t)
         x, yv = tuple(map(float, iso.X_thresholds_)), tuple(map(float, iso.y_thresholds_))
-        cal = Calibrator("isotonic", len(s), brier_raw, math.nan, x=x, y=yv)
-    else:
-        lr = LogisticRegression(C=1e6).fit(_logit(s).reshape(-1, 1), t)
-        a, b = float(lr.coef_[0, 0]), float(lr.intercept_[0])
-        cal = Calibrator("platt", len(s), brier_raw, math.nan, a=a, b=b)
+        return Calibrator("isotonic", len(s), math.nan, math.nan, x=x, y=yv)
+    # newton-cholesky: "a good choice for n_samples >> n_features" (LogisticRegression's `solver`
+    # docs); the same optimum as the default lbfgs, 1.6 ms instead of 55 ms on 600 rows here
+    lr = LogisticRegression(C=1e6, solver="newton-cholesky").fit(_logit(s).reshape(-1, 1), t)
+    a, b = float(lr.coef_[0, 0]), float(lr.intercept_[0])
+    return Calibrator("platt", len(s), math.nan, math.nan, a=a, b=b)
+
+
+def fit_calibrator(
+    scores: np.ndarray,
+    y: np.ndarray,
+    min_isotonic_rows: int = ISOTONIC_MIN_ROWS,
+    method: CalibrationMethod | None = None,
+) -> Calibrator:
+    """Calibrate scores (shape (n,), in [0, 1]) against 0/1 labels `y` (shape (n,)), with
+    `method` when given (`isotonic`, `platt`), otherwise the one `choose_method` picks for n.
+    Deterministic (no randomness).
+
+    Raises EstimationError with fewer than 2 rows, mismatched shapes, non-finite scores, labels
+    other than 0/1, one class only or an unknown method."""
+    s, t = _labels(scores, y, "calibration")
+    chosen = method if method is not None else choose_method(len(s), min_isotonic_rows)
+    if chosen not in ("isotonic", "platt"):
+        raise EstimationError(f"calibration: unknown method {chosen!r}")
+    cal = _fit_map(s, t, chosen)
+    brier_raw = float(np.mean((s - t) ** 2))
     brier = float(np.mean((cal.apply(s) - t) ** 2))
     return Calibrator(cal.method, cal.rows, brier_raw, brier, cal.x, cal.y, cal.a, cal.b)
 
@@ -177,14 +208,16 @@ def weighted_auc(scores: np.ndarray, p: np.ndarray) -> float:
     if s.shape != w.shape or s.ndim != 1:
         raise EstimationError(f"weighted_auc: scores {s.shape} and weights {w.shape} differ")
     neg = 1.0 - w
-    pairs = w.sum() * neg.sum() - float(np.dot(w, neg))
+    # elementwise products summed, not np.dot: a dot product of this size goes to multithreaded
+    # BLAS, whose threads cost milliseconds per call on a busy machine (200 calls per estimate)
+    pairs = w.sum() * neg.sum() - float((w * neg).sum())
     if pairs <= 0:
         return math.nan
     uniq, inverse = np.unique(s, return_inverse=True)
     neg_per = np.bincount(inverse, weights=neg, minlength=len(uniq))
     below = np.cumsum(neg_per) - neg_per  # negative weight at strictly lower scores
     tied_others = neg_per[inverse] - neg  # negative weight tied with row i, row i excluded
-    concordant = float(np.dot(w, below[inverse] + 0.5 * tied_others))
+    concordant = float((w * (below[inverse] + 0.5 * tied_others)).sum())
     return min(1.0, max(0.0, concordant / pairs))
 
 
@@ -228,11 +261,24 @@ def expected_confusion(
     )
 
 
+#: What a CBPE interval's replicates resample (`Estimate.interval`): the batch's rows and their
+#: labels, and with the holdout also the calibrator; DLE's resample the batch's rows only.
+INTERVAL_ROWS = "rows"
+INTERVAL_LABELS = "rows+labels"
+INTERVAL_CALIBRATION = "rows+labels+calibration"
+
+
 @dataclass(frozen=True)
 class Estimate:
     """An estimated metric on a batch: `value` and its 95% bootstrap interval [`lower`, `upper`],
     `method` (`cbpe-isotonic`, `cbpe-platt`, `dle`), rows, bootstrap replicates, and `extras`:
-    other estimated metrics (point values: accuracy and f1 at the threshold; mae for DLE)."""
+    other estimated metrics (point values: accuracy and f1 at the threshold; mae for DLE).
+
+    `interval` says what the replicates resample: `rows+labels+calibration` (CBPE with the
+    calibrator's holdout: includes the calibrator's fitting error), `rows+labels` (CBPE without
+    it: treats the calibrator as exact), `rows` (DLE). `calibration_fallbacks`: replicates that
+    could not refit the calibrator (one class, or fewer than 2 distinct scores, in the resampled
+    holdout) and used the given one instead."""
 
     metric: str
     value: float
@@ -242,6 +288,8 @@ class Estimate:
     rows: int
     bootstrap: int
     extras: dict[str, float] = field(default_factory=dict)
+    interval: str = INTERVAL_ROWS
+    calibration_fallbacks: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -253,6 +301,8 @@ class Estimate:
             "rows": self.rows,
             "bootstrap": self.bootstrap,
             "extras": dict(self.extras),
+            "interval": self.interval,
+            "calibration_fallbacks": self.calibration_fallbacks,
         }
 
 
@@ -274,22 +324,53 @@ def estimate_cbpe(
     bootstrap: int = 200,
     seed: int = 42,
     threshold: float = THRESHOLD,
+    *,
+    calibration: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> Estimate:
     """CBPE on a batch's scores (shape (n,), in [0, 1]): the expected ROC AUC of the calibrated
     probabilities (`weighted_auc`), expected accuracy and f1 at `threshold`
-    (`expected_confusion`), and a 95% interval for the ROC AUC from `bootstrap` replicates, each
-    resampling the rows with replacement and drawing their labels ~ Bernoulli(p) (seeded by
-    `seed`). Raises EstimationError with fewer than 2 rows."""
+    (`expected_confusion`), and a 95% percentile bootstrap interval for the ROC AUC the batch's
+    labels will give (Efron & Tibshirani, "An Introduction to the Bootstrap", 1993, ch. 13), from
+    `bootstrap` replicates seeded by `seed` (same inputs, same interval).
+
+    Each replicate resamples the batch's rows with replacement and draws their labels
+    ~ Bernoulli(p). Without `calibration` p is the given calibrator's: the interval covers the row
+    sampling and the labels' noise but treats the calibrator as exact (`interval` `rows+labels`).
+    With `calibration` = (holdout scores, 0/1 labels), shapes (m,), the rows `calibrator` was
+    fitted on, each replicate first resamples those rows with replacement and refits a calibrator
+    of the same method (`calibrator.method`), whose p it then uses: the interval also covers the
+    calibrator's fitting error (`interval` `rows+labels+calibration`). A resampled holdout with
+    one class, or fewer than 2 distinct scores, keeps the given calibrator for that replicate
+    (counted in `calibration_fallbacks`). The point value never depends on `calibration`.
+
+    Measured (tests/unit/ml/test_estimation.py's world, no shift, 150 draws each): with a
+    1,500-row isotonic holdout the interval covers the realized AUC 87-88% of the time with
+    `calibration`, 54-78% without (5,000- and 1,500-row batches); with 5,000 rows in both 96% and
+    87%. The rest of the gap is isotonic's small-holdout optimism (the estimate runs about +0.009
+    high at 1,500 rows), which a percentile interval keeps.
+
+    Raises EstimationError with fewer than 2 scored rows, or a `calibration` with mismatched or
+    non-1-D shapes, fewer than 2 rows, non-finite scores, labels other than 0/1 or one class."""
     s = np.asarray(scores, dtype=float)
     if s.ndim != 1 or len(s) < 2:
         raise EstimationError(f"CBPE needs at least 2 scored rows, got {s.shape}")
+    holdout = None if calibration is None else _labels(*calibration, "CBPE calibration rows")
     p = calibrator.apply(s)
     value = weighted_auc(s, p)
+    refit = None if holdout is None else _Refit(*holdout, calibrator.method)
     rng = np.random.default_rng(seed)
     replicates = np.empty(bootstrap)
+    fallbacks = 0
     for k in range(bootstrap):
         idx = rng.integers(0, len(s), len(s))
-        labels = (rng.random(len(s)) < p[idx]).astype(float)
+        p_k = p[idx]
+        if refit is not None:
+            refitted = refit.draw(rng, s[idx])
+            if refitted is None:
+                fallbacks += 1
+            else:
+                p_k = refitted
+        labels = (rng.random(len(s)) < p_k).astype(float)
         replicates[k] = weighted_auc(s[idx], labels)
     lower, upper = percentile_interval(replicates)
     extras = {k: v for k, v in expected_confusion(s, p, threshold).metrics().items()}
@@ -302,7 +383,50 @@ def estimate_cbpe(
         rows=len(s),
         bootstrap=bootstrap,
         extras={k: extras[k] for k in ("accuracy", "f1")},
+        interval=INTERVAL_LABELS if holdout is None else INTERVAL_CALIBRATION,
+        calibration_fallbacks=fallbacks,
     )
+
+
+class _Refit:
+    """The calibrator refitted on bootstrap resamples of its holdout rows (`s`, `t`: checked
+    scores and 0/1 labels), with `method`.
+
+    Isotonic: a resample with replacement is a count per holdout row, so the holdout's distinct
+    scores are found once and each resample only sums counts and positives per distinct score,
+    then runs scikit-learn's `isotonic_regression` (the pool-adjacent-violators solver
+    IsotonicRegression.fit runs on the same weighted distinct scores, bounds [0, 1]) and
+    interpolates like `Calibrator.apply`. Platt: `_fit_map` on the resampled rows."""
+
+    def __init__(self, s: np.ndarray, t: np.ndarray, method: CalibrationMethod) -> None:
+        self.s, self.t, self.method = s, t, method
+        self.unique, self.inverse = np.unique(s, return_inverse=True)
+
+    def draw(self, rng: np.random.Generator, scores: np.ndarray) -> np.ndarray | None:
+        """Calibrated probabilities of `scores` (shape (n,)) under a calibrator refitted on one
+        resample of the holdout (drawn from `rng`); None when the resample has one class or
+        fewer than 2 distinct scores (the caller keeps the given calibrator)."""
+        pick = rng.integers(0, len(self.s), len(self.s))
+        if self.method == "platt":
+            s, t = self.s[pick], self.t[pick]
+            if t.min() == t.max() or s.min() == s.max():
+                return None
+            return _fit_map(s, t, "platt").apply(scores)
+        from sklearn.isotonic import isotonic_regression
+
+        size = len(self.unique)
+        count = np.bincount(pick, minlength=len(self.s)).astype(float)
+        weight = np.bincount(self.inverse, weights=count, minlength=size)
+        positive = np.bincount(self.inverse, weights=count * self.t, minlength=size)
+        kept = weight > 0
+        x, w, pos = self.unique[kept], weight[kept], positive[kept]
+        if len(x) < 2 or pos.sum() == 0 or pos.sum() == w.sum():
+            return None
+        y = isotonic_regression(pos / w, sample_weight=w, y_min=0.0, y_max=1.0)
+        # drop the inner points of flat runs (as IsotonicRegression does): same line, faster interp
+        needed = np.ones(len(y), dtype=bool)
+        needed[1:-1] = (y[1:-1] != y[:-2]) | (y[1:-1] != y[2:])
+        return np.clip(np.interp(scores, x[needed], y[needed]), 0.0, 1.0)
 
 
 # --- DLE ----------------------------------------------------------------------------------------

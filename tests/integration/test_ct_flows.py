@@ -232,6 +232,8 @@ def test_labels_arriving_later_are_measured_then(
         )
         assert 0.5 < m["estimated_roc_auc"] < 1 and "estimated_accuracy" in m
         assert r.data.tags["ctloop.estimation_method"] == "cbpe-isotonic"  # 1,200 holdout rows
+        # the holdout rows were kept: the interval includes the calibrator's fitting error
+        assert r.data.tags[estimate.INTERVAL_TAG] == "rows+labels+calibration"
     assert "estimation_error" not in runs[0].data.metrics
     error = runs[1].data.metrics["estimation_error"]
     measured = runs[1].data.metrics["batch_roc_auc"]
@@ -241,6 +243,8 @@ def test_labels_arriving_later_are_measured_then(
     assert champion is not None and champion.run_id
     record = tracking.read_json_artifact(champion.run_id, estimate.ESTIMATOR_JSON)
     assert record is not None and record["calibrator"]["method"] == "isotonic"
+    rows = tracking.read_parquet_artifact(champion.run_id, estimate.CALIBRATION_ROWS)
+    assert rows is not None and len(rows) == record["calibrator"]["rows"]
 
 
 def test_a_version_without_an_estimator_is_monitored_without_estimate(
