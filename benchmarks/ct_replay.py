@@ -143,7 +143,9 @@ class Replay:
     scores: dict[tuple[str, str], float] = field(default_factory=dict)
     drifts: dict[tuple[tuple[str, ...], str], DriftSummary] = field(default_factory=dict)
     trained_seconds: float = 0.0
-    calibrators: dict[str, estimation.Calibrator] = field(default_factory=dict)
+    calibrators: dict[str, tuple[estimation.Calibrator, tuple[Any, Any]]] = field(
+        default_factory=dict
+    )
     estimates: dict[tuple[str, str], MonthEstimate] = field(default_factory=dict)
 
     @cached_property
@@ -504,14 +506,15 @@ def figures(
 # --- issue 16: estimation, label delay, the bootstrap gate ------------------------------
 
 
-def calibrator_of(replay: Replay, model: Model) -> estimation.Calibrator:
-    """The model's CBPE calibrator, fitted on its holdout's labelled rows as
-    ctloop/steps/estimate.py fit_estimator does at training time (cached)."""
+def calibration_of(replay: Replay, model: Model) -> tuple[estimation.Calibrator, tuple[Any, Any]]:
+    """The calibrator and the holdout rows it was fitted on (scores, 0/1 labels): what
+    fit_estimator keeps (estimator.json, calibration.parquet), cached per model."""
     key = model.label
     if key not in replay.calibrators:
         rows = fit.training_data(replay.eval_project, replay.frame(model.holdout))
         scores = training.predict_scores(model.pipe, rows.X, rows.schema.task)
-        replay.calibrators[key] = estimation.fit_calibrator(scores, rows.y.to_numpy().astype(int))
+        labels = rows.y.to_numpy().astype(int)
+        replay.calibrators[key] = (estimation.fit_calibrator(scores, labels), (scores, labels))
     return replay.calibrators[key]
 
 
@@ -558,8 +561,9 @@ def calibrated_on(replay: Replay, model: Model, month: str | None, scores: Any) 
 
 def estimate_of(replay: Replay, model: Model, month: str) -> MonthEstimate:
     """CBPE (ctloop.ml.estimation.estimate_cbpe with `continuous.estimate_bootstrap` replicates,
-    seeded by `seed`) of `model` on every row of `month`, cancelled flights included: the
-    monitor scores them all, labels or not (cached)."""
+    seeded by `seed`, the calibrator refitted per replicate on the holdout rows, as the monitor
+    does) of `model` on every row of `month`, cancelled flights included: the monitor scores
+    them all, labels or not (cached)."""
     key = (model.label, month)
     if key not in replay.estimates:
         p = replay.project.params
@@ -568,8 +572,10 @@ def estimate_of(replay: Replay, model: Model, month: str) -> MonthEstimate:
             model.pipe, batch[list(model.pipe.feature_names_in_)], p.data.task
         )
         known = batch[p.data.target].notna().to_numpy()
-        cal = calibrator_of(replay, model)
-        found = estimation.estimate_cbpe(scores, cal, p.continuous.estimate_bootstrap, p.seed)
+        cal, rows = calibration_of(replay, model)
+        found = estimation.estimate_cbpe(
+            scores, cal, p.continuous.estimate_bootstrap, p.seed, calibration=rows
+        )
         only = estimation.weighted_auc(scores[known], cal.apply(scores[known]))
         replay.estimates[key] = MonthEstimate(
             model.label,
