@@ -20,8 +20,8 @@ from ctloop.steps import replay
 from ctloop.steps.shadow import shadow_predictions_path
 from flows.monitor_batch import monitor_batch
 from flows.train_model import train_model
-from tests.conftest import sample_months
-from tests.integration.conftest import SMALL, latest_artifact
+from tests.conftest import new_project, sample_months
+from tests.integration.conftest import SMALL, copy_project, latest_artifact
 
 MONTHS = ["2013-01", "2013-02", "2013-03", "2013-04", "2013-05"]
 NAME = "ctloop-test"
@@ -51,18 +51,20 @@ def _deliver(project: Project, frame: pd.DataFrame, period: str) -> str:
     return landed.name
 
 
-@pytest.fixture
-def champion_and_shadow(
-    make_project: Callable[..., Project], default_batches: dict[str, pd.DataFrame], tmp_path: Path
-) -> tuple[Project, str, pd.DataFrame]:
+@pytest.fixture(scope="module")
+def shadowed(
+    default_batches: dict[str, pd.DataFrame], tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Project, pd.DataFrame]:
     """v1, a weak champion, and v2, a real model the gate refused, in shadow (k = 2); the
-    margin then set back so that v2 can win. Returns the project, its params path and the rows
-    of January-May (April and May not delivered yet)."""
+    margin then set back so that v2 can win. Trained once per module; returns the project and
+    the rows of January-May (April and May not delivered yet)."""
+    root = tmp_path_factory.mktemp("shadow")
     rows = sample_months(default_batches, MONTHS, 1200)
-    source = tmp_path / "initial.parquet"
+    source = root / "initial.parquet"
     rows[rows["date"] < "2013-04-01"].to_parquet(source, index=False)
     # v1, the champion: two stumps (weak on purpose); train Jan-Feb, holdout Mar
-    p = make_project(
+    p = new_project(
+        root / "proj",
         {
             **SMALL,
             "data": {**SMALL["data"], "source": str(source)},
@@ -72,7 +74,7 @@ def champion_and_shadow(
             },
             "tune": {**SMALL["tune"], "n_trials": 1},
             "promotion": {**SMALL["promotion"], "min_score": 0.5, "shadow_batches": 2},
-        }
+        },
     )
     params = str(p.root / "params.yaml")
     assert train_model(params_path=params).promoted
@@ -87,7 +89,19 @@ def champion_and_shadow(
     assert held.tags[shadow.STATE_TAG] == "shadow" and held.tags[shadow.WINS_TAG] == "0"
     assert "margin" in held.tags[shadow.REASON_TAG]
     _edit(p, lambda params: params["promotion"].update(margin=0.0025))
-    return p, params, rows
+    return p, rows
+
+
+@pytest.fixture
+def champion_and_shadow(
+    shadowed: tuple[Project, pd.DataFrame], tmp_path: Path
+) -> tuple[Project, str, pd.DataFrame]:
+    """Each test its own copy of the `shadowed` project (tree and MLflow store), the store in
+    use; returns the copy, its params path and the rows."""
+    trained, rows = shadowed
+    p = copy_project(trained, tmp_path / "proj")
+    tracking.use_store(p.tracking_uri)
+    return p, str(p.root / "params.yaml"), rows
 
 
 def _monitoring_run(client: MlflowClient, batch: str) -> Any:
