@@ -182,6 +182,9 @@ class ModelConfig(_Strict):
 
 class TuneConfig(_Strict):
     n_trials: Annotated[int, Field(ge=1)] = 20
+    # seeded random trials before TPE models the search (Optuna's TPESampler n_startup_trials,
+    # its default 10): with n_trials <= n_startup_trials every trial is a seeded random draw
+    n_startup_trials: Annotated[int, Field(ge=1)] = 10
     # optional wall-time budget of the search (s); None: tune.n_trials alone, whatever the load
     timeout_s: Annotated[float, Field(gt=0)] | None = None
     early_stopping_rounds: Annotated[int, Field(ge=1)] = 30

@@ -304,6 +304,17 @@ class _Search:
         )
 
 
+def _sampler(params: Params, seed: int, constant_liar: bool = False) -> optuna.samplers.TPESampler:
+    """Optuna's TPE sampler, seeded, starting to model the search after
+    `tune.n_startup_trials` seeded random trials (Bergstra et al., "Algorithms for
+    Hyper-Parameter Optimization", NeurIPS 2011; Optuna's TPESampler docs)."""
+    import optuna
+
+    return optuna.samplers.TPESampler(
+        seed=seed, n_startup_trials=params.tune.n_startup_trials, constant_liar=constant_liar
+    )
+
+
 def _pruner(params: Params) -> optuna.pruners.BasePruner:
     import optuna
 
@@ -450,7 +461,7 @@ def run_trials(job: TrialJob) -> TrialsOutcome:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     search = _Search.of(job.params, job.X, job.y)
     storage = open_storage(job.storage)
-    tpe = optuna.samplers.TPESampler(seed=job.params.seed + job.index, constant_liar=True)
+    tpe = _sampler(job.params, job.params.seed + job.index, constant_liar=True)
     records: list[TrialRecord] = []
     kept: dict[int, _FoldRun] = {}
     fixed = with_fit_threads(search.family, search.fixed, job.fit_threads)
@@ -520,7 +531,7 @@ def tune(
     study = optuna.create_study(
         direction=search.direction,
         pruner=_pruner(params),
-        sampler=optuna.samplers.TPESampler(seed=search.seed),
+        sampler=_sampler(params, search.seed),
         storage=open_storage(storage) if storage else None,
         study_name=study_name,
     )

@@ -103,3 +103,22 @@ def test_tune_keeps_the_best_trials_fold_models_and_out_of_fold_scores() -> None
         assert scores == pytest.approx(result.oof_scores[va])
     best = max((t for t in result.trials if t.state == "COMPLETE"), key=lambda t: t.mean)
     assert result.cv_mean == pytest.approx(best.mean)
+
+
+def test_tpe_models_the_search_after_the_configured_random_start_up_trials() -> None:
+    """With n_trials <= tune.n_startup_trials every trial is a seeded random draw (the same
+    points as a longer start-up); with fewer start-up trials TPE proposes the later points from
+    the scores seen so far, so they differ, while the random start-up trials stay the same."""
+    X, y = _frame(400)
+
+    def points(startup: int) -> list[dict[str, object]]:
+        params = _tuning_params(6, pruning=False)
+        params = params.model_copy(
+            update={"tune": params.tune.model_copy(update={"n_startup_trials": startup})}
+        )
+        return [t.params for t in training.tune(params, SCHEMA, X, y).trials]
+
+    random_only, tpe_after_two = points(10), points(2)
+    assert len(random_only) == len(tpe_after_two) == 6
+    assert random_only[:2] == tpe_after_two[:2]
+    assert random_only[2:] != tpe_after_two[2:]
