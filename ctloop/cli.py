@@ -255,7 +255,26 @@ def init(
     typer.echo(f"ingested {len(ingested.batches)} batch(es): {', '.join(ingested.batches)}")
     typer.echo(f"suite written: {suite} (from {reference[0]}..{reference[-1]})")
     here = "" if root == Path.cwd() else f"cd {root} && "
-    typer.echo(f"next: {here}ctloop run    (then `ctloop replay` delivers the held-back batches)")
+    typer.echo(
+        f"next: {here}{ctloop_command()} run    (then `ctloop replay` delivers the held-back "
+        "batches)"
+    )
+
+
+def ctloop_command(argv0: str | None = None) -> str:
+    """How to call this CLI again: `ctloop` when that name on PATH is this program, else the
+    absolute path of the running `ctloop` executable (e.g. `~/ctloop/.venv/bin/ctloop`, the venv
+    not being activated), else `ctloop`."""
+    import shutil
+
+    program = Path(argv0 if argv0 is not None else sys.argv[0])
+    if program.name != "ctloop":
+        return "ctloop"
+    running = program.resolve()
+    on_path = shutil.which("ctloop")
+    if on_path is not None and Path(on_path).resolve() == running:
+        return "ctloop"
+    return str(running)
 
 
 @app.command()

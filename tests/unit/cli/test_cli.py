@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -56,3 +57,20 @@ def test_unknown_stage_is_refused(tmp_path: Path) -> None:
         check=False,
     )
     assert result.returncode == 1 and "unknown stage 'deploy'" in result.stderr
+
+
+def test_the_next_step_names_a_ctloop_the_user_can_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ctloop.cli import ctloop_command
+
+    venv_bin = tmp_path / "venv" / "bin"
+    venv_bin.mkdir(parents=True)
+    exe = venv_bin / "ctloop"
+    exe.write_text("#!/bin/sh\n")
+    exe.chmod(0o755)
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")  # the venv not activated
+    assert ctloop_command(str(exe)) == str(exe.resolve())
+    monkeypatch.setenv("PATH", f"{venv_bin}:/usr/bin:/bin")  # activated: the bare name works
+    assert ctloop_command(str(exe)) == "ctloop"
+    assert ctloop_command("/x/python -m ctloop.cli") == "ctloop"  # not the console script
