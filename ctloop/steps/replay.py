@@ -110,6 +110,8 @@ class MonthFacts:
     retrain: bool | None = None  # the policy's verdict
     reasons: tuple[str, ...] = ()
     decay: float | None = None
+    # the champion's estimated metric on the period (CBPE/DLE) and its 95% interval; None: none
+    estimate: tuple[float, float, float] | None = None
 
 
 @dataclass(frozen=True)
@@ -128,13 +130,23 @@ COLUMNS = (
     "month",
     "champion",
     "its {metric} on the month",
+    "estimated (95% interval)",
     "verdict",
     "retrain (gate on the month)",
 )
+ALIGN = ("---", "---", "---:", "---", "---", "---")
 
 
 def _figure(value: float | None) -> str:
     return "?" if value is None else f"{value:.4f}"
+
+
+def estimate_text(estimate: tuple[float, float, float] | None) -> str:
+    """`0.7407 [0.7317..0.7502]` (README "Estimated performance"); `—` without an estimate."""
+    if estimate is None:
+        return "—"
+    value, lower, upper = estimate
+    return f"{value:.4f} [{lower:.4f}..{upper:.4f}]"
 
 
 def verdict_text(facts: MonthFacts) -> str:
@@ -170,7 +182,8 @@ def month_row(
     facts: MonthFacts, retrains: list[RetrainFacts], previous_champion: str | None
 ) -> tuple[str, ...]:
     """One line of the table: the champion (with its holdout figure when it changed since the
-    previous line), its score on the month, the verdict, the retrain's outcome."""
+    previous line), its score on the month, its estimated score (labels or not), the verdict,
+    the retrain's outcome."""
     if facts.champion is None:
         champion = "—"
     elif facts.champion != previous_champion:
@@ -180,15 +193,32 @@ def month_row(
     score = "no labels" if facts.score is None else _figure(facts.score)
     if facts.champion is None:
         score = "—"
-    return (facts.period, champion, score, verdict_text(facts), retrain_text(facts, retrains))
+    return (
+        facts.period,
+        champion,
+        score,
+        estimate_text(facts.estimate),
+        verdict_text(facts),
+        retrain_text(facts, retrains),
+    )
 
 
 def markdown_table(metric: str, rows: list[tuple[str, ...]]) -> str:
     """The rows as the Markdown table README shows under "Continuous training"."""
     head = [c.format(metric=metric) for c in COLUMNS]
-    lines = ["| " + " | ".join(head) + " |", "| --- | --- | ---: | --- | --- |"]
+    lines = ["| " + " | ".join(head) + " |", "| " + " | ".join(ALIGN) + " |"]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def _estimate(metrics: dict[str, float], key: str) -> tuple[float, float, float] | None:
+    """(value, lower, upper) of the monitoring run's estimate (ctloop/steps/estimate.py logs
+    `<key>`, `<key>_lower`, `<key>_upper`); None when any is missing."""
+    found = tuple(metrics.get(k) for k in (key, f"{key}_lower", f"{key}_upper"))
+    if any(v is None for v in found):
+        return None
+    value, lower, upper = (float(v) for v in found if v is not None)
+    return value, lower, upper
 
 
 def read_month(
@@ -226,6 +256,7 @@ def read_month(
             (tags["ctloop.retrain"] == "True") if done else None,
             tuple(r for r in tags.get("ctloop.reasons", "").split("; ") if r and r != "none"),
             metrics.get("decay"),
+            _estimate(metrics, f"estimated_{cfg.metric}"),
         )
     retrains = []
     for v in registry.versions(cfg.promotion.model_name):

@@ -128,9 +128,12 @@ def test_monitor_scores_reports_and_retrain_promotes_with_reasons(
     facts, retrains = replay.read_month(p, "2013-04", 0)
     row = replay.month_row(facts, retrains, None)
     assert row[:2] == ("2013-04", f"v1 (holdout {facts.champion_holdout:.4f})")
-    assert row[2] == f"{run.data.metrics['batch_roc_auc']:.4f}" and "drift" in row[3]
+    assert row[2] == f"{run.data.metrics['batch_roc_auc']:.4f}" and "drift" in row[4]
+    m = run.data.metrics
+    estimated = (m["estimated_roc_auc"], m["estimated_roc_auc_lower"], m["estimated_roc_auc_upper"])
+    assert row[3] == replay.estimate_text(estimated) and row[3].startswith(f"{estimated[0]:.4f} [")
     outcome = "promoted" if first.promoted else "kept the champion"
-    assert row[4].startswith("v2 on 2013-02..04: ") and row[4].endswith(outcome)
+    assert row[5].startswith("v2 on 2013-02..04: ") and row[5].endswith(outcome)
     trained = client.search_runs(
         [client.get_experiment_by_name("ctloop").experiment_id],
         "tags.`ctloop.kind` = 'training' and tags.`ctloop.model_version` = '2'",
