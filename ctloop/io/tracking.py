@@ -10,7 +10,7 @@ import os
 import subprocess
 import tempfile
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -391,6 +391,14 @@ def finished_runs_tagged(
 
 def read_csv_artifact(run_id: str, path: str) -> pd.DataFrame | None:
     """A CSV artifact of a run as a table; None when the run has no such artifact."""
+    return _read_table_artifact(run_id, path, pd.read_csv)
+
+
+def _read_table_artifact(
+    run_id: str, path: str, reader: Callable[[str], pd.DataFrame]
+) -> pd.DataFrame | None:
+    """The artifact `path` of the run read by `reader` from a temporary download; None when the
+    run has no such artifact."""
     from mlflow import MlflowClient
 
     client = MlflowClient()
@@ -398,7 +406,7 @@ def read_csv_artifact(run_id: str, path: str) -> pd.DataFrame | None:
     if path not in {a.path for a in client.list_artifacts(run_id, folder)}:
         return None
     with tempfile.TemporaryDirectory() as tmp:
-        return pd.read_csv(client.download_artifacts(run_id, path, tmp))
+        return reader(client.download_artifacts(run_id, path, tmp))
 
 
 def log_parquet(run_id: str, frame: pd.DataFrame, path: str) -> None:
@@ -414,14 +422,7 @@ def log_parquet(run_id: str, frame: pd.DataFrame, path: str) -> None:
 
 def read_parquet_artifact(run_id: str, path: str) -> pd.DataFrame | None:
     """A Parquet artifact of a run as a table; None when the run has no such artifact."""
-    from mlflow import MlflowClient
-
-    client = MlflowClient()
-    folder = path.rsplit("/", 1)[0] if "/" in path else None
-    if path not in {a.path for a in client.list_artifacts(run_id, folder)}:
-        return None
-    with tempfile.TemporaryDirectory() as tmp:
-        return pd.read_parquet(client.download_artifacts(run_id, path, tmp))
+    return _read_table_artifact(run_id, path, pd.read_parquet)
 
 
 def log_model(
