@@ -214,11 +214,10 @@ def markdown_table(metric: str, rows: list[tuple[str, ...]]) -> str:
 def _estimate(metrics: dict[str, float], key: str) -> tuple[float, float, float] | None:
     """(value, lower, upper) of the monitoring run's estimate (ctloop/steps/estimate.py logs
     `<key>`, `<key>_lower`, `<key>_upper`); None when any is missing."""
-    found = tuple(metrics.get(k) for k in (key, f"{key}_lower", f"{key}_upper"))
-    if any(v is None for v in found):
+    try:
+        return metrics[key], metrics[f"{key}_lower"], metrics[f"{key}_upper"]
+    except KeyError:
         return None
-    value, lower, upper = (float(v) for v in found if v is not None)
-    return value, lower, upper
 
 
 def read_month(
